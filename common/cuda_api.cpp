@@ -1,0 +1,191 @@
+#include "common/cuda_api.h"
+
+#include <array>
+
+namespace vs {
+namespace {
+
+using enum Layer;
+using enum Src;
+
+// Signatures are the CUDA 12/13 headers'; comments give the arguments used.
+constexpr ReturnRead deref(int arg, int size = 8, int offset = 0) {
+  return ReturnRead{static_cast<std::int8_t>(arg), static_cast<std::uint8_t>(size), static_cast<std::uint16_t>(offset)};
+}
+
+struct Builder {
+  ApiInfo a;
+  constexpr Builder(std::string_view name, Layer layer, Op op, AllocKind kind = AllocKind::None)
+      : a{0, name, layer, op, kind, false, None, None, None, None, None, None, {}, 0} {}
+  constexpr Builder& ptr(Src s) { a.ptr = s; return *this; }
+  constexpr Builder& bytes(Src s, Src factor = None) { a.bytes = s; a.bytes_factor = factor; return *this; }
+  constexpr Builder& stream(Src s) { a.stream = s; return *this; }
+  constexpr Builder& handle(Src s) { a.handle = s; return *this; }
+  constexpr Builder& device(Src s) { a.device = s; return *this; }
+  constexpr Builder& read(ReturnRead r0, ReturnRead r1 = {}) { a.reads[0] = r0; a.reads[1] = r1; return *this; }
+  constexpr Builder& stack(int n) { a.stack_args = static_cast<std::uint8_t>(n); return *this; }
+  constexpr Builder& launch() { a.launch = true; return *this; }
+};
+
+// (void** out, size_t size, ...): pointer written at return, size in A1.
+constexpr Builder alloc(std::string_view name, Layer layer, AllocKind kind) {
+  return Builder(name, layer, Op::Alloc, kind).ptr(Out0).bytes(A1).read(deref(0));
+}
+
+constexpr auto make_table() {
+  std::array table{
+      // ---- runtime (libcudart) ----
+      alloc("cudaMalloc", Runtime, AllocKind::Device),
+      alloc("cudaMallocAsync", Runtime, AllocKind::Async).stream(A2),
+      alloc("cudaMallocAsync_ptsz", Runtime, AllocKind::Async).stream(A2),
+      alloc("cudaMallocFromPoolAsync", Runtime, AllocKind::Async).stream(A3),
+      alloc("cudaMallocFromPoolAsync_ptsz", Runtime, AllocKind::Async).stream(A3),
+      alloc("cudaMallocManaged", Runtime, AllocKind::Managed),
+      alloc("cudaMallocHost", Runtime, AllocKind::Host),
+      alloc("cudaHostAlloc", Runtime, AllocKind::Host),
+      // cudaMallocPitch(void** p, size_t* pitch, size_t width, size_t height)
+      Builder("cudaMallocPitch", Runtime, Op::Alloc, AllocKind::Device).ptr(Out0).bytes(Out1, A3).read(deref(0), deref(1)),
+      Builder("cudaFree", Runtime, Op::Free).ptr(A0),
+      Builder("cudaFreeAsync", Runtime, Op::Free).ptr(A0).stream(A1),
+      Builder("cudaFreeAsync_ptsz", Runtime, Op::Free).ptr(A0).stream(A1),
+      Builder("cudaFreeHost", Runtime, Op::FreeHost).ptr(A0),
+      // cudaMemcpy(dst, src, count, kind); cudaMemcpyAsync(dst, src, count, kind, stream)
+      Builder("cudaMemcpy", Runtime, Op::Memcpy).ptr(A0).bytes(A2),
+      Builder("cudaMemcpy_ptds", Runtime, Op::Memcpy).ptr(A0).bytes(A2),
+      Builder("cudaMemcpyAsync", Runtime, Op::Memcpy).ptr(A0).bytes(A2).stream(A4),
+      Builder("cudaMemcpyAsync_ptsz", Runtime, Op::Memcpy).ptr(A0).bytes(A2).stream(A4),
+      // cudaLaunchKernel(func, dim3 grid, dim3 block, void** args, size_t shmem, stream):
+      // each dim3 takes two registers, so shmem and stream are the 7th and 8th words.
+      Builder("cudaLaunchKernel", Runtime, Op::Launch).ptr(A0).stream(S1).stack(2).launch(),
+      Builder("cudaLaunchKernel_ptsz", Runtime, Op::Launch).ptr(A0).stream(S1).stack(2).launch(),
+      Builder("cudaStreamSynchronize", Runtime, Op::Sync).stream(A0),
+      Builder("cudaStreamSynchronize_ptsz", Runtime, Op::Sync).stream(A0),
+      Builder("cudaDeviceSynchronize", Runtime, Op::Sync),
+      Builder("cudaSetDevice", Runtime, Op::SetDevice).device(A0),
+      // cudaMemGetInfo(size_t* free, size_t* total): bytes = free, ptr = total
+      Builder("cudaMemGetInfo", Runtime, Op::MemGetInfo).bytes(Out0).ptr(Out1).read(deref(0), deref(1)),
+
+      // ---- driver (libcuda) ----
+      alloc("cuMemAlloc_v2", Driver, AllocKind::Device),
+      alloc("cuMemAllocAsync", Driver, AllocKind::Async).stream(A2),
+      alloc("cuMemAllocAsync_ptsz", Driver, AllocKind::Async).stream(A2),
+      alloc("cuMemAllocFromPoolAsync", Driver, AllocKind::Async).stream(A3),
+      alloc("cuMemAllocFromPoolAsync_ptsz", Driver, AllocKind::Async).stream(A3),
+      alloc("cuMemAllocManaged", Driver, AllocKind::Managed),
+      alloc("cuMemAllocHost_v2", Driver, AllocKind::Host),
+      alloc("cuMemHostAlloc", Driver, AllocKind::Host),
+      // cuMemAllocPitch_v2(CUdeviceptr* p, size_t* pitch, size_t width, size_t height, unsigned elem)
+      Builder("cuMemAllocPitch_v2", Driver, Op::Alloc, AllocKind::Device).ptr(Out0).bytes(Out1, A3).read(deref(0), deref(1)),
+      Builder("cuMemFree_v2", Driver, Op::Free).ptr(A0),
+      Builder("cuMemFreeAsync", Driver, Op::Free).ptr(A0).stream(A1),
+      Builder("cuMemFreeAsync_ptsz", Driver, Op::Free).ptr(A0).stream(A1),
+      Builder("cuMemFreeHost", Driver, Op::FreeHost).ptr(A0),
+      // cuMemAddressReserve(CUdeviceptr* p, size_t size, size_t align, CUdeviceptr addr, flags)
+      Builder("cuMemAddressReserve", Driver, Op::VmmReserve).ptr(Out0).bytes(A1).read(deref(0)),
+      Builder("cuMemAddressFree", Driver, Op::VmmAddressFree).ptr(A0).bytes(A1),
+      // cuMemCreate(handle* h, size_t size, const CUmemAllocationProp* prop, flags):
+      // prop->location.id (offset 12) is the device.
+      Builder("cuMemCreate", Driver, Op::VmmCreate).handle(Out0).bytes(A1).device(Out1).read(deref(0), deref(2, 4, 12)),
+      Builder("cuMemRelease", Driver, Op::VmmRelease).handle(A0),
+      // cuMemMap(ptr, size, offset, handle, flags); cuMemUnmap(ptr, size)
+      Builder("cuMemMap", Driver, Op::VmmMap).ptr(A0).bytes(A1).handle(A3),
+      Builder("cuMemUnmap", Driver, Op::VmmUnmap).ptr(A0).bytes(A1),
+      // cuMemSetAccess(ptr, size, const CUmemAccessDesc* desc, count): desc->location.id (offset 4)
+      Builder("cuMemSetAccess", Driver, Op::VmmSetAccess).ptr(A0).bytes(A1).device(Out0).read(deref(2, 4, 4)),
+      // cuMemcpy*(dst, src, bytes[, stream])
+      Builder("cuMemcpy", Driver, Op::Memcpy).ptr(A0).bytes(A2),
+      Builder("cuMemcpy_ptds", Driver, Op::Memcpy).ptr(A0).bytes(A2),
+      Builder("cuMemcpyAsync", Driver, Op::Memcpy).ptr(A0).bytes(A2).stream(A3),
+      Builder("cuMemcpyAsync_ptsz", Driver, Op::Memcpy).ptr(A0).bytes(A2).stream(A3),
+      Builder("cuMemcpyHtoD_v2", Driver, Op::Memcpy).ptr(A0).bytes(A2),
+      Builder("cuMemcpyHtoD_v2_ptds", Driver, Op::Memcpy).ptr(A0).bytes(A2),
+      Builder("cuMemcpyDtoH_v2", Driver, Op::Memcpy).ptr(A0).bytes(A2),
+      Builder("cuMemcpyDtoH_v2_ptds", Driver, Op::Memcpy).ptr(A0).bytes(A2),
+      Builder("cuMemcpyDtoD_v2", Driver, Op::Memcpy).ptr(A0).bytes(A2),
+      Builder("cuMemcpyDtoD_v2_ptds", Driver, Op::Memcpy).ptr(A0).bytes(A2),
+      Builder("cuMemcpyHtoDAsync_v2", Driver, Op::Memcpy).ptr(A0).bytes(A2).stream(A3),
+      Builder("cuMemcpyHtoDAsync_v2_ptsz", Driver, Op::Memcpy).ptr(A0).bytes(A2).stream(A3),
+      Builder("cuMemcpyDtoHAsync_v2", Driver, Op::Memcpy).ptr(A0).bytes(A2).stream(A3),
+      Builder("cuMemcpyDtoHAsync_v2_ptsz", Driver, Op::Memcpy).ptr(A0).bytes(A2).stream(A3),
+      Builder("cuMemcpyDtoDAsync_v2", Driver, Op::Memcpy).ptr(A0).bytes(A2).stream(A3),
+      Builder("cuMemcpyDtoDAsync_v2_ptsz", Driver, Op::Memcpy).ptr(A0).bytes(A2).stream(A3),
+      Builder("cuStreamSynchronize", Driver, Op::Sync).stream(A0),
+      Builder("cuStreamSynchronize_ptsz", Driver, Op::Sync).stream(A0),
+      Builder("cuCtxSynchronize", Driver, Op::Sync),
+      // cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra): stream is the 9th.
+      Builder("cuLaunchKernel", Driver, Op::Launch).ptr(A0).stream(S2).stack(3).launch(),
+      Builder("cuLaunchKernel_ptsz", Driver, Op::Launch).ptr(A0).stream(S2).stack(3).launch(),
+      // cuLaunchKernelEx(const CUlaunchConfig* cfg, f, params, extra): cfg->hStream at offset 32.
+      Builder("cuLaunchKernelEx", Driver, Op::Launch).ptr(A1).stream(Out0).read(deref(0, 8, 32)).launch(),
+      Builder("cuLaunchKernelEx_ptsz", Driver, Op::Launch).ptr(A1).stream(Out0).read(deref(0, 8, 32)).launch(),
+      Builder("cuCtxSetCurrent", Driver, Op::SetContext).handle(A0),
+      Builder("cuCtxPushCurrent_v2", Driver, Op::SetContext).handle(A0),
+      // cuDevicePrimaryCtxRetain(CUcontext* pctx, CUdevice dev)
+      Builder("cuDevicePrimaryCtxRetain", Driver, Op::PrimaryCtxRetain).handle(Out0).device(A1).read(deref(0)),
+  };
+  std::array<ApiInfo, table.size()> out{};
+  for (std::size_t i = 0; i < table.size(); ++i) {
+    out[i] = table[i].a;
+    out[i].id = static_cast<std::uint16_t>(i + 1);  // 0 means "none" on the BPF side
+  }
+  return out;
+}
+
+constexpr auto kApis = make_table();
+
+std::optional<std::uint64_t> pick(Src s, const RawCallValues& raw) {
+  switch (s) {
+    case None: return std::nullopt;
+    case A0: case A1: case A2: case A3: case A4: case A5:
+      return raw.args[static_cast<int>(s) - static_cast<int>(A0)];
+    case S0: case S1: case S2:
+      return raw.stack[static_cast<int>(s) - static_cast<int>(S0)];
+    case Out0: return raw.out[0];
+    case Out1: return raw.out[1];
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::span<const ApiInfo> all_apis() { return kApis; }
+
+const ApiInfo* find_api(std::uint16_t id) {
+  if (id == 0 || id > kApis.size()) return nullptr;
+  return &kApis[id - 1];
+}
+
+const ApiInfo* find_api(std::string_view name) {
+  for (const auto& api : kApis)
+    if (api.name == name) return &api;
+  return nullptr;
+}
+
+std::string_view alloc_kind_name(AllocKind kind) {
+  switch (kind) {
+    case AllocKind::None: return "none";
+    case AllocKind::Device: return "device";
+    case AllocKind::Async: return "async";
+    case AllocKind::Managed: return "managed";
+    case AllocKind::Host: return "host";
+    case AllocKind::VmmPhysical: return "vmm_physical";
+    case AllocKind::VmmReserved: return "vmm_reserved";
+    case AllocKind::VmmMapped: return "vmm_mapped";
+  }
+  return "none";
+}
+
+std::string_view layer_name(Layer layer) { return layer == Layer::Runtime ? "runtime" : "driver"; }
+
+DecodedCall decode_call(const ApiInfo& api, const RawCallValues& raw) {
+  DecodedCall d;
+  d.ptr = pick(api.ptr, raw);
+  d.bytes = pick(api.bytes, raw);
+  if (d.bytes && api.bytes_factor != None) *d.bytes *= pick(api.bytes_factor, raw).value_or(1);
+  d.stream = pick(api.stream, raw);
+  d.handle = pick(api.handle, raw);
+  if (auto dev = pick(api.device, raw)) d.device = static_cast<std::int32_t>(*dev);  // CUdevice is an int
+  return d;
+}
+
+}  // namespace vs

@@ -1,0 +1,85 @@
+// The catalog of traced CUDA functions: what each one is, where each column of
+// its `calls` row comes from, and what the BPF side must read at return.
+// The BPF programs know nothing of this table: user space hands them the
+// per-API read plan (tracer/bpf/events.h: vs_api_plan) and decodes the raw
+// registers they send back with the same table.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+
+namespace vs {
+
+enum class Layer : std::uint8_t { Runtime, Driver };
+
+// What a call does to memory (or to the thread's device), for pairing.
+enum class Op : std::uint8_t {
+  Alloc,             // creates a pointer allocation of `kind`
+  Free,              // ends a pointer allocation (device, async, managed)
+  FreeHost,          // ends a pinned host allocation
+  VmmReserve,        // cuMemAddressReserve: reserved virtual range
+  VmmAddressFree,    // cuMemAddressFree
+  VmmCreate,         // cuMemCreate: physical handle
+  VmmRelease,        // cuMemRelease
+  VmmMap,            // cuMemMap: mapped virtual range
+  VmmUnmap,          // cuMemUnmap
+  VmmSetAccess,      // cuMemSetAccess
+  Memcpy,
+  Launch,
+  Sync,
+  SetDevice,         // cudaSetDevice: the thread's runtime device
+  SetContext,        // cuCtxSetCurrent / cuCtxPushCurrent_v2
+  PrimaryCtxRetain,  // cuDevicePrimaryCtxRetain: context -> device
+  MemGetInfo,
+};
+
+// The `allocations.kind` vocabulary (store/schema.sql documents it).
+enum class AllocKind : std::uint8_t { None, Device, Async, Managed, Host, VmmPhysical, VmmReserved, VmmMapped };
+
+// Where a decoded value comes from: an integer argument register (A0..A5),
+// a stack argument (S0 is the 7th argument), or a value read at return (Out0, Out1).
+enum class Src : std::uint8_t { None, A0, A1, A2, A3, A4, A5, S0, S1, S2, Out0, Out1 };
+
+// A read of user memory at return: `size` bytes at (argument `arg`) + `offset`.
+struct ReturnRead {
+  std::int8_t arg = -1;  // -1: no read
+  std::uint8_t size = 0;
+  std::uint16_t offset = 0;
+};
+
+struct ApiInfo {
+  std::uint16_t id;
+  std::string_view name;  // the exported symbol
+  Layer layer;
+  Op op;
+  AllocKind kind;  // for Op::Alloc; the VMM ops imply theirs
+  bool launch;     // a kernel-launch probe: only with --launches
+  Src ptr, bytes, bytes_factor, stream, handle, device;
+  ReturnRead reads[2];
+  std::uint8_t stack_args;  // 7th+ arguments to copy at entry
+};
+
+std::span<const ApiInfo> all_apis();
+const ApiInfo* find_api(std::uint16_t id);
+const ApiInfo* find_api(std::string_view name);
+std::string_view alloc_kind_name(AllocKind kind);
+std::string_view layer_name(Layer layer);
+
+// The raw values the BPF side captured for one call.
+struct RawCallValues {
+  std::uint64_t args[6]{};
+  std::uint64_t stack[3]{};
+  std::uint64_t out[2]{};
+};
+
+// The decoded columns of one call; nullopt where the API has no such value.
+struct DecodedCall {
+  std::optional<std::uint64_t> ptr, bytes, stream, handle;
+  std::optional<std::int64_t> device;
+};
+
+DecodedCall decode_call(const ApiInfo& api, const RawCallValues& raw);
+
+}  // namespace vs

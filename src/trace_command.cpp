@@ -1,0 +1,556 @@
+#include "src/trace_command.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "store/reader.h"
+#include "store/store.h"
+#include "tracer/decoder.h"
+#include "tracer/loader.h"
+
+namespace vs::cli {
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+
+void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+std::int64_t clock_ns(clockid_t clock) {
+  timespec ts;
+  clock_gettime(clock, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string proc_comm(std::uint32_t pid) {
+  std::string s = read_file("/proc/" + std::to_string(pid) + "/comm");
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  return s;
+}
+
+std::string proc_cmdline(std::uint32_t pid) {
+  std::string s = read_file("/proc/" + std::to_string(pid) + "/cmdline");
+  while (!s.empty() && s.back() == '\0') s.pop_back();
+  for (char& c : s)
+    if (c == '\0') c = ' ';
+  return s;
+}
+
+std::string human_bytes(std::uint64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+// Resolves a command name the way execvp will.
+std::optional<std::string> resolve_executable(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = getenv("PATH");
+  std::stringstream dirs(path ? path : "/usr/local/bin:/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return std::nullopt;
+}
+
+// Where a launched command will look for CUDA libraries beyond the system's:
+// LD_LIBRARY_PATH, and the pip wheels of its Python environment.
+std::vector<std::string> command_library_dirs(const std::optional<std::string>& exe) {
+  std::vector<std::string> dirs;
+  if (const char* ld = getenv("LD_LIBRARY_PATH")) {
+    std::stringstream ss(ld);
+    std::string d;
+    while (std::getline(ss, d, ':'))
+      if (!d.empty()) dirs.push_back(d);
+  }
+  std::vector<std::string> prefixes;
+  if (const char* venv = getenv("VIRTUAL_ENV")) prefixes.emplace_back(venv);
+  if (exe) {
+    std::filesystem::path p(*exe);
+    if (p.parent_path().filename() == "bin") prefixes.push_back(p.parent_path().parent_path().string());
+  }
+  for (const auto& prefix : prefixes)
+    for (auto& d : tracer::wheel_lib_dirs(prefix)) dirs.push_back(d);
+  return dirs;
+}
+
+// Receives the tracer's records, turns them into rows, and keeps library
+// coverage current as processes appear and map new files.
+class Recorder : public tracer::EventSink {
+ public:
+  Recorder(store::TraceWriter& writer, tracer::Tracer& tracer, std::int64_t id_base, bool trace_all)
+      : writer_(writer), tracer_(tracer), decoder_(id_base), trace_all_(trace_all) {}
+
+  void on_call(const vs_call_event& ev) override {
+    writer_.add_call(decoder_.decode(ev));
+    ++calls_;
+    if (!known_pids_.count(ev.pid)) note_process(ev.pid, std::nullopt, std::nullopt, ev.start_ns, "running");
+  }
+
+  void on_lifecycle(const vs_lifecycle_event& ev) override {
+    auto ts = static_cast<std::int64_t>(ev.ts_ns);
+    switch (ev.kind) {
+      case VS_LC_FORK:
+        note_process(ev.pid, ev.ppid, ev.start_ns, ev.ts_ns, "fork");
+        break;
+      case VS_LC_FIRST_CALL:
+        note_process(ev.pid, ev.ppid, ev.start_ns, ev.ts_ns, "first_call");
+        break;
+      case VS_LC_EXEC:
+        writer_.process_exec(ev.pid, std::string(ev.comm, strnlen(ev.comm, VS_COMM_LEN)), proc_cmdline(ev.pid));
+        decoder_.objects().scan_process(ev.pid);
+        break;
+      case VS_LC_EXIT:
+        if (!known_pids_.count(ev.pid)) note_process(ev.pid, ev.ppid, ev.start_ns, ev.ts_ns, "running");
+        writer_.process_exited(ev.pid, ts, ev.exit_code);
+        decoder_.forget_process(ev.pid);
+        live_pids_.erase(ev.pid);
+        break;
+    }
+  }
+
+  void on_sched(const vs_sched_event& ev) override {
+    store::SchedEventRecord r;
+    r.ts_ns = static_cast<std::int64_t>(ev.ts_ns);
+    r.prev_tid = ev.prev_tid;
+    r.prev_pid = ev.prev_pid;
+    r.next_tid = ev.next_tid;
+    r.next_pid = ev.next_pid;
+    r.prev_state = ev.prev_state;
+    r.in_call = ev.in_call != 0;
+    r.prev_comm.assign(ev.prev_comm, strnlen(ev.prev_comm, VS_COMM_LEN));
+    r.next_comm.assign(ev.next_comm, strnlen(ev.next_comm, VS_COMM_LEN));
+    writer_.add_sched_event(r);
+  }
+
+  void note_process(std::uint32_t pid, std::optional<std::uint32_t> ppid, std::optional<std::uint64_t> start_ns,
+                    std::uint64_t first_ts, const char* how) {
+    if (!known_pids_.insert(pid).second) return;
+    live_pids_.insert(pid);
+    store::ProcessRecord p;
+    p.pid = pid;
+    p.ppid = ppid;
+    if (start_ns) p.start_ns = static_cast<std::int64_t>(*start_ns);
+    p.comm = proc_comm(pid);
+    p.cmdline = proc_cmdline(pid);
+    p.first_ts_ns = static_cast<std::int64_t>(first_ts);
+    p.how_found = how;
+    writer_.process_seen(p);
+    decoder_.objects().scan_process(pid);
+    attach_new_libraries(pid);
+  }
+
+  void attach(const tracer::LibraryCandidate& lib) {
+    if (tracer_.is_attached(lib.dev, lib.ino) || !tried_.insert({lib.dev, lib.ino}).second) return;
+    auto result = tracer_.attach_library(lib);
+    decoder_.objects().add_stat_dev(lib.dev, lib.ino, lib.path);
+    if (result.library.error)
+      spdlog::warn("{} ({}): {}", lib.path, lib.kind, *result.library.error);
+    else
+      spdlog::info("probing {} ({}, {} functions, {})", lib.path, lib.kind, result.library.probes_attached,
+                   *result.library.attach_mode);
+    writer_.add_library(result.library, result.probes);
+    if (!result.library.error) ++attached_libraries_;
+  }
+
+  // Libraries a process maps that were not found on disk beforehand (a
+  // private venv, a container): attached as soon as they are seen. Calls
+  // before libraries.attached_ts_ns were not observed.
+  void attach_new_libraries(std::uint32_t pid) {
+    for (const auto& lib : tracer::discover_in_process(pid)) attach(lib);
+  }
+
+  void rescan_live_processes() {
+    for (auto pid : std::vector<std::uint32_t>(live_pids_.begin(), live_pids_.end())) attach_new_libraries(pid);
+  }
+
+  std::uint64_t calls() const { return calls_; }
+  int attached_libraries() const { return attached_libraries_; }
+  bool trace_all() const { return trace_all_; }
+
+ private:
+  store::TraceWriter& writer_;
+  tracer::Tracer& tracer_;
+  tracer::CallDecoder decoder_;
+  bool trace_all_;
+  std::uint64_t calls_ = 0;
+  int attached_libraries_ = 0;
+  std::set<std::uint32_t> known_pids_, live_pids_;
+  std::set<std::pair<std::uint64_t, std::uint64_t>> tried_;
+};
+
+// The launched command, held at a pipe until the probes are attached.
+struct LaunchedChild {
+  pid_t pid = -1;
+  int release_fd = -1;
+};
+
+Result<LaunchedChild> fork_held(const std::vector<std::string>& command) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return Error{std::string("pipe: ") + std::strerror(errno)};
+  pid_t pid = fork();
+  if (pid < 0) return Error{std::string("fork: ") + std::strerror(errno)};
+  if (pid == 0) {
+    close(fds[1]);
+    char c;
+    while (read(fds[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    std::vector<char*> argv;
+    for (const auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execvp(argv[0], argv.data());
+    std::fprintf(stderr, "vramscope: cannot run %s: %s\n", argv[0], std::strerror(errno));
+    _exit(127);
+  }
+  close(fds[0]);
+  return LaunchedChild{pid, fds[1]};
+}
+
+int exit_code_of(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+void print_summary(const std::string& db, std::int64_t session_id, double seconds) {
+  auto reader = store::TraceReader::open(db);
+  if (!reader) {
+    spdlog::error("{}", reader.error().message);
+    return;
+  }
+  std::int64_t calls = 0, drops = 0;
+  (void)(*reader)->query("SELECT calls_recorded, call_drops + lifecycle_drops FROM sessions WHERE id = ?",
+                         {session_id}, [&](const store::Row& r) {
+                           calls = r.i64(0);
+                           drops = r.i64(1);
+                         });
+  std::fprintf(stderr, "vramscope: session %lld: %lld calls in %.1f s, %lld records lost -> %s\n",
+               static_cast<long long>(session_id), static_cast<long long>(calls), seconds,
+               static_cast<long long>(drops), db.c_str());
+  (void)(*reader)->query(
+      "SELECT p.pid, COALESCE(p.comm, ''), "
+      "  (SELECT COUNT(*) FROM allocations a WHERE a.session_id = p.session_id AND a.pid = p.pid), "
+      "  (SELECT COALESCE(SUM(bytes), 0) FROM allocations a WHERE a.session_id = p.session_id AND a.pid = p.pid "
+      "     AND a.kind NOT IN ('vmm_reserved', 'vmm_mapped')), "
+      "  (SELECT COUNT(*) FROM allocations a WHERE a.session_id = p.session_id AND a.pid = p.pid "
+      "     AND a.end_reason IS NULL), "
+      "  (SELECT COALESCE(SUM(bytes), 0) FROM allocations a WHERE a.session_id = p.session_id AND a.pid = p.pid "
+      "     AND a.end_reason IS NULL AND a.kind NOT IN ('vmm_reserved', 'vmm_mapped')), "
+      "  (SELECT COALESCE(SUM(bytes), 0) FROM allocations a WHERE a.session_id = p.session_id AND a.pid = p.pid "
+      "     AND a.end_reason = 'process_exit' AND a.kind NOT IN ('vmm_reserved', 'vmm_mapped')) "
+      "FROM processes p WHERE p.session_id = ? ORDER BY p.first_ts_ns",
+      {session_id}, [&](const store::Row& r) {
+        std::fprintf(stderr,
+                     "  pid %lld [%s]: %lld allocations (%s), outstanding at end: %lld (%s), released at exit: %s\n",
+                     static_cast<long long>(r.i64(0)), r.text(1).c_str(), static_cast<long long>(r.i64(2)),
+                     human_bytes(static_cast<std::uint64_t>(r.i64(3))).c_str(), static_cast<long long>(r.i64(4)),
+                     human_bytes(static_cast<std::uint64_t>(r.i64(5))).c_str(),
+                     human_bytes(static_cast<std::uint64_t>(r.i64(6))).c_str());
+      });
+}
+
+}  // namespace
+
+std::optional<std::int64_t> parse_duration_ms(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  std::size_t used = 0;
+  double value;
+  try {
+    value = std::stod(text, &used);
+  } catch (...) {
+    return std::nullopt;
+  }
+  if (value < 0) return std::nullopt;
+  std::string unit = text.substr(used);
+  double scale;
+  if (unit.empty() || unit == "s") scale = 1000;
+  else if (unit == "ms") scale = 1;
+  else if (unit == "m") scale = 60000;
+  else if (unit == "h") scale = 3600000;
+  else return std::nullopt;
+  return static_cast<std::int64_t>(value * scale);
+}
+
+CLI::App* add_trace_command(CLI::App& app, TraceArgs& args) {
+  CLI::App* cmd = app.add_subcommand(
+      "trace",
+      "Record the CUDA calls of a command (vramscope trace --db run.db -- python3 infer.py), of running processes "
+      "(--pid), or of every process that uses CUDA (neither), into a SQLite trace file. Needs root.");
+  cmd->add_option("--db", args.db, "Trace file to write (created if missing; a new session is appended)")->required();
+  cmd->add_option("--pid", args.pids, "Attach to this running process and the processes it forks (repeatable)");
+  cmd->add_option("--duration", args.duration,
+                  "Stop after this long (90s, 500ms, 2m); default: when the command exits, or on Ctrl-C");
+  cmd->add_option("--cuda-lib", args.cuda_libs,
+                  "Probe this libcudart/libcuda (or a file with a CUDA runtime linked in) instead of searching "
+                  "(repeatable)");
+  cmd->add_flag("--launches", args.launches,
+                "Also probe kernel launches (cudaLaunchKernel, cuLaunchKernel[Ex]): costs ~1-3 us per launch");
+  cmd->add_flag("--sched-events", args.sched_events, "Also store every context switch of traced threads");
+  cmd->add_option("--ring-mib", args.ring_mib, "Size of the call ring buffer in MiB (a power of two)")
+      ->check(CLI::Range(1, 4096));
+  cmd->add_flag("-q,--quiet", args.quiet, "No progress line and no summary");
+  cmd->add_option("command", args.command, "The command to launch and trace, after --");
+  cmd->positionals_at_end();
+  return cmd;
+}
+
+int run_trace(const TraceArgs& args) {
+  std::optional<std::int64_t> duration_ms;
+  if (!args.duration.empty()) {
+    duration_ms = parse_duration_ms(args.duration);
+    if (!duration_ms) {
+      spdlog::error("--duration {}: expected a number with an optional unit ms, s, m or h (e.g. 90s)", args.duration);
+      return 2;
+    }
+  }
+  if ((args.ring_mib & (args.ring_mib - 1)) != 0) {
+    spdlog::error("--ring-mib {}: must be a power of two", args.ring_mib);
+    return 2;
+  }
+  const bool launch = !args.command.empty();
+  if (launch && !args.pids.empty()) {
+    spdlog::error("give either a command to launch or --pid, not both");
+    return 2;
+  }
+  for (auto pid : args.pids)
+    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      spdlog::error("--pid {}: no such process", pid);
+      return 2;
+    }
+  const std::string mode = launch ? "launch" : (args.pids.empty() ? "all" : "pid");
+
+  std::optional<std::string> exe;
+  if (launch) {
+    exe = resolve_executable(args.command[0]);
+    if (!exe) {
+      spdlog::error("{}: command not found in PATH", args.command[0]);
+      return 127;
+    }
+  }
+
+  auto writer_r = store::TraceWriter::open(args.db);
+  if (!writer_r) {
+    spdlog::error("{}", writer_r.error().message);
+    return 1;
+  }
+  auto& writer = **writer_r;
+
+  tracer::TracerOptions topts;
+  topts.trace_all = mode == "all";
+  topts.launches = args.launches;
+  topts.sched_events = args.sched_events;
+  topts.calls_ring_mib = args.ring_mib;
+  auto tracer_r = tracer::Tracer::open(topts);
+  if (!tracer_r) {
+    spdlog::error("{}", tracer_r.error().message);
+    return 1;
+  }
+  auto& tracer = **tracer_r;
+
+  // Ctrl-C and SIGTERM stop the trace cleanly (and are passed on to a launched command).
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  store::SessionInfo info;
+  {
+    utsname u{};
+    uname(&u);
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    info.host = host;
+    info.kernel = u.release;
+  }
+  info.mode = mode;
+  info.version = VRAMSCOPE_VERSION;
+  if (launch) {
+    std::string joined;
+    for (const auto& a : args.command) joined += (joined.empty() ? "" : " ") + a;
+    info.command = joined;
+  }
+  info.options_json = nlohmann::json{{"launches", args.launches},
+                                     {"sched_events", args.sched_events},
+                                     {"cuda_libs", args.cuda_libs},
+                                     {"pids", args.pids},
+                                     {"duration", args.duration},
+                                     {"attach_mode", tracer::attach_mode_name(tracer.attach_mode())}}
+                          .dump();
+  std::int64_t mono = clock_ns(CLOCK_MONOTONIC);
+  info.realtime_offset_ns = clock_ns(CLOCK_REALTIME) - mono;
+  info.start_ts_ns = mono;
+  std::int64_t session_id = writer.begin_session(info);
+
+  Recorder recorder(writer, tracer, writer.next_call_id(), mode == "all");
+
+  std::optional<LaunchedChild> child;
+  if (launch) {
+    auto c = fork_held(args.command);
+    if (!c) {
+      spdlog::error("{}", c.error().message);
+      return 1;
+    }
+    child = *c;
+    if (Status s = tracer.trace_pid(static_cast<std::uint32_t>(child->pid)); !s) spdlog::error("{}", s.message());
+  }
+  for (auto pid : args.pids)
+    if (Status s = tracer.trace_pid(pid); !s) spdlog::error("{}", s.message());
+
+  // Attach to every CUDA library we can find before anything runs.
+  auto attach_t0 = std::chrono::steady_clock::now();
+  tracer::DiscoveryInputs in;
+  in.cuda_libs = args.cuda_libs;
+  in.executable = exe;
+  in.extra_dirs = command_library_dirs(exe);
+  auto found = tracer::discover_on_disk(in);
+  for (const auto& lib : found.found) recorder.attach(lib);
+  if (args.cuda_libs.empty()) {
+    std::vector<std::uint32_t> running = args.pids;
+    if (mode == "all") {
+      if (DIR* d = opendir("/proc")) {
+        while (dirent* e = readdir(d))
+          if (e->d_name[0] >= '1' && e->d_name[0] <= '9') running.push_back(std::stoul(e->d_name));
+        closedir(d);
+      }
+    }
+    for (auto pid : running)
+      if (pid != static_cast<std::uint32_t>(getpid()))
+        for (const auto& lib : tracer::discover_in_process(pid)) recorder.attach(lib);
+  }
+  double attach_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - attach_t0).count();
+  if (recorder.attached_libraries() == 0) {
+    std::string where;
+    for (const auto& s : found.searched) where += "\n  " + s;
+    spdlog::error("no CUDA library found to probe. Looked in:{}\nGive one with --cuda-lib PATH (libcudart.so.*, "
+                  "libcuda.so.*, or an executable with the CUDA runtime linked in).",
+                  where);
+    if (child) {
+      kill(child->pid, SIGKILL);
+      waitpid(child->pid, nullptr, 0);
+    }
+    store::SessionEnd end;
+    end.end_ts_ns = clock_ns(CLOCK_MONOTONIC);
+    end.status = "interrupted";
+    (void)writer.end_session(end);
+    return 1;
+  }
+  spdlog::info("attached in {:.0f} ms ({} links)", attach_ms, tracer::attach_mode_name(tracer.attach_mode()));
+
+  for (auto pid : args.pids) recorder.note_process(pid, std::nullopt, std::nullopt, clock_ns(CLOCK_MONOTONIC), "pid");
+  if (child) {
+    recorder.note_process(static_cast<std::uint32_t>(child->pid), static_cast<std::uint32_t>(getpid()),
+                          std::nullopt, clock_ns(CLOCK_MONOTONIC), "launched");
+    close(child->release_fd);  // the command runs from here on
+  }
+
+  // The event loop.
+  const bool progress = !args.quiet && isatty(STDERR_FILENO);
+  auto t0 = std::chrono::steady_clock::now();
+  auto last_progress = t0, last_rescan = t0;
+  std::uint64_t last_calls = 0;
+  int child_status = 0;
+  bool child_done = false;
+  Status poll_status;
+  while (!g_stop_signal.load()) {
+    poll_status = tracer.poll(100, recorder);
+    if (!poll_status) break;
+    auto now = std::chrono::steady_clock::now();
+    if (child && waitpid(child->pid, &child_status, WNOHANG) == child->pid) {
+      child_done = true;
+      break;
+    }
+    if (duration_ms && std::chrono::duration_cast<std::chrono::milliseconds>(now - t0).count() >= *duration_ms) break;
+    if (now - last_rescan >= std::chrono::milliseconds(500)) {
+      recorder.rescan_live_processes();
+      last_rescan = now;
+    }
+    if (progress && now - last_progress >= std::chrono::seconds(1)) {
+      double dt = std::chrono::duration<double>(now - last_progress).count();
+      auto st = writer.stats();
+      auto c = tracer.counters();
+      std::fprintf(stderr, "\r\033[Kvramscope: %5.0f s  %llu calls (%.0f/s)  GPU memory outstanding %s  lost %llu",
+                   std::chrono::duration<double>(now - t0).count(), static_cast<unsigned long long>(recorder.calls()),
+                   static_cast<double>(recorder.calls() - last_calls) / dt,
+                   human_bytes(st.outstanding.device_bytes()).c_str(),
+                   static_cast<unsigned long long>(c[VS_STAT_CALL_DROPS] + c[VS_STAT_LIFECYCLE_DROPS]));
+      last_calls = recorder.calls();
+      last_progress = now;
+    }
+  }
+  if (progress) std::fprintf(stderr, "\r\033[K");
+  if (!poll_status) spdlog::error("{}", poll_status.message());
+  int sig = g_stop_signal.load();
+  if (child && !child_done && sig) kill(child->pid, sig);
+
+  double detach_ms = tracer.detach_uprobes();
+  // What was submitted before the probes went away is still in the rings.
+  for (int i = 0; i < 3; ++i) (void)tracer.poll(0, recorder);
+
+  auto c = tracer.counters();
+  store::SessionEnd end;
+  end.end_ts_ns = clock_ns(CLOCK_MONOTONIC);
+  end.attach_ms = attach_ms;
+  end.detach_ms = detach_ms;
+  end.call_drops = static_cast<std::int64_t>(c[VS_STAT_CALL_DROPS]);
+  end.lifecycle_drops = static_cast<std::int64_t>(c[VS_STAT_LIFECYCLE_DROPS]);
+  end.sched_drops = static_cast<std::int64_t>(c[VS_STAT_SCHED_DROPS]);
+  end.unrecorded_calls = static_cast<std::int64_t>(c[VS_STAT_DEPTH_OVERFLOW] + c[VS_STAT_INFLIGHT_FULL]);
+  end.status = sig ? "interrupted" : "complete";
+  Status end_status = writer.end_session(end);
+  if (!end_status) spdlog::error("writing {} failed: {}", args.db, end_status.message());
+  if (end.call_drops || end.lifecycle_drops)
+    spdlog::warn("{} call records and {} lifecycle records were lost (ring buffer full): raise --ring-mib",
+                 end.call_drops, end.lifecycle_drops);
+
+  if (!args.quiet)
+    print_summary(args.db, session_id,
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+
+  if (child) {
+    if (!child_done) {
+      // Give the command a moment to act on the signal we passed on.
+      for (int i = 0; i < 50 && !child_done; ++i) {
+        if (waitpid(child->pid, &child_status, WNOHANG) == child->pid) child_done = true;
+        else usleep(100000);
+      }
+    }
+    if (child_done) return exit_code_of(child_status);
+    return sig ? 128 + sig : 1;
+  }
+  if (!end_status) return 1;
+  return 0;
+}
+
+}  // namespace vs::cli

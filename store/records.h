@@ -1,0 +1,77 @@
+// Passive records that flow from the tracer into the store. The store knows
+// nothing about BPF; the tracer knows nothing about SQL.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace vs::store {
+
+struct SessionInfo {
+  std::string host, kernel, mode, options_json, version;
+  std::optional<std::string> command;
+  std::int64_t start_ts_ns = 0;
+  std::int64_t realtime_offset_ns = 0;
+};
+
+struct SessionEnd {
+  std::int64_t end_ts_ns = 0;
+  double attach_ms = 0, detach_ms = 0;
+  std::int64_t call_drops = 0, lifecycle_drops = 0, sched_drops = 0, unrecorded_calls = 0;
+  std::string status = "complete";
+};
+
+struct ProcessRecord {
+  std::uint32_t pid = 0;
+  std::optional<std::uint32_t> ppid;
+  std::optional<std::int64_t> start_ns;
+  std::string comm, cmdline;
+  std::int64_t first_ts_ns = 0;
+  std::string how_found;  // launched | pid | fork | first_call | running
+};
+
+struct ProbeRecord {
+  std::string api;
+  std::optional<std::int64_t> offset;
+  std::string status;  // attached | missing | disabled | failed
+  std::optional<std::string> error;
+};
+
+struct LibraryRecord {
+  std::string path, kind, found_by;
+  std::optional<std::int64_t> dev, inode, pid;
+  std::optional<std::string> attach_mode;
+  int probes_attached = 0, probes_missing = 0;
+  std::optional<std::int64_t> attached_ts_ns;
+  std::optional<std::string> error;
+};
+
+// One completed call, decoded. `id` is the tracer's sequence (unique in the file).
+struct CallRecord {
+  std::int64_t id = 0;
+  std::int64_t ts_ns = 0, dur_ns = 0;
+  std::uint32_t pid = 0, tid = 0;
+  std::uint16_t api_id = 0;  // common/cuda_api.h id
+  std::optional<std::int64_t> device;
+  std::optional<std::uint64_t> stream, ptr, bytes, handle;
+  std::int64_t ret = 0;
+  std::optional<std::string> caller;  // mapped file path
+  std::int64_t off_cpu_ns = 0, runq_ns = 0;
+  std::uint32_t switches = 0;
+  std::optional<std::uint32_t> preempted_by;
+  std::optional<std::string> preempted_by_comm;
+  std::optional<std::int64_t> longest_off_ns;
+  std::optional<std::int64_t> parent_id;
+  std::uint16_t parent_api_id = 0;  // api of parent_id (0 if none): lets pairing skip nested driver calls
+  bool incomplete = false;
+};
+
+struct SchedEventRecord {
+  std::int64_t ts_ns = 0;
+  std::uint32_t prev_tid = 0, prev_pid = 0, next_tid = 0, next_pid = 0, prev_state = 0;
+  bool in_call = false;
+  std::string prev_comm, next_comm;
+};
+
+}  // namespace vs::store

@@ -1,0 +1,60 @@
+// The trace store: one writer thread owns the SQLite connection and writes
+// in batched transactions with prepared statements; callers enqueue records.
+// Allocation pairing (store/pairing.h) runs on the caller's thread, in event
+// order, so the writer only ever inserts and updates rows.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "store/pairing.h"
+#include "store/records.h"
+
+namespace vs::store {
+
+inline constexpr int kSchemaVersion = 1;
+
+// The schema text (store/schema.sql, embedded at build time).
+std::string_view schema_sql();
+
+struct WriterStats {
+  std::int64_t calls_written = 0;     // rows committed
+  std::int64_t calls_queued = 0;      // rows accepted
+  std::int64_t transactions = 0;
+  OutstandingTotals outstanding;      // from pairing, at the last add_call
+};
+
+class TraceWriter {
+ public:
+  // Creates or opens `path` (WAL, synchronous=NORMAL), creates the schema,
+  // refuses a file whose user_version is newer than kSchemaVersion.
+  static Result<std::unique_ptr<TraceWriter>> open(const std::string& path);
+  ~TraceWriter();  // flushes and joins the writer thread
+
+  std::int64_t begin_session(const SessionInfo& info);
+  std::int64_t add_library(const LibraryRecord& lib, const std::vector<ProbeRecord>& probes);
+  void process_seen(const ProcessRecord& proc);  // insert; a second sighting of the same (pid, start) is ignored
+  void process_exec(std::uint32_t pid, const std::string& comm, const std::string& cmdline);
+  // Records the exit and releases what the process still held (end_reason 'process_exit').
+  void process_exited(std::uint32_t pid, std::int64_t ts_ns, int exit_code);
+  void add_call(const CallRecord& call);  // pairs, then enqueues
+  void add_sched_event(const SchedEventRecord& ev);
+  // Flushes everything queued, then writes the session's end row.
+  Status end_session(const SessionEnd& end);
+  // Blocks until everything queued so far is committed.
+  Status flush();
+  WriterStats stats() const;
+
+  // The first free call id in this file: ids of a new session start here.
+  std::int64_t next_call_id() const;
+
+ private:
+  TraceWriter();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vs::store

@@ -1,0 +1,112 @@
+/* The one contract between the BPF programs and user space: record layouts
+ * and the per-API read plan. Plain C with fixed-width types so that clang
+ * -target bpf and g++ lay the structs out identically. */
+#ifndef VRAMSCOPE_TRACER_EVENTS_H
+#define VRAMSCOPE_TRACER_EVENTS_H
+
+#ifdef __VMLINUX_H__
+typedef __u8 vs_u8;
+typedef __u16 vs_u16;
+typedef __u32 vs_u32;
+typedef __u64 vs_u64;
+typedef __s64 vs_s64;
+typedef __s32 vs_s32;
+#else
+#include <stdint.h>
+typedef uint8_t vs_u8;
+typedef uint16_t vs_u16;
+typedef uint32_t vs_u32;
+typedef uint64_t vs_u64;
+typedef int64_t vs_s64;
+typedef int32_t vs_s32;
+#endif
+
+#define VS_MAX_APIS 128
+#define VS_MAX_DEPTH 4 /* runtime call -> driver call -> more; a power of two for the verifier */
+#define VS_NARGS 6
+#define VS_NSTACK 3
+#define VS_NREADS 2
+#define VS_COMM_LEN 16
+#define VS_OBJ_NAME_LEN 48
+
+/* What the return probe reads from user memory for one API. */
+struct vs_api_plan {
+  vs_s64 read_arg[VS_NREADS]; /* argument index, or -1 */
+  vs_u32 read_size[VS_NREADS];
+  vs_u32 read_off[VS_NREADS];
+  vs_u32 stack_args; /* 7th+ argument words copied at entry */
+  vs_u32 pad;
+};
+
+/* Counters kept per CPU, summed by user space; indexes into the `stats` map. */
+enum vs_stat {
+  VS_STAT_CALL_DROPS = 0,     /* call records lost: ring buffer full */
+  VS_STAT_LIFECYCLE_DROPS,    /* lifecycle records lost */
+  VS_STAT_SCHED_DROPS,        /* raw switch records lost (--sched-events) */
+  VS_STAT_DEPTH_OVERFLOW,     /* calls nested deeper than VS_MAX_DEPTH: not recorded */
+  VS_STAT_RETURN_MISMATCH,    /* return without a matching entry (longjmp, probe attached mid-call) */
+  VS_STAT_INFLIGHT_FULL,      /* thread-state map full: call not recorded */
+  VS_STAT_COUNT
+};
+
+#define VS_CALL_INCOMPLETE 1 /* the thread exited before the call returned */
+
+struct vs_call_event {
+  vs_u64 seq;        /* unique per session: becomes calls.id */
+  vs_u64 parent_seq; /* enclosing traced call on this thread, or 0 */
+  vs_u64 start_ns;   /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+  vs_u64 end_ns;
+  vs_u64 args[VS_NARGS];
+  vs_u64 stack[VS_NSTACK];
+  vs_u64 out[VS_NREADS];
+  vs_u64 caller;     /* return address */
+  vs_u64 caller_ino; /* the file mapped at the return address (0: anonymous / unknown) */
+  vs_u64 caller_off; /* return address as an offset in that file */
+  vs_u32 caller_dev;
+  vs_u32 pad0;
+  vs_u64 off_cpu_ns;
+  vs_u64 runq_ns;
+  vs_u64 longest_off_ns;
+  vs_s64 ret;
+  vs_u32 pid; /* tgid */
+  vs_u32 tid;
+  vs_u32 switches;
+  vs_u32 preemptor_pid; /* task switched in for the longest off-CPU interval */
+  vs_u16 api;
+  vs_u16 parent_api;
+  vs_u32 flags;
+  char preemptor_comm[VS_COMM_LEN];
+  char caller_name[VS_OBJ_NAME_LEN]; /* basename of that file */
+};
+
+enum vs_lifecycle_kind {
+  VS_LC_FORK = 1,  /* a traced process forked a new process */
+  VS_LC_EXEC = 2,
+  VS_LC_EXIT = 3,  /* the last thread of a traced process exited */
+  VS_LC_FIRST_CALL = 4, /* all-process mode: first CUDA call of an untraced process */
+};
+
+struct vs_lifecycle_event {
+  vs_u64 ts_ns;
+  vs_u64 start_ns; /* task start time: with pid, identifies the process */
+  vs_u32 kind;
+  vs_u32 pid;
+  vs_u32 ppid;
+  vs_s32 exit_code; /* VS_LC_EXIT: the wait status of the group leader */
+  char comm[VS_COMM_LEN];
+};
+
+/* --sched-events: one raw context switch of a traced thread. */
+struct vs_sched_event {
+  vs_u64 ts_ns;
+  vs_u32 prev_tid;
+  vs_u32 prev_pid;
+  vs_u32 next_tid;
+  vs_u32 next_pid;
+  vs_u32 prev_state; /* 0: still runnable (preempted) */
+  vs_u32 in_call;    /* the traced thread involved had a CUDA call in flight */
+  char prev_comm[VS_COMM_LEN];
+  char next_comm[VS_COMM_LEN];
+};
+
+#endif

@@ -1,0 +1,153 @@
+/* BPF-side state shared by the programs of vramscope.bpf.o: maps (defined
+ * __weak so each .bpf.c can include this and the static linker keeps one
+ * copy) and the per-thread stack of calls in flight. Not seen by user space. */
+#ifndef VRAMSCOPE_STATE_BPF_H
+#define VRAMSCOPE_STATE_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "events.h"
+
+struct vs_frame {
+  __u64 seq;
+  __u64 start_ns;
+  __u64 args[VS_NARGS];
+  __u64 stack[VS_NSTACK];
+  __u64 caller;
+  __u64 off_cpu_ns;
+  __u64 runq_ns;
+  __u64 longest_off_ns;
+  __u32 switches;
+  __u32 preemptor_pid;
+  __u32 api;
+  __u32 pad;
+  char preemptor_comm[VS_COMM_LEN];
+};
+
+/* One per thread with a call in flight; deleted when its last call returns,
+ * so the scheduler hooks find only threads inside a traced CUDA call. */
+struct vs_thread_state {
+  __u32 depth; /* may exceed VS_MAX_DEPTH: deeper frames are counted, not kept */
+  __u32 off_pending;
+  __u64 off_since_ns;
+  __u64 runnable_since_ns; /* 0 while blocked */
+  __u32 out_next_pid;      /* who got the CPU when this thread went out */
+  __u32 pad;
+  char out_next_comm[VS_COMM_LEN];
+  struct vs_frame frames[VS_MAX_DEPTH];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 65536);
+  __type(key, __u32); /* tid */
+  __type(value, struct vs_thread_state);
+} inflight SEC(".maps") __weak;
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct vs_thread_state);
+} zero_state SEC(".maps") __weak;
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 65536);
+  __type(key, __u32); /* tgid */
+  __type(value, __u8);
+} traced SEC(".maps") __weak;
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, VS_MAX_APIS);
+  __type(key, __u32);
+  __type(value, struct vs_api_plan);
+} api_plans SEC(".maps") __weak;
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, VS_STAT_COUNT);
+  __type(key, __u32);
+  __type(value, __u64);
+} stats SEC(".maps") __weak;
+
+/* Sizes are set by user space before load. */
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 16 << 20);
+} calls_rb SEC(".maps") __weak;
+
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 1 << 20);
+} lifecycle_rb SEC(".maps") __weak;
+
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 4 << 20);
+} sched_rb SEC(".maps") __weak;
+
+static __always_inline void vs_count(enum vs_stat which) {
+  __u32 key = which;
+  __u64 *v = bpf_map_lookup_elem(&stats, &key);
+  if (v) *v += 1; /* per-CPU: no atomics needed */
+}
+
+static __always_inline void vs_emit_lifecycle(__u32 kind, struct task_struct *task, __s32 exit_code) {
+  struct vs_lifecycle_event *ev = bpf_ringbuf_reserve(&lifecycle_rb, sizeof(*ev), 0);
+  if (!ev) {
+    vs_count(VS_STAT_LIFECYCLE_DROPS);
+    return;
+  }
+  ev->ts_ns = bpf_ktime_get_ns();
+  ev->start_ns = BPF_CORE_READ(task, start_time);
+  ev->kind = kind;
+  ev->pid = BPF_CORE_READ(task, tgid);
+  ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
+  ev->exit_code = exit_code;
+  BPF_CORE_READ_STR_INTO(&ev->comm, task, comm);
+  bpf_ringbuf_submit(ev, 0);
+}
+
+/* Copies frame `idx` (and its parent link) of a thread's stack into a call record. */
+static __always_inline void vs_fill_call(struct vs_call_event *ev, struct vs_thread_state *st, __u32 idx,
+                                         __u64 end_ns, __u32 tgid, __u32 tid) {
+  struct vs_frame *f = &st->frames[idx & (VS_MAX_DEPTH - 1)];
+  ev->seq = f->seq;
+  ev->start_ns = f->start_ns;
+  ev->end_ns = end_ns;
+  __builtin_memcpy(ev->args, f->args, sizeof(ev->args));
+  __builtin_memcpy(ev->stack, f->stack, sizeof(ev->stack));
+  ev->out[0] = 0;
+  ev->out[1] = 0;
+  ev->caller = f->caller;
+  ev->caller_ino = 0;
+  ev->caller_off = 0;
+  ev->caller_dev = 0;
+  ev->caller_name[0] = 0;
+  ev->off_cpu_ns = f->off_cpu_ns;
+  ev->runq_ns = f->runq_ns;
+  ev->longest_off_ns = f->longest_off_ns;
+  ev->ret = 0;
+  ev->pid = tgid;
+  ev->tid = tid;
+  ev->switches = f->switches;
+  ev->preemptor_pid = f->preemptor_pid;
+  ev->api = f->api;
+  ev->flags = 0;
+  __builtin_memcpy(ev->preemptor_comm, f->preemptor_comm, VS_COMM_LEN);
+  if (idx > 0) {
+    struct vs_frame *parent = &st->frames[(idx - 1) & (VS_MAX_DEPTH - 1)];
+    ev->parent_seq = parent->seq;
+    ev->parent_api = parent->api;
+  } else {
+    ev->parent_seq = 0;
+    ev->parent_api = 0;
+  }
+}
+
+#endif

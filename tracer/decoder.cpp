@@ -1,0 +1,125 @@
+#include "tracer/decoder.h"
+
+#include <sys/sysmacros.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "common/cuda_api.h"
+#include "tracer/discovery.h"
+
+namespace vs::tracer {
+
+void ObjectPaths::add(std::uint32_t dev, std::uint64_t ino, const std::string& path) {
+  paths_[{dev, ino}] = path;
+}
+
+void ObjectPaths::add_stat_dev(std::uint64_t st_dev, std::uint64_t ino, const std::string& path) {
+  add(static_cast<std::uint32_t>((major(st_dev) << 20) | minor(st_dev)), ino, path);
+}
+
+bool ObjectPaths::scan_process(std::uint32_t pid) {
+  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  if (!maps) return false;
+  std::string line;
+  while (std::getline(maps, line)) {
+    auto e = parse_maps_line(line);
+    if (e && e->inode != 0 && !e->path.empty() && e->path[0] == '/')
+      add((e->dev_major << 20) | e->dev_minor, e->inode, e->path);
+  }
+  return true;
+}
+
+const std::string* ObjectPaths::find(std::uint32_t dev, std::uint64_t ino) const {
+  auto it = paths_.find({dev, ino});
+  return it == paths_.end() ? nullptr : &it->second;
+}
+
+void CallDecoder::forget_process(std::uint32_t pid) {
+  scanned_pids_.erase(pid);
+  for (auto it = context_device_.begin(); it != context_device_.end();)
+    it = it->first.first == pid ? context_device_.erase(it) : std::next(it);
+}
+
+std::optional<std::string> CallDecoder::caller_path(const vs_call_event& ev) {
+  if (ev.caller_ino == 0) return std::nullopt;  // anonymous code (a JIT) or unknown
+  if (const auto* p = objects_.find(ev.caller_dev, ev.caller_ino)) return *p;
+  // Not seen yet: read this process's mappings once per process and per unknown file.
+  bool first_scan = scanned_pids_.insert(ev.pid).second;
+  if (first_scan || unresolved_.insert({ev.caller_dev, ev.caller_ino}).second) {
+    objects_.scan_process(ev.pid);
+    if (const auto* p = objects_.find(ev.caller_dev, ev.caller_ino)) return *p;
+  }
+  // The process is gone or the file is on another mount: its name is all we know.
+  std::string name(ev.caller_name, strnlen(ev.caller_name, sizeof(ev.caller_name)));
+  if (name.empty()) return std::nullopt;
+  return name;
+}
+
+store::CallRecord CallDecoder::decode(const vs_call_event& ev) {
+  store::CallRecord c;
+  c.id = id_base_ + static_cast<std::int64_t>(ev.seq) - 1;
+  c.ts_ns = static_cast<std::int64_t>(ev.start_ns);
+  c.dur_ns = ev.end_ns > ev.start_ns ? static_cast<std::int64_t>(ev.end_ns - ev.start_ns) : 0;
+  c.pid = ev.pid;
+  c.tid = ev.tid;
+  c.api_id = ev.api;
+  c.ret = ev.ret;
+  c.incomplete = (ev.flags & VS_CALL_INCOMPLETE) != 0;
+  c.off_cpu_ns = static_cast<std::int64_t>(ev.off_cpu_ns);
+  c.runq_ns = static_cast<std::int64_t>(ev.runq_ns);
+  c.switches = ev.switches;
+  if (ev.switches > 0) {
+    c.preempted_by = ev.preemptor_pid;
+    c.preempted_by_comm = std::string(ev.preemptor_comm, strnlen(ev.preemptor_comm, sizeof(ev.preemptor_comm)));
+    c.longest_off_ns = static_cast<std::int64_t>(ev.longest_off_ns);
+  }
+  if (ev.parent_seq) {
+    c.parent_id = id_base_ + static_cast<std::int64_t>(ev.parent_seq) - 1;
+    c.parent_api_id = ev.parent_api;
+  }
+  if (!c.incomplete) c.caller = caller_path(ev);
+
+  const ApiInfo* api = find_api(ev.api);
+  if (!api) return c;
+  RawCallValues raw;
+  std::copy(std::begin(ev.args), std::end(ev.args), raw.args);
+  std::copy(std::begin(ev.stack), std::end(ev.stack), raw.stack);
+  std::copy(std::begin(ev.out), std::end(ev.out), raw.out);
+  DecodedCall d = decode_call(*api, raw);
+  c.ptr = d.ptr;
+  c.bytes = d.bytes;
+  c.stream = d.stream;
+  c.handle = d.handle;
+
+  bool ok = ev.ret == 0 && !c.incomplete;
+  switch (api->op) {
+    case Op::SetDevice:
+      if (ok && d.device) runtime_device_[ev.tid] = *d.device;
+      break;
+    case Op::PrimaryCtxRetain:
+      if (ok && d.device && d.handle) context_device_[{ev.pid, *d.handle}] = *d.device;
+      break;
+    case Op::SetContext:
+      if (ok && d.handle) {
+        auto it = context_device_.find({ev.pid, *d.handle});
+        if (it != context_device_.end()) context_device_of_thread_[ev.tid] = it->second;
+      }
+      break;
+    default:
+      break;
+  }
+  if (d.device) {
+    c.device = d.device;
+  } else if (api->layer == Layer::Runtime) {
+    auto it = runtime_device_.find(ev.tid);
+    c.device = it == runtime_device_.end() ? 0 : it->second;
+  } else if (auto it = context_device_of_thread_.find(ev.tid); it != context_device_of_thread_.end()) {
+    c.device = it->second;
+  } else if (auto rt = runtime_device_.find(ev.tid); rt != runtime_device_.end()) {
+    c.device = rt->second;
+  }
+  return c;
+}
+
+}  // namespace vs::tracer
