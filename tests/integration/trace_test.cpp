@@ -1,0 +1,314 @@
+// The real `vramscope trace`, real eBPF, on the fake CUDA libraries and the
+// scripted workloads of tests/fixtures (README there gives each scenario's
+// numbers). Every assertion reads the trace file the run produced.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "store/reader.h"
+
+namespace fs = std::filesystem;
+using vs::store::Row;
+using vs::store::TraceReader;
+
+namespace {
+
+constexpr std::int64_t MiB = 1 << 20;
+
+std::string fixture(const std::string& name) { return std::string(VS_FIXTURE_DIR) + "/" + name; }
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct TraceRun {
+  int exit_code = -1;
+  nlohmann::json workload;  // the JSON line the workload printed
+  std::string db, log;
+  std::unique_ptr<TraceReader> reader;
+
+  std::int64_t q(const std::string& sql) const {
+    std::int64_t v = -1;
+    auto s = reader->query(sql, {}, [&](const Row& r) { v = r.is_null(0) ? -1 : r.i64(0); });
+    INFO(sql << ": " << s.message());
+    REQUIRE(s.ok());
+    return v;
+  }
+  std::string qs(const std::string& sql) const {
+    std::string v;
+    auto s = reader->query(sql, {}, [&](const Row& r) { v = r.text(0); });
+    REQUIRE(s.ok());
+    return v;
+  }
+};
+
+std::string temp_dir() {
+  static int n = 0;
+  auto dir = fs::temp_directory_path() / ("vramscope-it-" + std::to_string(getpid()) + "-" + std::to_string(n++));
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+// Runs vramscope trace with the fake libraries given explicitly.
+TraceRun trace(const std::string& args_after_dashdash, const std::string& options = "") {
+  TraceRun run;
+  auto dir = temp_dir();
+  run.db = dir + "/trace.db";
+  std::string cmd = std::string(VS_BINARY) + " trace -q --db " + run.db + " --cuda-lib " + fixture("libcudart.so.13") +
+                    " --cuda-lib " + fixture("libcuda.so.1") + " " + options + " -- " + args_after_dashdash + " > " +
+                    dir + "/out.json 2> " + dir + "/log.txt";
+  int status = std::system(cmd.c_str());
+  run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  run.log = read_all(dir + "/log.txt");
+  std::string out = read_all(dir + "/out.json");
+  auto nl = out.rfind('{');
+  if (nl != std::string::npos) run.workload = nlohmann::json::parse(out.substr(nl), nullptr, false);
+  auto r = TraceReader::open(run.db);
+  INFO(cmd << "\n" << run.log);
+  REQUIRE(r.ok());
+  run.reader = std::move(r.value());
+  return run;
+}
+
+TraceRun trace_scenario(const std::string& scenario, const std::string& options = "") {
+  auto run = trace(fixture("workload") + " " + scenario, options);
+  INFO(run.log);
+  REQUIRE(run.exit_code == 0);
+  REQUIRE(run.workload.is_object());
+  // Nothing lost, nothing left unrecorded, and the session closed.
+  REQUIRE(run.q("SELECT call_drops + lifecycle_drops + unrecorded_calls FROM sessions") == 0);
+  REQUIRE(run.qs("SELECT status FROM sessions") == "complete");
+  REQUIRE(run.q("SELECT calls_recorded FROM sessions") == run.q("SELECT COUNT(*) FROM calls"));
+  return run;
+}
+
+}  // namespace
+
+TEST_CASE("basic: counts, bytes, pairing, nesting, release at exit", "[trace]") {
+  auto run = trace_scenario("basic");
+  const std::string pid = std::to_string(run.workload["pid"].get<int>());
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaMalloc'") == 6);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaMalloc' AND ret <> 0") == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaFree'") == 3);
+  // Bytes are counted once: the runtime call owns the allocation, its driver call is its child.
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'device'") == 5);
+  CHECK(run.q("SELECT SUM(bytes) FROM allocations") == 15 * MiB);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations a JOIN calls c ON c.id = a.alloc_call_id "
+              "WHERE c.api <> 'cudaMalloc'") == 0);
+  CHECK(run.q("SELECT COUNT(*) FROM calls d JOIN calls r ON r.id = d.parent_id "
+              "WHERE d.api = 'cuMemAlloc_v2' AND r.api = 'cudaMalloc' AND d.ts_ns >= r.ts_ns "
+              "AND d.ts_ns + d.dur_ns <= r.ts_ns + r.dur_ns") == 6);  // the failing one too
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemAlloc_v2' AND parent_id IS NULL") == 0);
+  // The pointer of a freed allocation is the one its free received.
+  CHECK(run.q("SELECT COUNT(*) FROM allocations a JOIN calls f ON f.id = a.free_call_id "
+              "WHERE a.end_reason = 'freed' AND f.ptr = a.ptr AND f.api = 'cudaFree'") == 3);
+  CHECK(run.q("SELECT SUM(bytes) FROM allocations WHERE end_reason = 'freed'") == 6 * MiB);
+  // The process exited holding 4 + 5 MiB: released at exit, not a leak of a live process.
+  CHECK(run.q("SELECT SUM(bytes) FROM allocations WHERE end_reason = 'process_exit'") == 9 * MiB);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE free_ts_ns IS NULL") == 0);
+  CHECK(run.q("SELECT COUNT(*) FROM processes WHERE pid = " + pid + " AND exit_ts_ns IS NOT NULL AND exit_code = 0") ==
+        1);
+  // Who called: the executable for the runtime, libcudart for the driver.
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaMalloc' AND caller LIKE '%/workload'") == 6);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemAlloc_v2' AND caller LIKE '%/libcudart.so.13'") == 6);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations a JOIN objects o ON o.id = a.caller_id "
+              "WHERE o.path LIKE '%/workload'") == 5);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE device = 0 AND api = 'cudaMalloc'") == 6);
+  CHECK(run.q("SELECT COUNT(*) FROM libraries WHERE attach_mode IS NOT NULL AND probes_attached > 0") == 2);
+}
+
+TEST_CASE("cross_thread: a free on another thread pairs with its allocation", "[trace]") {
+  auto run = trace_scenario("cross_thread");
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE end_reason = 'freed' AND bytes = " + std::to_string(7 * MiB)) ==
+        4);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations a JOIN calls al ON al.id = a.alloc_call_id "
+              "JOIN calls f ON f.id = a.free_call_id WHERE al.tid <> f.tid") == 4);
+}
+
+TEST_CASE("async: stream-ordered allocations and their streams", "[trace]") {
+  auto run = trace_scenario("async");
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'async'") == 4);
+  CHECK(run.q("SELECT SUM(bytes) FROM allocations WHERE kind = 'async'") == 27 * MiB);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaMallocAsync' AND stream = 20481") == 3);  // 0x5001
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaFreeAsync' AND stream = 20482") == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaMallocFromPoolAsync' AND stream = 20481 AND bytes = " +
+              std::to_string(9 * MiB)) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'async' AND end_reason = 'freed'") == 3);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemAllocAsync' AND parent_id IS NOT NULL") == 3);
+}
+
+TEST_CASE("managed, pinned host and pitched allocations", "[trace]") {
+  auto run = trace_scenario("managed_host");
+  CHECK(run.q("SELECT bytes FROM allocations WHERE kind = 'managed' AND end_reason = 'freed'") == 8 * MiB);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'host'") == 2);
+  CHECK(run.q("SELECT bytes FROM allocations WHERE kind = 'host' AND end_reason = 'freed'") == 1 * MiB);
+  CHECK(run.q("SELECT bytes FROM allocations WHERE kind = 'host' AND end_reason = 'process_exit'") == 2 * MiB);
+  // cudaMallocPitch: pitch (read back at return) x height.
+  CHECK(run.q("SELECT a.bytes FROM allocations a JOIN calls c ON c.id = a.alloc_call_id "
+              "WHERE c.api = 'cudaMallocPitch'") == 1024 * 100);
+}
+
+TEST_CASE("vmm: physical, reserved and mapped bytes, as expandable segments use them", "[trace]") {
+  auto run = trace_scenario("vmm");
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_physical'") == 3);
+  CHECK(run.q("SELECT SUM(bytes) FROM allocations WHERE kind = 'vmm_physical'") == 60 * MiB);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_physical' AND end_reason = 'freed'") == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_mapped'") == 3);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_mapped' AND end_reason = 'freed'") == 1);
+  CHECK(run.q("SELECT bytes FROM allocations WHERE kind = 'vmm_reserved'") == 1024 * MiB);
+  // A mapping records the physical handle mapped there.
+  CHECK(run.q("SELECT COUNT(*) FROM allocations m JOIN allocations p ON p.ptr = m.handle AND p.kind = 'vmm_physical' "
+              "WHERE m.kind = 'vmm_mapped'") == 3);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemSetAccess' AND device = 0") == 3);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemCreate' AND device = 0") == 3);
+}
+
+TEST_CASE("off-CPU attribution: a sleeping free is off-CPU, a spinning one is not", "[trace][sched]") {
+  SECTION("sleep") {
+    auto run = trace_scenario("sleep_free");
+    CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaFree' AND dur_ns >= 50000000 "
+                "AND off_cpu_ns >= 50000000 AND switches >= 1") == 1);
+    // The nested driver call was in flight too.
+    CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemFree_v2' AND off_cpu_ns >= 50000000") == 1);
+    // Blocked in nanosleep, not waiting for a CPU.
+    CHECK(run.q("SELECT runq_ns * 2 < off_cpu_ns FROM calls WHERE api = 'cudaFree'") == 1);
+  }
+  SECTION("spin") {
+    auto run = trace_scenario("spin_free");
+    CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaFree' AND dur_ns >= 50000000") == 1);
+    CHECK(run.q("SELECT off_cpu_ns * 5 < dur_ns FROM calls WHERE api = 'cudaFree'") == 1);
+  }
+}
+
+TEST_CASE("contention: a CPU hog on the same core shows as runqueue time and the preemptor", "[trace][sched]") {
+  auto run = trace_scenario("contention");
+  CHECK(run.q("SELECT switches >= 1 FROM calls WHERE api = 'cudaFree'") == 1);
+  CHECK(run.q("SELECT runq_ns > 0 AND runq_ns <= off_cpu_ns FROM calls WHERE api = 'cudaFree'") == 1);
+  CHECK(run.qs("SELECT preempted_by_comm FROM calls WHERE api = 'cudaFree'") == "vs_cpu_hog");
+  CHECK(run.q("SELECT preempted_by FROM calls WHERE api = 'cudaFree'") == run.workload["hog_pid"].get<int>());
+}
+
+TEST_CASE("child processes are followed; each process's memory is its own", "[trace]") {
+  auto run = trace_scenario("child");
+  const std::string child = std::to_string(run.workload["child_pid"].get<int>());
+  const std::string parent = std::to_string(run.workload["pid"].get<int>());
+  CHECK(run.qs("SELECT how_found FROM processes WHERE pid = " + child) == "fork");
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE pid = " + child + " AND end_reason = 'freed' AND bytes = " +
+              std::to_string(16 * MiB)) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE pid = " + child + " AND end_reason = 'process_exit' AND bytes = " +
+              std::to_string(17 * MiB)) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE pid = " + parent + " AND end_reason = 'freed' AND bytes = " +
+              std::to_string(15 * MiB)) == 1);
+}
+
+TEST_CASE("copies, launches (only with --launches) and streams", "[trace]") {
+  SECTION("default probe set: no launch probes") {
+    auto run = trace_scenario("memcpy_launch");
+    CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api LIKE '%Launch%'") == 0);
+    CHECK(run.q("SELECT bytes FROM calls WHERE api = 'cudaMemcpy'") == 4096);
+    CHECK(run.q("SELECT bytes FROM calls WHERE api = 'cudaMemcpyAsync' AND stream = 20483") == 8192);
+    CHECK(run.q("SELECT COUNT(*) FROM probes WHERE api = 'cudaLaunchKernel' AND status = 'disabled'") == 1);
+  }
+  SECTION("--launches") {
+    auto run = trace_scenario("memcpy_launch", "--launches");
+    CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaLaunchKernel' AND stream = 20484") == 3);
+    CHECK(run.q("SELECT COUNT(*) FROM calls c JOIN calls p ON p.id = c.parent_id "
+                "WHERE c.api = 'cuLaunchKernel' AND p.api = 'cudaLaunchKernel' AND c.stream = 20484") == 3);
+    CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuLaunchKernelEx' AND stream = 20485") == 1);
+  }
+}
+
+TEST_CASE("device attribution follows cudaSetDevice", "[trace]") {
+  auto run = trace_scenario("set_device");
+  CHECK(run.q("SELECT device FROM calls WHERE api = 'cudaMalloc'") == 1);
+  CHECK(run.q("SELECT device FROM calls WHERE api = 'cuMemAlloc_v2'") == 1);
+  CHECK(run.q("SELECT device FROM allocations") == 1);
+}
+
+TEST_CASE("a CUDA runtime linked statically into the executable is found and probed", "[trace]") {
+  auto dir = temp_dir();
+  std::string db = dir + "/static.db";
+  std::string cmd = std::string(VS_BINARY) + " trace -q --db " + db + " --cuda-lib " + fixture("workload_static") +
+                    " --cuda-lib " + fixture("libcuda.so.1") + " -- " + fixture("workload_static") +
+                    " basic > /dev/null 2> " + dir + "/log.txt";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  auto reader = TraceReader::open(db);
+  REQUIRE(reader.ok());
+  std::int64_t n = -1;
+  std::string kind;
+  REQUIRE((*reader)->query("SELECT kind FROM libraries WHERE path LIKE '%workload_static'", {},
+                           [&](const Row& r) { kind = r.text(0); }).ok());
+  CHECK(kind == "static");
+  REQUIRE((*reader)->query("SELECT COUNT(*) FROM allocations WHERE kind = 'device'", {},
+                           [&](const Row& r) { n = r.i64(0); }).ok());
+  CHECK(n == 5);
+}
+
+TEST_CASE("--pid attaches to a running process and finds its libraries in /proc/PID/maps", "[trace]") {
+  auto dir = temp_dir();
+  std::string db = dir + "/pid.db";
+  pid_t target = fork();
+  REQUIRE(target >= 0);
+  if (target == 0) {
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, STDOUT_FILENO);
+    execl(fixture("workload").c_str(), "workload", "delay", "1500", "basic", nullptr);
+    _exit(127);
+  }
+  // No --cuda-lib: the libraries must be found in the target's mappings.
+  std::string cmd = std::string(VS_BINARY) + " trace -q --db " + db + " --pid " + std::to_string(target) +
+                    " --duration 20s 2> " + dir + "/log.txt";
+  int status = std::system(cmd.c_str());
+  int wstatus = 0;
+  waitpid(target, &wstatus, 0);
+  INFO(read_all(dir + "/log.txt"));
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  auto reader = TraceReader::open(db);
+  REQUIRE(reader.ok());
+  std::int64_t libs = -1, allocs = -1;
+  REQUIRE((*reader)->query("SELECT COUNT(*) FROM libraries WHERE found_by = 'maps' AND error IS NULL", {},
+                           [&](const Row& r) { libs = r.i64(0); }).ok());
+  REQUIRE((*reader)->query("SELECT COUNT(*) FROM allocations WHERE pid = ?", {std::int64_t{target}},
+                           [&](const Row& r) { allocs = r.i64(0); }).ok());
+  CHECK(libs == 2);
+  CHECK(allocs == 5);
+}
+
+TEST_CASE("the launched command's exit code is vramscope's", "[trace][cli]") {
+  auto run = trace("/bin/sh -c 'exit 3'");
+  CHECK(run.exit_code == 3);
+}
+
+TEST_CASE("errors say what to do", "[cli]") {
+  auto dir = temp_dir();
+  auto run_cli = [&](const std::string& args) {
+    std::string cmd = std::string(VS_BINARY) + " " + args + " > /dev/null 2> " + dir + "/err.txt";
+    int status = std::system(cmd.c_str());
+    return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_all(dir + "/err.txt"));
+  };
+  auto [code, err] = run_cli("trace --db " + dir + "/x.db --duration soon -- true");
+  CHECK(code == 2);
+  CHECK_THAT(err, Catch::Contains("--duration soon"));
+  std::tie(code, err) = run_cli("trace --db " + dir + "/x.db --pid 999999999");
+  CHECK(code == 2);
+  CHECK_THAT(err, Catch::Contains("no such process"));
+  std::tie(code, err) = run_cli("trace --db " + dir + "/x.db --cuda-lib /nonexistent/libcudart.so.13 -- true");
+  CHECK(code == 1);
+  CHECK_THAT(err, Catch::Contains("no CUDA library found"));
+  CHECK_THAT(err, Catch::Contains("/nonexistent/libcudart.so.13"));
+}
