@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs what vramscope builds and tests with: Debian 12 packages only.
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then echo "install-deps.sh: run as root (apt-get)" >&2; exit 1; fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+  cmake make g++ clang pkg-config \
+  libbpf-dev bpftool libelf-dev zlib1g-dev \
+  libsqlite3-dev sqlite3 nlohmann-json3-dev libboost-dev libspdlog-dev libcli11-dev catch2 libbenchmark-dev \
+  >/dev/null
