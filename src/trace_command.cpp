@@ -195,6 +195,7 @@ class Recorder : public tracer::EventSink {
   }
 
   std::uint64_t calls() const { return calls_; }
+  std::size_t live_processes() const { return live_pids_.size(); }
   int attached_libraries() const { return attached_libraries_; }
   bool trace_all() const { return trace_all_; }
 
@@ -491,6 +492,8 @@ int run_trace(const TraceArgs& args) {
       child_done = true;
       break;
     }
+    // --pid: done when every traced process (and what they forked) has exited.
+    if (mode == "pid" && recorder.live_processes() == 0) break;
     if (duration_ms && std::chrono::duration_cast<std::chrono::milliseconds>(now - t0).count() >= *duration_ms) break;
     if (now - last_rescan >= std::chrono::milliseconds(500)) {
       recorder.rescan_live_processes();
