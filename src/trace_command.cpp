@@ -130,6 +130,12 @@ class Recorder : public tracer::EventSink {
         writer_.process_exec(ev.pid, std::string(ev.comm, strnlen(ev.comm, VS_COMM_LEN)), proc_cmdline(ev.pid));
         decoder_.objects().scan_process(ev.pid);
         break;
+      case VS_LC_CUDA_MMAP:
+        // The process is stopped in mmap until we have attached: continue it in any case.
+        if (auto lib = tracer::candidate_from_fd(ev.pid, ev.fd)) attach(*lib);
+        tracer_.mark_known_file(ev.file_dev, ev.file_ino);
+        kill(static_cast<pid_t>(ev.pid), SIGCONT);
+        break;
       case VS_LC_EXIT:
         if (!known_pids_.count(ev.pid)) note_process(ev.pid, ev.ppid, ev.start_ns, ev.ts_ns, "running");
         writer_.process_exited(ev.pid, ts, ev.exit_code);

@@ -13,6 +13,7 @@ struct SessionInfo {
   std::optional<std::string> command;
   std::int64_t start_ts_ns = 0;
   std::int64_t realtime_offset_ns = 0;
+  std::optional<std::string> nvml;  // "sampled every N ms", or why there is no device view
 };
 
 struct SessionEnd {
@@ -72,6 +73,30 @@ struct SchedEventRecord {
   std::uint32_t prev_tid = 0, prev_pid = 0, next_tid = 0, next_pid = 0, prev_state = 0;
   bool in_call = false;
   std::string prev_comm, next_comm;
+};
+
+}  // namespace vs::store
+
+namespace vs::store {
+
+// NVML's view of a GPU (what nvidia-smi shows), sampled during a trace.
+struct GpuRecord {
+  std::uint32_t index = 0;  // NVML index (may differ from the CUDA ordinal)
+  std::string name, uuid, driver_version;
+  std::uint64_t total_bytes = 0;
+};
+
+struct GpuMemorySample {
+  std::int64_t ts_ns = 0;
+  std::uint32_t gpu_index = 0;
+  std::uint64_t used_bytes = 0, total_bytes = 0;
+};
+
+struct GpuProcessSample {
+  std::int64_t ts_ns = 0;
+  std::uint32_t gpu_index = 0;
+  std::uint32_t pid = 0;  // as NVML reports it (the host's pid namespace)
+  std::uint64_t used_bytes = 0;
 };
 
 }  // namespace vs::store

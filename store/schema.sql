@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS sessions (
   lifecycle_drops    INTEGER NOT NULL DEFAULT 0,  -- process fork/exec/exit records lost
   sched_drops        INTEGER NOT NULL DEFAULT 0,  -- raw switch records lost (--sched-events)
   unrecorded_calls   INTEGER NOT NULL DEFAULT 0,  -- calls seen but not recorded (nesting too deep, state map full)
-  status             TEXT NOT NULL DEFAULT 'recording'  -- 'recording' | 'complete' | 'interrupted'
+  status             TEXT NOT NULL DEFAULT 'recording', -- 'recording' | 'complete' | 'interrupted'
+  nvml               TEXT               -- 'sampled every N ms', or why NVML's device view is missing
 );
 
 -- One row per traced process. (pid, start_ns) identifies a process even when pids are reused.
@@ -166,4 +167,31 @@ CREATE TABLE IF NOT EXISTS sched_events (
   next_pid   INTEGER NOT NULL,
   next_comm  TEXT,
   in_call    INTEGER NOT NULL    -- 1: a traced thread involved had a CUDA call in flight
+);
+
+-- NVML's device view (what nvidia-smi shows), sampled during the trace. The
+-- difference between a GPU's used bytes and the traced outstanding bytes is
+-- CUDA context and driver overhead plus memory of untraced processes.
+CREATE TABLE IF NOT EXISTS gpus (
+  session_id     INTEGER NOT NULL,
+  gpu_index      INTEGER NOT NULL,   -- NVML's index (CUDA's ordinal can differ: CUDA_VISIBLE_DEVICES, PCI order)
+  name           TEXT,
+  uuid           TEXT,
+  driver_version TEXT,
+  total_bytes    INTEGER,
+  PRIMARY KEY (session_id, gpu_index)
+);
+CREATE TABLE IF NOT EXISTS gpu_memory_samples (
+  session_id  INTEGER NOT NULL,
+  ts_ns       INTEGER NOT NULL,
+  gpu_index   INTEGER NOT NULL,
+  used_bytes  INTEGER NOT NULL,
+  total_bytes INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gpu_process_samples (
+  session_id  INTEGER NOT NULL,
+  ts_ns       INTEGER NOT NULL,
+  gpu_index   INTEGER NOT NULL,
+  pid         INTEGER NOT NULL,  -- as NVML reports it: the host's pid namespace
+  used_bytes  INTEGER NOT NULL
 );

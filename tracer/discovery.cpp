@@ -165,6 +165,24 @@ DiscoveryResult discover_on_disk(const DiscoveryInputs& in) {
   return r;
 }
 
+std::optional<LibraryCandidate> candidate_from_fd(std::uint32_t pid, int fd) {
+  std::string open_path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+  std::error_code ec;
+  auto target = fs::read_symlink(open_path, ec);
+  struct stat st;
+  if (ec || stat(open_path.c_str(), &st) != 0) return std::nullopt;
+  LibraryCandidate c;
+  c.path = target.string();
+  c.open_path = open_path;
+  c.kind = kind_from_filename(c.path);
+  if (c.kind.empty() || is_stub(c.path)) return std::nullopt;
+  c.found_by = "mmap";
+  c.pid = pid;
+  c.dev = st.st_dev;
+  c.ino = st.st_ino;
+  return c;
+}
+
 std::vector<LibraryCandidate> discover_in_process(std::uint32_t pid) {
   std::vector<LibraryCandidate> out;
   std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");

@@ -15,7 +15,7 @@ struct LibraryCandidate {
   std::string path;       // the real path (symlinks resolved), for people
   std::string open_path;  // the path to open and attach to (may be /proc/PID/map_files/...)
   std::string kind;       // runtime | driver | static
-  std::string found_by;   // cuda-lib | maps | ld-cache | search-path | executable
+  std::string found_by;   // cuda-lib | maps | mmap | ld-cache | search-path | executable
   std::optional<std::uint32_t> pid;
   std::uint64_t dev = 0, ino = 0;  // st_dev (userspace encoding) and st_ino
 };
@@ -53,6 +53,9 @@ struct DiscoveryResult {
 
 // When cuda_libs is non-empty only those are used.
 DiscoveryResult discover_on_disk(const DiscoveryInputs& in);
+// The file a process is about to map, through /proc/PID/fd/FD (which reaches
+// it in any mount namespace); nullopt if it is gone or not a CUDA library.
+std::optional<LibraryCandidate> candidate_from_fd(std::uint32_t pid, int fd);
 // The CUDA libraries and static-runtime executables mapped in `pid`.
 std::vector<LibraryCandidate> discover_in_process(std::uint32_t pid);
 // Directories where pip wheels keep CUDA libraries, for a Python prefix (e.g. a venv).

@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -71,6 +72,7 @@ struct Tracer::Impl {
     skel = vramscope_bpf__open();
     if (!skel) return Error{"opening the BPF object failed: " + load_error_advice(errno)};
     skel->rodata->cfg_trace_all = options.trace_all ? 1 : 0;
+    skel->rodata->cfg_watch_all = options.trace_all ? 1 : 0;
     skel->rodata->cfg_sched_events = options.sched_events ? 1 : 0;
     bpf_map__set_max_entries(skel->maps.calls_rb, options.calls_ring_mib << 20);
     if (!options.sched_events) bpf_map__set_max_entries(skel->maps.sched_rb, static_cast<std::uint32_t>(getpagesize()));
@@ -110,7 +112,7 @@ struct Tracer::Impl {
 
   Status attach_tracepoints() {
     bpf_program* progs[] = {skel->progs.vs_sched_switch, skel->progs.vs_sched_wakeup, skel->progs.vs_process_fork,
-                            skel->progs.vs_process_exec, skel->progs.vs_process_exit};
+                            skel->progs.vs_process_exec, skel->progs.vs_process_exit, skel->progs.vs_sys_enter};
     for (auto* p : progs) {
       bpf_link* link = bpf_program__attach(p);
       if (!link)
@@ -181,6 +183,15 @@ bool Tracer::is_attached(std::uint64_t dev, std::uint64_t ino) const {
   return impl_->attached.count({dev, ino}) > 0;
 }
 
+void Tracer::mark_known_file(std::uint32_t kernel_dev, std::uint64_t ino) {
+  vs_file_key key{};
+  key.dev = kernel_dev;
+  key.ino = ino;
+  std::uint8_t one = 1;
+  if (bpf_map_update_elem(bpf_map__fd(impl_->skel->maps.known_files), &key, &one, BPF_ANY) != 0)
+    spdlog::debug("known_files update failed: {}", std::strerror(errno));
+}
+
 AttachResult Tracer::attach_library(const LibraryCandidate& lib) {
   AttachResult r;
   auto& rec = r.library;
@@ -236,6 +247,7 @@ AttachResult Tracer::attach_library(const LibraryCandidate& lib) {
   rec.probes_attached = static_cast<int>(sites.size());
   rec.attached_ts_ns = monotonic_ns();
   impl_->attached.insert({lib.dev, lib.ino});
+  mark_known_file(static_cast<std::uint32_t>((major(lib.dev) << 20) | minor(lib.dev)), lib.ino);
   return r;
 }
 

@@ -54,6 +54,8 @@ class Tracer {
   // A failure is reported in the result (library.error), not thrown.
   AttachResult attach_library(const LibraryCandidate& lib);
   bool is_attached(std::uint64_t dev, std::uint64_t ino) const;
+  // Tells the mmap watch that this file (kernel dev_t encoding) needs no stop.
+  void mark_known_file(std::uint32_t kernel_dev, std::uint64_t ino);
   Status trace_pid(std::uint32_t pid);
   // Waits up to timeout_ms, then delivers everything available: lifecycle
   // records after the call records that were submitted before them.

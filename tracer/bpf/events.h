@@ -84,6 +84,8 @@ enum vs_lifecycle_kind {
   VS_LC_EXEC = 2,
   VS_LC_EXIT = 3,  /* the last thread of a traced process exited */
   VS_LC_FIRST_CALL = 4, /* all-process mode: first CUDA call of an untraced process */
+  VS_LC_CUDA_MMAP = 5,  /* a traced process maps a CUDA library not probed yet: it is stopped (SIGSTOP)
+                           until user space has attached to the file and sent SIGCONT */
 };
 
 struct vs_lifecycle_event {
@@ -94,6 +96,18 @@ struct vs_lifecycle_event {
   vs_u32 ppid;
   vs_s32 exit_code; /* VS_LC_EXIT: the wait status of the group leader */
   char comm[VS_COMM_LEN];
+  /* VS_LC_CUDA_MMAP: the file being mapped */
+  vs_s32 fd;
+  vs_u32 file_dev; /* the kernel's dev_t encoding */
+  vs_u64 file_ino;
+  char file_name[VS_OBJ_NAME_LEN];
+};
+
+/* Key of the known_files map: a file vramscope already probes. */
+struct vs_file_key {
+  vs_u64 ino;
+  vs_u32 dev;
+  vs_u32 pad;
 };
 
 /* --sched-events: one raw context switch of a traced thread. */

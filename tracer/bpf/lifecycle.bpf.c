@@ -54,3 +54,50 @@ int BPF_PROG(vs_process_exit, struct task_struct *p) {
   bpf_map_delete_elem(&traced, &tgid);
   return 0;
 }
+
+const volatile __u32 cfg_watch_all = 0; /* all-process mode: any process may load CUDA */
+
+#define VS_NR_MMAP 9 /* x86-64 */
+#define VS_SIGSTOP 19
+
+/* A traced process mapping a CUDA library that is not probed yet (a private
+ * venv, a container) is stopped right there, before it can run a line of
+ * that library, and user space attaches and continues it: no call is missed.
+ * raw_tp/sys_enter needs no tracefs; it costs one compare on other syscalls. */
+SEC("raw_tp/sys_enter")
+int BPF_PROG(vs_sys_enter, struct pt_regs *regs, long id) {
+  if (id != VS_NR_MMAP) return 0;
+  __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+  if (!cfg_watch_all && !bpf_map_lookup_elem(&traced, &tgid)) return 0;
+  int fd = (int)BPF_CORE_READ(regs, r8); /* mmap(addr, len, prot, flags, fd, off) */
+  if (fd < 0) return 0;
+
+  struct task_struct *task = bpf_get_current_task_btf();
+  struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+  if ((unsigned int)fd >= BPF_CORE_READ(fdt, max_fds)) return 0;
+  struct file **fds = BPF_CORE_READ(fdt, fd);
+  struct file *file = 0;
+  if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file) return 0;
+
+  char name[8] = {};
+  bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+  /* "libcuda" starts both libcuda.so* and libcudart.so*. */
+  if (name[0] != 'l' || name[1] != 'i' || name[2] != 'b' || name[3] != 'c' || name[4] != 'u' || name[5] != 'd' ||
+      name[6] != 'a')
+    return 0;
+
+  struct vs_file_key key = {};
+  key.ino = BPF_CORE_READ(file, f_inode, i_ino);
+  key.dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+  if (bpf_map_lookup_elem(&known_files, &key)) return 0;
+
+  struct vs_lifecycle_event *ev = vs_lifecycle_record(VS_LC_CUDA_MMAP, (struct task_struct *)task, 0);
+  if (!ev) return 0; /* no record, no stop: a stopped process nobody would continue */
+  ev->fd = fd;
+  ev->file_dev = key.dev;
+  ev->file_ino = key.ino;
+  bpf_probe_read_kernel_str(ev->file_name, sizeof(ev->file_name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+  bpf_ringbuf_submit(ev, 0);
+  bpf_send_signal(VS_SIGSTOP);
+  return 0;
+}

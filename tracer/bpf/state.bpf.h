@@ -75,6 +75,15 @@ struct {
   __type(value, __u64);
 } stats SEC(".maps") __weak;
 
+/* CUDA library files already probed (filled by user space): mapping one of
+ * these needs no stop. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 4096);
+  __type(key, struct vs_file_key);
+  __type(value, __u8);
+} known_files SEC(".maps") __weak;
+
 /* Sizes are set by user space before load. */
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -97,11 +106,13 @@ static __always_inline void vs_count(enum vs_stat which) {
   if (v) *v += 1; /* per-CPU: no atomics needed */
 }
 
-static __always_inline void vs_emit_lifecycle(__u32 kind, struct task_struct *task, __s32 exit_code) {
+/* Reserves and fills the common part of a lifecycle record; the caller submits it. */
+static __always_inline struct vs_lifecycle_event *vs_lifecycle_record(__u32 kind, struct task_struct *task,
+                                                                      __s32 exit_code) {
   struct vs_lifecycle_event *ev = bpf_ringbuf_reserve(&lifecycle_rb, sizeof(*ev), 0);
   if (!ev) {
     vs_count(VS_STAT_LIFECYCLE_DROPS);
-    return;
+    return 0;
   }
   ev->ts_ns = bpf_ktime_get_ns();
   ev->start_ns = BPF_CORE_READ(task, start_time);
@@ -110,7 +121,16 @@ static __always_inline void vs_emit_lifecycle(__u32 kind, struct task_struct *ta
   ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
   ev->exit_code = exit_code;
   BPF_CORE_READ_STR_INTO(&ev->comm, task, comm);
-  bpf_ringbuf_submit(ev, 0);
+  ev->fd = -1;
+  ev->file_dev = 0;
+  ev->file_ino = 0;
+  ev->file_name[0] = 0;
+  return ev;
+}
+
+static __always_inline void vs_emit_lifecycle(__u32 kind, struct task_struct *task, __s32 exit_code) {
+  struct vs_lifecycle_event *ev = vs_lifecycle_record(kind, task, exit_code);
+  if (ev) bpf_ringbuf_submit(ev, 0);
 }
 
 /* Copies frame `idx` (and its parent link) of a thread's stack into a call record. */
