@@ -142,7 +142,8 @@ CREATE TABLE IF NOT EXISTS allocations (
   free_call_id   INTEGER,
   alloc_ts_ns    INTEGER NOT NULL,
   free_ts_ns     INTEGER,         -- NULL: outstanding at the end of what was recorded
-  end_reason     TEXT,            -- 'freed' | 'process_exit' (released when the process exited) | NULL
+  end_reason     TEXT,            -- 'freed' | 'process_exit' (released when the process exited) |
+                                  -- 'superseded' (a new allocation got the same address: its free was missed) | NULL
   caller_id      INTEGER REFERENCES objects(id)  -- who allocated it
 );
 CREATE INDEX IF NOT EXISTS allocations_pid_ts ON allocations(pid, alloc_ts_ns);

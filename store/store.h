@@ -2,6 +2,12 @@
 // in batched transactions with prepared statements; callers enqueue records.
 // Allocation pairing (store/pairing.h) runs on the caller's thread, in event
 // order, so the writer only ever inserts and updates rows.
+//
+// The public methods are thread-safe; records are written in the order the
+// calls were made. The queue is bounded: when the disk cannot keep up, the
+// calling thread waits (the tracer's ring buffer then fills and counts drops)
+// rather than memory growing without bound. Write errors are logged and the
+// first one is returned by flush() / end_session().
 #pragma once
 
 #include <cstdint>
@@ -34,9 +40,16 @@ class TraceWriter {
   static Result<std::unique_ptr<TraceWriter>> open(const std::string& path);
   ~TraceWriter();  // flushes and joins the writer thread
 
+  // Inserts the sessions row and returns its id (0 if that failed: flush() says why).
+  // Must come first: the other records are ignored (with one error logged) before it.
+  // A second begin_session on the same writer starts pairing afresh.
   std::int64_t begin_session(const SessionInfo& info);
+  // Inserts the libraries row and its probes rows; returns the library id (0 on failure).
   std::int64_t add_library(const LibraryRecord& lib, const std::vector<ProbeRecord>& probes);
-  void process_seen(const ProcessRecord& proc);  // insert; a second sighting of the same (pid, start) is ignored
+  // Insert; a second sighting of the same (pid, start) in this session is ignored.
+  // Empty comm / cmdline are stored as NULL.
+  void process_seen(const ProcessRecord& proc);
+  // Updates the newest processes row of `pid` in this session (ignored if it was never seen).
   void process_exec(std::uint32_t pid, const std::string& comm, const std::string& cmdline);
   // Records the exit and releases what the process still held (end_reason 'process_exit').
   void process_exited(std::uint32_t pid, std::int64_t ts_ns, int exit_code);

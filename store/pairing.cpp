@@ -1,0 +1,204 @@
+#include "store/pairing.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace vs::store {
+namespace {
+
+constexpr const char* kFreed = "freed";
+constexpr const char* kProcessExit = "process_exit";
+// A new allocation came back at a key that was still open: the old one's free was
+// missed (it happened untraced, or its call could not be decoded). Closing it keeps
+// the outstanding totals honest instead of counting the same memory twice.
+constexpr const char* kSuperseded = "superseded";
+
+bool is_memory_op(Op op) {
+  switch (op) {
+    case Op::Alloc: case Op::Free: case Op::FreeHost:
+    case Op::VmmReserve: case Op::VmmAddressFree: case Op::VmmCreate: case Op::VmmRelease:
+    case Op::VmmMap: case Op::VmmUnmap:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A driver call made inside a runtime alloc / free (cudaMalloc -> cuMemAlloc_v2) is
+// accounted by the runtime call, which completes (and so arrives) after it.
+bool counted_by_parent(const ApiInfo& api, std::uint16_t parent_api_id) {
+  if (api.layer != Layer::Driver || parent_api_id == 0 || !is_memory_op(api.op)) return false;
+  const ApiInfo* parent = find_api(parent_api_id);
+  if (parent == nullptr || parent->layer != Layer::Runtime) return false;
+  return parent->op == Op::Alloc || parent->op == Op::Free || parent->op == Op::FreeHost;
+}
+
+}  // namespace
+
+std::uint64_t OutstandingTotals::device_bytes() const {
+  return bytes_by_kind[static_cast<int>(AllocKind::Device)] + bytes_by_kind[static_cast<int>(AllocKind::Async)] +
+         bytes_by_kind[static_cast<int>(AllocKind::Managed)] + bytes_by_kind[static_cast<int>(AllocKind::VmmPhysical)];
+}
+
+Pairing::Pairing(std::int64_t first_allocation_id) : next_id_(first_allocation_id) {}
+
+Pairing::Process& Pairing::process(std::uint32_t pid) { return processes_[pid]; }
+
+Pairing::Process* Pairing::find_process(std::uint32_t pid) {
+  auto it = processes_.find(pid);
+  return it == processes_.end() ? nullptr : &it->second;
+}
+
+void Pairing::close(const Open& o, std::optional<std::int64_t> free_call_id, std::int64_t free_ts_ns,
+                    const char* reason, PairingOps& ops) {
+  totals_.bytes_by_kind[static_cast<int>(o.kind)] -= o.bytes;
+  --totals_.open_count;
+  ops.closed.push_back(AllocationClose{o.id, free_call_id, free_ts_ns, reason});
+}
+
+template <class Map>
+void Pairing::open(Map& ns, const CallRecord& call, AllocKind kind, std::uint64_t ptr,
+                   std::optional<std::uint64_t> handle, std::optional<std::int64_t> device, PairingOps& ops) {
+  const std::uint64_t bytes = call.bytes.value_or(0);
+  const Open fresh{next_id_++, bytes, device, kind};
+  auto [it, inserted] = ns.try_emplace(ptr, fresh);
+  if (!inserted) {
+    close(it->second, call.id, call.ts_ns + call.dur_ns, kSuperseded, ops);
+    it->second = fresh;
+  }
+  totals_.bytes_by_kind[static_cast<int>(kind)] += bytes;
+  ++totals_.open_count;
+  AllocationOpen& row = ops.opened.emplace_back();
+  row.id = fresh.id;
+  row.pid = call.pid;
+  row.device = device;
+  row.kind = kind;
+  row.ptr = ptr;
+  row.bytes = bytes;
+  row.handle = handle;
+  row.alloc_call_id = call.id;
+  row.alloc_ts_ns = call.ts_ns;
+  row.caller = call.caller;
+}
+
+template <class Map>
+bool Pairing::close_at(Map& ns, std::uint64_t key, const CallRecord& call, PairingOps& ops) {
+  auto it = ns.find(key);
+  if (it == ns.end()) return false;
+  close(it->second, call.id, call.ts_ns + call.dur_ns, kFreed, ops);
+  ns.erase(it);
+  return true;
+}
+
+PairingOps Pairing::on_call(const CallRecord& call) {
+  PairingOps ops;
+  on_call(call, ops);
+  return ops;
+}
+
+void Pairing::on_call(const CallRecord& call, PairingOps& ops) {
+  if (call.ret != 0 || call.incomplete) return;
+  const ApiInfo* api = find_api(call.api_id);
+  if (api == nullptr || !is_memory_op(api->op)) return;
+  if (counted_by_parent(*api, call.parent_api_id)) return;
+
+  auto unmatched = [&](std::optional<std::uint64_t> ptr) {
+    ops.unmatched.push_back(UnmatchedFree{call.id, call.pid, ptr});
+  };
+
+  switch (api->op) {
+    case Op::Alloc: {
+      // A successful zero-byte cudaMalloc returns NULL: nothing was allocated.
+      if (!call.ptr || *call.ptr == 0) return;
+      Process& p = process(call.pid);
+      open(p.pointers, call, api->kind, *call.ptr, std::nullopt, call.device, ops);
+      return;
+    }
+    case Op::Free:
+    case Op::FreeHost: {
+      // cudaFree(0) / cudaFreeHost(0) are no-ops (cudaFree(0) initializes a context).
+      if (!call.ptr || *call.ptr == 0) return;
+      Process* p = find_process(call.pid);
+      if (p == nullptr || !close_at(p->pointers, *call.ptr, call, ops)) unmatched(call.ptr);
+      return;
+    }
+    case Op::VmmReserve: {
+      if (!call.ptr || *call.ptr == 0) return;
+      open(process(call.pid).reserved, call, AllocKind::VmmReserved, *call.ptr, std::nullopt, call.device, ops);
+      return;
+    }
+    case Op::VmmAddressFree: {
+      if (!call.ptr) return;
+      Process* p = find_process(call.pid);
+      if (p == nullptr || !close_at(p->reserved, *call.ptr, call, ops)) unmatched(call.ptr);
+      return;
+    }
+    case Op::VmmCreate: {
+      if (!call.handle) return;
+      // vmm_physical rows keep the handle in `ptr` (their key) and leave `handle` NULL.
+      open(process(call.pid).physical, call, AllocKind::VmmPhysical, *call.handle, std::nullopt, call.device, ops);
+      return;
+    }
+    case Op::VmmRelease: {
+      if (!call.handle) return;
+      Process* p = find_process(call.pid);
+      if (p == nullptr || !close_at(p->physical, *call.handle, call, ops)) unmatched(call.handle);
+      return;
+    }
+    case Op::VmmMap: {
+      if (!call.ptr) return;
+      Process& p = process(call.pid);
+      std::optional<std::int64_t> device = call.device;
+      if (call.handle) {
+        auto phys = p.physical.find(*call.handle);
+        if (phys != p.physical.end() && phys->second.device) device = phys->second.device;
+      }
+      open(p.mapped, call, AllocKind::VmmMapped, *call.ptr, call.handle, device, ops);
+      return;
+    }
+    case Op::VmmUnmap: {
+      if (!call.ptr) return;
+      Process* p = find_process(call.pid);
+      bool any = false;
+      if (p != nullptr) {
+        const std::uint64_t start = *call.ptr;
+        const std::uint64_t size = call.bytes.value_or(0);
+        // Every mapping that starts inside [start, start + size); without a size, the one at start.
+        const std::uint64_t end = size == 0 ? start + 1
+                                  : size > std::numeric_limits<std::uint64_t>::max() - start
+                                      ? std::numeric_limits<std::uint64_t>::max()
+                                      : start + size;
+        auto it = p->mapped.lower_bound(start);
+        while (it != p->mapped.end() && it->first < end) {
+          close(it->second, call.id, call.ts_ns + call.dur_ns, kFreed, ops);
+          it = p->mapped.erase(it);
+          any = true;
+        }
+      }
+      if (!any) unmatched(call.ptr);
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+PairingOps Pairing::on_process_exit(std::uint32_t pid, std::int64_t ts_ns) {
+  PairingOps ops;
+  auto it = processes_.find(pid);
+  if (it == processes_.end()) return ops;
+  std::vector<const Open*> held;
+  Process& p = it->second;
+  held.reserve(p.pointers.size() + p.physical.size() + p.reserved.size() + p.mapped.size());
+  for (const auto& [key, o] : p.pointers) held.push_back(&o);
+  for (const auto& [key, o] : p.physical) held.push_back(&o);
+  for (const auto& [key, o] : p.reserved) held.push_back(&o);
+  for (const auto& [key, o] : p.mapped) held.push_back(&o);
+  std::sort(held.begin(), held.end(), [](const Open* a, const Open* b) { return a->id < b->id; });
+  ops.closed.reserve(held.size());
+  for (const Open* o : held) close(*o, std::nullopt, ts_ns, kProcessExit, ops);
+  processes_.erase(it);
+  return ops;
+}
+
+}  // namespace vs::store

@@ -1,0 +1,342 @@
+#include <catch2/catch.hpp>
+
+#include "store/pairing.h"
+#include "call_builder.h"
+
+using vs::AllocKind;
+using vs::store::OutstandingTotals;
+using vs::store::Pairing;
+using vs::store::PairingOps;
+using vs::test::Call;
+
+namespace {
+
+std::uint64_t by_kind(const OutstandingTotals& t, AllocKind k) { return t.bytes_by_kind[static_cast<int>(k)]; }
+
+bool nothing(const PairingOps& ops) { return ops.opened.empty() && ops.closed.empty() && ops.unmatched.empty(); }
+
+constexpr std::uint64_t kPtr = 0x7f0000000000;
+
+}  // namespace
+
+TEST_CASE("pairing: alloc and free on the same thread pair by (pid, ptr)", "[pairing]") {
+  Pairing p;
+  auto a = p.on_call(Call(1, "cudaMalloc", 100).ptr(kPtr).bytes(4096).device(0).caller("/lib/libtorch.so").ts(1000, 50));
+  REQUIRE(a.opened.size() == 1);
+  CHECK(a.closed.empty());
+  CHECK(a.unmatched.empty());
+  const auto& o = a.opened[0];
+  CHECK(o.id == 1);
+  CHECK(o.pid == 100);
+  CHECK(o.device == std::optional<std::int64_t>(0));
+  CHECK(o.kind == AllocKind::Device);
+  CHECK(o.ptr == kPtr);
+  CHECK(o.bytes == 4096);
+  CHECK_FALSE(o.handle.has_value());
+  CHECK(o.alloc_call_id == 1);
+  CHECK(o.alloc_ts_ns == 1000);
+  CHECK(o.caller == std::optional<std::string>("/lib/libtorch.so"));
+  CHECK(by_kind(p.totals(), AllocKind::Device) == 4096);
+  CHECK(p.totals().open_count == 1);
+  CHECK(p.totals().device_bytes() == 4096);
+
+  auto f = p.on_call(Call(2, "cudaFree", 100).ptr(kPtr).ts(2000, 30));
+  REQUIRE(f.closed.size() == 1);
+  CHECK(f.opened.empty());
+  CHECK(f.closed[0].id == 1);
+  CHECK(f.closed[0].free_call_id == std::optional<std::int64_t>(2));
+  CHECK(f.closed[0].free_ts_ns == 2030);  // the free has completed when it returns
+  CHECK(f.closed[0].end_reason == "freed");
+  CHECK(p.totals().open_count == 0);
+  CHECK(p.totals().device_bytes() == 0);
+}
+
+TEST_CASE("pairing: a free on another thread of the same process pairs; another process does not", "[pairing]") {
+  Pairing p;
+  p.on_call(Call(1, "cudaMalloc", 100, 101).ptr(kPtr).bytes(512));
+  auto other_pid = p.on_call(Call(2, "cudaFree", 200, 201).ptr(kPtr));
+  CHECK(other_pid.closed.empty());
+  REQUIRE(other_pid.unmatched.size() == 1);
+  CHECK(other_pid.unmatched[0].call_id == 2);
+  CHECK(other_pid.unmatched[0].pid == 200);
+  CHECK(other_pid.unmatched[0].ptr == std::optional<std::uint64_t>(kPtr));
+
+  auto f = p.on_call(Call(3, "cudaFree", 100, 102).ptr(kPtr));
+  REQUIRE(f.closed.size() == 1);
+  CHECK(f.closed[0].id == 1);
+  CHECK(f.closed[0].free_call_id == std::optional<std::int64_t>(3));
+  CHECK(p.totals().open_count == 0);
+}
+
+TEST_CASE("pairing: a driver alloc nested in cudaMalloc is counted once", "[pairing]") {
+  Pairing p;
+  // The nested cuMemAlloc_v2 returns first, so it arrives first.
+  auto child = p.on_call(Call(2, "cuMemAlloc_v2").ptr(kPtr).bytes(1 << 20).parent(1, "cudaMalloc"));
+  CHECK(nothing(child));
+  auto parent = p.on_call(Call(1, "cudaMalloc").ptr(kPtr).bytes(1 << 20));
+  REQUIRE(parent.opened.size() == 1);
+  CHECK(parent.opened[0].alloc_call_id == 1);
+  CHECK(p.totals().open_count == 1);
+  CHECK(by_kind(p.totals(), AllocKind::Device) == 1 << 20);
+
+  // The same for the free: cuMemFree_v2 inside cudaFree.
+  CHECK(nothing(p.on_call(Call(4, "cuMemFree_v2").ptr(kPtr).parent(3, "cudaFree"))));
+  CHECK(p.totals().open_count == 1);
+  auto f = p.on_call(Call(3, "cudaFree").ptr(kPtr));
+  REQUIRE(f.closed.size() == 1);
+  CHECK(f.closed[0].free_call_id == std::optional<std::int64_t>(3));
+  CHECK(p.totals().open_count == 0);
+
+  // Pinned host memory likewise.
+  CHECK(nothing(p.on_call(Call(6, "cuMemHostAlloc").ptr(0x5000).bytes(64).parent(5, "cudaMallocHost"))));
+  REQUIRE(p.on_call(Call(5, "cudaMallocHost").ptr(0x5000).bytes(64)).opened.size() == 1);
+  CHECK(nothing(p.on_call(Call(8, "cuMemFreeHost").ptr(0x5000).parent(7, "cudaFreeHost"))));
+  REQUIRE(p.on_call(Call(7, "cudaFreeHost").ptr(0x5000)).closed.size() == 1);
+  CHECK(p.totals().open_count == 0);
+}
+
+TEST_CASE("pairing: a driver alloc without a runtime alloc parent is paired itself", "[pairing]") {
+  Pairing p;
+  // e.g. cuBLAS calling cuMemAlloc_v2 directly
+  auto a = p.on_call(Call(1, "cuMemAlloc_v2").ptr(kPtr).bytes(256).device(1));
+  REQUIRE(a.opened.size() == 1);
+  CHECK(a.opened[0].kind == AllocKind::Device);
+  CHECK(a.opened[0].device == std::optional<std::int64_t>(1));
+  // Nested in a runtime call that is not an alloc/free (a lazy allocation inside a sync): paired too.
+  auto b = p.on_call(Call(3, "cuMemAlloc_v2").ptr(kPtr + 4096).bytes(128).parent(2, "cudaDeviceSynchronize"));
+  REQUIRE(b.opened.size() == 1);
+  CHECK(by_kind(p.totals(), AllocKind::Device) == 384);
+  auto f = p.on_call(Call(4, "cuMemFree_v2").ptr(kPtr));
+  REQUIRE(f.closed.size() == 1);
+  CHECK(f.closed[0].id == a.opened[0].id);
+  CHECK(by_kind(p.totals(), AllocKind::Device) == 128);
+}
+
+TEST_CASE("pairing: failed and incomplete calls change nothing", "[pairing]") {
+  Pairing p;
+  CHECK(nothing(p.on_call(Call(1, "cudaMalloc").ptr(kPtr).bytes(100).ret(2))));  // cudaErrorMemoryAllocation
+  CHECK(p.totals().open_count == 0);
+  CHECK(nothing(p.on_call(Call(2, "cudaMalloc").ptr(kPtr).bytes(100).incomplete())));
+  CHECK(p.totals().open_count == 0);
+
+  REQUIRE(p.on_call(Call(3, "cudaMalloc").ptr(kPtr).bytes(100)).opened.size() == 1);
+  CHECK(nothing(p.on_call(Call(4, "cudaFree").ptr(kPtr).ret(1))));  // failed free: still allocated
+  CHECK(nothing(p.on_call(Call(5, "cudaFree").ptr(kPtr).incomplete())));
+  CHECK(p.totals().open_count == 1);
+  CHECK(by_kind(p.totals(), AllocKind::Device) == 100);
+  auto f = p.on_call(Call(6, "cudaFree").ptr(kPtr));
+  REQUIRE(f.closed.size() == 1);
+  CHECK(f.closed[0].id == 1);  // the failed calls took no id
+}
+
+TEST_CASE("pairing: cudaFree(0) is ignored, an unknown pointer is an unmatched free", "[pairing]") {
+  Pairing p;
+  CHECK(nothing(p.on_call(Call(1, "cudaFree").ptr(0))));
+  CHECK(nothing(p.on_call(Call(2, "cudaFreeHost").ptr(0))));
+  auto u = p.on_call(Call(3, "cudaFree", 300).ptr(0xdead0000));
+  CHECK(u.closed.empty());
+  REQUIRE(u.unmatched.size() == 1);
+  CHECK(u.unmatched[0].call_id == 3);
+  CHECK(u.unmatched[0].pid == 300);
+  CHECK(u.unmatched[0].ptr == std::optional<std::uint64_t>(0xdead0000));
+  // Non-memory calls do nothing.
+  CHECK(nothing(p.on_call(Call(4, "cudaMemcpy").ptr(kPtr).bytes(10))));
+  CHECK(nothing(p.on_call(Call(5, "cudaLaunchKernel").ptr(0x1234))));
+  CHECK(p.totals().open_count == 0);
+}
+
+TEST_CASE("pairing: kinds share one pointer namespace and have their own totals", "[pairing]") {
+  Pairing p(1000);
+  auto d = p.on_call(Call(1, "cudaMalloc").ptr(0x1000).bytes(1));
+  auto a = p.on_call(Call(2, "cudaMallocAsync").ptr(0x2000).bytes(20).stream(7));
+  auto m = p.on_call(Call(3, "cudaMallocManaged").ptr(0x3000).bytes(300));
+  auto h = p.on_call(Call(4, "cudaHostAlloc").ptr(0x4000).bytes(4000));
+  CHECK(d.opened.at(0).id == 1000);  // ids are sequential from first_allocation_id
+  CHECK(a.opened.at(0).id == 1001);
+  CHECK(m.opened.at(0).id == 1002);
+  CHECK(h.opened.at(0).id == 1003);
+  CHECK(a.opened[0].kind == AllocKind::Async);
+  CHECK(m.opened[0].kind == AllocKind::Managed);
+  CHECK(h.opened[0].kind == AllocKind::Host);
+  const auto& t = p.totals();
+  CHECK(by_kind(t, AllocKind::Device) == 1);
+  CHECK(by_kind(t, AllocKind::Async) == 20);
+  CHECK(by_kind(t, AllocKind::Managed) == 300);
+  CHECK(by_kind(t, AllocKind::Host) == 4000);
+  CHECK(t.open_count == 4);
+  CHECK(t.device_bytes() == 321);  // pinned host memory is not GPU memory
+
+  REQUIRE(p.on_call(Call(5, "cudaFreeAsync").ptr(0x2000).stream(7)).closed.size() == 1);
+  REQUIRE(p.on_call(Call(6, "cudaFreeHost").ptr(0x4000)).closed.size() == 1);
+  CHECK(by_kind(t, AllocKind::Async) == 0);
+  CHECK(by_kind(t, AllocKind::Host) == 0);
+  CHECK(t.open_count == 2);
+}
+
+TEST_CASE("pairing: zero-byte cudaMalloc returning NULL allocates nothing", "[pairing]") {
+  Pairing p;
+  CHECK(nothing(p.on_call(Call(1, "cudaMalloc").ptr(0).bytes(0))));
+  CHECK(p.totals().open_count == 0);
+}
+
+TEST_CASE("pairing: VMM reserve, create, map, set access, unmap, release, address free", "[pairing]") {
+  Pairing p;
+  const std::uint64_t va = 0x7f1000000000, handle = 0xabc0, size = 2 << 20;
+  auto k = [&](AllocKind kind) { return by_kind(p.totals(), kind); };
+
+  auto r = p.on_call(Call(1, "cuMemAddressReserve").ptr(va).bytes(4 * size));
+  REQUIRE(r.opened.size() == 1);
+  CHECK(r.opened[0].kind == AllocKind::VmmReserved);
+  CHECK(r.opened[0].ptr == va);
+  CHECK(k(AllocKind::VmmReserved) == 4 * size);
+  CHECK(p.totals().device_bytes() == 0);  // a reservation is address space, not memory
+
+  auto c = p.on_call(Call(2, "cuMemCreate").handle(handle).bytes(size).device(1));
+  REQUIRE(c.opened.size() == 1);
+  CHECK(c.opened[0].kind == AllocKind::VmmPhysical);
+  CHECK(c.opened[0].ptr == handle);  // vmm_physical: ptr is the handle
+  CHECK_FALSE(c.opened[0].handle.has_value());
+  CHECK(c.opened[0].device == std::optional<std::int64_t>(1));
+  CHECK(k(AllocKind::VmmPhysical) == size);
+  CHECK(p.totals().device_bytes() == size);
+
+  auto m = p.on_call(Call(3, "cuMemMap").ptr(va).bytes(size).handle(handle));  // no device on the call
+  REQUIRE(m.opened.size() == 1);
+  CHECK(m.opened[0].kind == AllocKind::VmmMapped);
+  CHECK(m.opened[0].ptr == va);
+  CHECK(m.opened[0].bytes == size);
+  CHECK(m.opened[0].handle == std::optional<std::uint64_t>(handle));
+  CHECK(m.opened[0].device == std::optional<std::int64_t>(1));  // from the physical allocation
+  CHECK(k(AllocKind::VmmMapped) == size);
+  CHECK(p.totals().open_count == 3);
+  CHECK(p.totals().device_bytes() == size);  // mapping does not count memory twice
+
+  CHECK(nothing(p.on_call(Call(4, "cuMemSetAccess").ptr(va).bytes(size).device(1))));
+  CHECK(p.totals().open_count == 3);
+
+  auto u = p.on_call(Call(5, "cuMemUnmap").ptr(va).bytes(size));
+  REQUIRE(u.closed.size() == 1);
+  CHECK(u.closed[0].id == m.opened[0].id);
+  CHECK(u.closed[0].end_reason == "freed");
+  CHECK(k(AllocKind::VmmMapped) == 0);
+  CHECK(k(AllocKind::VmmPhysical) == size);
+  CHECK(k(AllocKind::VmmReserved) == 4 * size);
+
+  auto rel = p.on_call(Call(6, "cuMemRelease").handle(handle));
+  REQUIRE(rel.closed.size() == 1);
+  CHECK(rel.closed[0].id == c.opened[0].id);
+  CHECK(k(AllocKind::VmmPhysical) == 0);
+  CHECK(p.totals().device_bytes() == 0);
+
+  auto af = p.on_call(Call(7, "cuMemAddressFree").ptr(va).bytes(4 * size));
+  REQUIRE(af.closed.size() == 1);
+  CHECK(af.closed[0].id == r.opened[0].id);
+  CHECK(af.closed[0].free_call_id == std::optional<std::int64_t>(7));
+  CHECK(p.totals().open_count == 0);
+  for (int i = 0; i < 8; ++i) CHECK(p.totals().bytes_by_kind[i] == 0);
+
+  // Releasing, unmapping or freeing what was never seen is unmatched.
+  auto ur = p.on_call(Call(8, "cuMemRelease").handle(0x999));
+  REQUIRE(ur.unmatched.size() == 1);
+  CHECK(ur.unmatched[0].ptr == std::optional<std::uint64_t>(0x999));
+  CHECK(p.on_call(Call(9, "cuMemUnmap").ptr(va).bytes(size)).unmatched.size() == 1);
+  CHECK(p.on_call(Call(10, "cuMemAddressFree").ptr(va).bytes(size)).unmatched.size() == 1);
+}
+
+TEST_CASE("pairing: a map of an unknown handle takes the call's device", "[pairing]") {
+  Pairing p;
+  auto m = p.on_call(Call(1, "cuMemMap").ptr(0x10000).bytes(4096).handle(0x77).device(3));
+  REQUIRE(m.opened.size() == 1);
+  CHECK(m.opened[0].device == std::optional<std::int64_t>(3));
+}
+
+TEST_CASE("pairing: one unmap closes every mapping starting in its range", "[pairing]") {
+  Pairing p;
+  const std::uint64_t va = 0x200000000, mb2 = 2 << 20;
+  p.on_call(Call(1, "cuMemCreate").handle(1).bytes(mb2).device(0));
+  p.on_call(Call(2, "cuMemCreate").handle(2).bytes(mb2).device(0));
+  auto m1 = p.on_call(Call(3, "cuMemMap").ptr(va).bytes(mb2).handle(1));
+  auto m2 = p.on_call(Call(4, "cuMemMap").ptr(va + mb2).bytes(mb2).handle(2));
+  auto m3 = p.on_call(Call(5, "cuMemMap").ptr(va + 2 * mb2).bytes(mb2).handle(2));  // outside the unmap
+  auto m4 = p.on_call(Call(6, "cuMemMap", 101).ptr(va).bytes(mb2).handle(9));       // another process
+  CHECK(by_kind(p.totals(), AllocKind::VmmMapped) == 4 * mb2);
+
+  auto u = p.on_call(Call(7, "cuMemUnmap").ptr(va).bytes(2 * mb2));
+  REQUIRE(u.closed.size() == 2);
+  CHECK(u.closed[0].id == m1.opened.at(0).id);
+  CHECK(u.closed[1].id == m2.opened.at(0).id);
+  CHECK(u.closed[0].free_call_id == std::optional<std::int64_t>(7));
+  CHECK(u.unmatched.empty());
+  CHECK(by_kind(p.totals(), AllocKind::VmmMapped) == 2 * mb2);
+  CHECK(p.totals().open_count == 4);  // 2 physical + m3 + m4
+
+  auto u3 = p.on_call(Call(8, "cuMemUnmap").ptr(va + 2 * mb2).bytes(mb2));
+  REQUIRE(u3.closed.size() == 1);
+  CHECK(u3.closed[0].id == m3.opened.at(0).id);
+  auto u4 = p.on_call(Call(9, "cuMemUnmap", 101).ptr(va).bytes(mb2));
+  REQUIRE(u4.closed.size() == 1);
+  CHECK(u4.closed[0].id == m4.opened.at(0).id);
+  CHECK(by_kind(p.totals(), AllocKind::VmmMapped) == 0);
+}
+
+TEST_CASE("pairing: process exit releases everything the process held", "[pairing]") {
+  Pairing p;
+  p.on_call(Call(1, "cudaMalloc", 100).ptr(0x1000).bytes(10));                  // id 1
+  p.on_call(Call(2, "cudaMalloc", 200).ptr(0x1000).bytes(20));                  // id 2, other process
+  p.on_call(Call(3, "cuMemAddressReserve", 100).ptr(0x900000).bytes(1 << 21));  // id 3
+  p.on_call(Call(4, "cuMemCreate", 100).handle(5).bytes(1 << 21).device(0));     // id 4
+  p.on_call(Call(5, "cuMemMap", 100).ptr(0x900000).bytes(1 << 21).handle(5));    // id 5
+  p.on_call(Call(6, "cudaMallocHost", 100).ptr(0x7000).bytes(30));               // id 6
+  p.on_call(Call(7, "cudaFree", 100).ptr(0x1000));                               // closes id 1
+  CHECK(p.totals().open_count == 5);
+
+  auto e = p.on_process_exit(100, 99999);
+  CHECK(e.opened.empty());
+  CHECK(e.unmatched.empty());
+  REQUIRE(e.closed.size() == 4);
+  const std::int64_t ids[] = {3, 4, 5, 6};  // in id order
+  for (std::size_t i = 0; i < 4; ++i) {
+    CHECK(e.closed[i].id == ids[i]);
+    CHECK(e.closed[i].end_reason == "process_exit");
+    CHECK_FALSE(e.closed[i].free_call_id.has_value());
+    CHECK(e.closed[i].free_ts_ns == 99999);
+  }
+  CHECK(p.totals().open_count == 1);
+  CHECK(by_kind(p.totals(), AllocKind::Device) == 20);
+  CHECK(p.totals().device_bytes() == 20);
+  CHECK(by_kind(p.totals(), AllocKind::VmmReserved) == 0);
+  CHECK(by_kind(p.totals(), AllocKind::Host) == 0);
+
+  // Exiting again, or a process that held nothing, closes nothing.
+  CHECK(nothing(p.on_process_exit(100, 100000)));
+  CHECK(nothing(p.on_process_exit(12345, 100000)));
+  // A reused pid starts clean.
+  CHECK(p.on_call(Call(8, "cudaFree", 100).ptr(0x7000)).unmatched.size() == 1);
+}
+
+TEST_CASE("pairing: an allocation at a still-open pointer supersedes the old one", "[pairing]") {
+  Pairing p;
+  p.on_call(Call(1, "cudaMalloc").ptr(kPtr).bytes(100));
+  auto again = p.on_call(Call(2, "cudaMalloc").ptr(kPtr).bytes(300).ts(5000, 25));  // the free was missed
+  REQUIRE(again.closed.size() == 1);
+  CHECK(again.closed[0].id == 1);
+  CHECK(again.closed[0].end_reason == "superseded");
+  CHECK(again.closed[0].free_call_id == std::optional<std::int64_t>(2));
+  CHECK(again.closed[0].free_ts_ns == 5025);
+  REQUIRE(again.opened.size() == 1);
+  CHECK(again.opened[0].id == 2);
+  CHECK(p.totals().open_count == 1);
+  CHECK(by_kind(p.totals(), AllocKind::Device) == 300);
+
+  // Across kinds too: one pointer namespace.
+  auto managed = p.on_call(Call(3, "cudaMallocManaged").ptr(kPtr).bytes(50));
+  REQUIRE(managed.closed.size() == 1);
+  CHECK(managed.closed[0].id == 2);
+  CHECK(by_kind(p.totals(), AllocKind::Device) == 0);
+  CHECK(by_kind(p.totals(), AllocKind::Managed) == 50);
+
+  auto f = p.on_call(Call(4, "cudaFree").ptr(kPtr));
+  REQUIRE(f.closed.size() == 1);
+  CHECK(f.closed[0].id == 3);
+  CHECK(p.totals().open_count == 0);
+}

@@ -1,0 +1,438 @@
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "call_builder.h"
+#include "store/store.h"
+
+using vs::store::TraceWriter;
+using vs::test::Call;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "vs_store_test_XXXXXX").string();
+    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// Plain sqlite3 access to check what the writer left in the file. Values come back as
+// text ("NULL" for NULL) so rows compare as strings.
+class Sql {
+ public:
+  explicit Sql(const fs::path& file) {
+    if (sqlite3_open_v2(file.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK)
+      throw std::runtime_error("cannot open " + file.string());
+  }
+  ~Sql() { sqlite3_close(db_); }
+  void exec(const std::string& sql) {
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string m = err ? err : "?";
+      sqlite3_free(err);
+      throw std::runtime_error(sql + ": " + m);
+    }
+  }
+  std::vector<std::string> rows(const std::string& sql) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr) != SQLITE_OK)
+      throw std::runtime_error(sql + ": " + sqlite3_errmsg(db_));
+    std::vector<std::string> out;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+      std::string row;
+      for (int i = 0; i < sqlite3_column_count(st); ++i) {
+        if (i > 0) row += "|";
+        const unsigned char* t = sqlite3_column_text(st, i);
+        row += t ? reinterpret_cast<const char*>(t) : "NULL";
+      }
+      out.push_back(row);
+    }
+    sqlite3_finalize(st);
+    return out;
+  }
+  std::string one(const std::string& sql) {
+    auto r = rows(sql);
+    return r.empty() ? "<no row>" : r.front();
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+};
+
+vs::store::SessionInfo session_info(std::string host, std::int64_t start) {
+  vs::store::SessionInfo s;
+  s.host = std::move(host);
+  s.kernel = "6.1.0-test";
+  s.mode = "launch";
+  s.options_json = R"({"launches":false})";
+  s.version = "0.1.0";
+  s.command = "python train.py";
+  s.start_ts_ns = start;
+  s.realtime_offset_ns = 1700000000000000000;
+  s.nvml = "sampled every 100 ms";
+  return s;
+}
+
+const std::string kTorch = "/opt/torch/lib/libc10_cuda.so";
+const std::string kCudart = "/usr/local/cuda/lib64/libcudart.so.12";
+constexpr std::uint64_t kP1 = 0x7f0000001000, kP2 = 0x7f0000200000;
+constexpr std::uint64_t kHigh = 0xfffffffffffff000;  // above INT64_MAX: stored with the same bits
+
+}  // namespace
+
+TEST_CASE("store: a session's rows, as plain SQLite sees them", "[store]") {
+  TempDir dir;
+  const fs::path file = dir.path / "trace.db";
+  {
+    auto opened = TraceWriter::open(file.string());
+    REQUIRE(opened.ok());
+    auto& w = *opened.value();
+    CHECK(w.next_call_id() == 1);
+    REQUIRE(w.begin_session(session_info("host-a", 1000)) == 1);
+
+    vs::store::LibraryRecord lib;
+    lib.path = kCudart;
+    lib.kind = "runtime";
+    lib.found_by = "maps";
+    lib.dev = 2049;
+    lib.inode = 1234;
+    lib.pid = 100;
+    lib.attach_mode = "uprobe_multi";
+    lib.probes_attached = 2;
+    lib.probes_missing = 1;
+    lib.attached_ts_ns = 900;
+    std::vector<vs::store::ProbeRecord> probes = {
+        {"cudaMalloc", 0x1000, "attached", std::nullopt},
+        {"cudaFree", 0x2000, "attached", std::nullopt},
+        {"cudaMallocAsync", std::nullopt, "missing", std::nullopt},
+    };
+    CHECK(w.add_library(lib, probes) == 1);
+
+    vs::store::ProcessRecord proc;
+    proc.pid = 100;
+    proc.ppid = 1;
+    proc.start_ns = 50;
+    proc.comm = "python";
+    proc.cmdline = "python train.py";
+    proc.first_ts_ns = 1000;
+    proc.how_found = "launched";
+    w.process_seen(proc);
+    w.process_seen(proc);  // the same (pid, start): ignored
+    w.process_exec(100, "python3", "python3 train.py --epochs 1");
+
+    w.add_call(Call(1, "cudaMalloc", 100).ptr(kP1).bytes(4096).device(0).caller(kTorch));
+    // cudaMalloc(2) made cuMemAlloc_v2(3), which returned first: one allocation.
+    w.add_call(Call(3, "cuMemAlloc_v2", 100).ptr(kP2).bytes(8192).device(0).caller(kCudart).parent(2, "cudaMalloc"));
+    w.add_call(Call(2, "cudaMalloc", 100).ptr(kP2).bytes(8192).device(0).caller(kTorch));
+    // Commit the allocation rows now, so that their frees below are UPDATEs of committed rows
+    // (an allocation freed within one transaction is written by a single INSERT).
+    REQUIRE(w.flush().ok());
+    CHECK(w.stats().calls_written == 3);
+    CHECK(w.stats().outstanding.open_count == 2);
+    CHECK(w.stats().outstanding.device_bytes() == 4096 + 8192);
+    {
+      Call c(4, "cudaMemcpyAsync", 100);
+      c.ptr(kP1).bytes(100).stream(kHigh).device(0).caller(kTorch);
+      c.r.off_cpu_ns = 500;
+      c.r.runq_ns = 200;
+      c.r.switches = 2;
+      c.r.preempted_by = 4242;
+      c.r.preempted_by_comm = "kworker/0:1";
+      c.r.longest_off_ns = 300;
+      w.add_call(c);
+    }
+    w.add_call(Call(5, "cudaFree", 100, 101).ptr(kP1).device(0).caller(kTorch).ts(5000, 40));  // another thread
+    w.add_call(Call(6, "cudaFree", 100).ptr(kHigh).caller(kTorch));                             // unmatched
+    w.add_call(Call(7, "cudaFree", 100).ptr(0).caller(kTorch));                                 // context init
+    w.add_call(Call(8, "cudaMalloc", 100).ptr(0).bytes(1ull << 40).ret(2).caller(kTorch));      // failed
+
+    vs::store::SchedEventRecord ev;
+    ev.ts_ns = 4500;
+    ev.prev_tid = 100;
+    ev.prev_pid = 100;
+    ev.prev_comm = "python3";
+    ev.prev_state = 0;
+    ev.next_tid = 4242;
+    ev.next_pid = 4242;
+    ev.next_comm = "kworker/0:1";
+    ev.in_call = true;
+    w.add_sched_event(ev);
+
+    w.process_exited(100, 9000, 0);
+
+    vs::store::SessionEnd end;
+    end.end_ts_ns = 10000;
+    end.attach_ms = 1.5;
+    end.detach_ms = 0.25;
+    end.call_drops = 3;
+    end.lifecycle_drops = 0;
+    end.sched_drops = 1;
+    end.unrecorded_calls = 2;
+    end.status = "complete";
+    vs::Status st = w.end_session(end);
+    INFO(st.message());
+    REQUIRE(st.ok());
+
+    auto stats = w.stats();
+    CHECK(stats.calls_queued == 8);
+    CHECK(stats.calls_written == 8);
+    CHECK(stats.transactions >= 1);
+    CHECK(stats.outstanding.open_count == 0);
+    CHECK(w.next_call_id() == 9);
+  }
+
+  Sql db(file);
+  CHECK(db.one("PRAGMA user_version") == "1");
+  CHECK(db.one("PRAGMA journal_mode") == "wal");
+
+  CHECK(db.one("SELECT count(*) FROM apis") == std::to_string(vs::all_apis().size()));
+  CHECK(db.one("SELECT layer, op FROM apis WHERE name = 'cudaFreeHost'") == "runtime|free_host");
+  CHECK(db.one("SELECT layer, op FROM apis WHERE name = 'cuMemAddressFree'") == "driver|vmm_address_free");
+  CHECK(db.one("SELECT layer, op FROM apis WHERE name = 'cuDevicePrimaryCtxRetain'") == "driver|primary_ctx_retain");
+
+  CHECK(db.rows("SELECT id, host, kernel, command, mode, options, vramscope_version, start_ts_ns, end_ts_ns, "
+                "realtime_offset_ns, attach_ms, detach_ms, calls_recorded, call_drops, lifecycle_drops, "
+                "sched_drops, unrecorded_calls, status, nvml FROM sessions") ==
+        std::vector<std::string>{"1|host-a|6.1.0-test|python train.py|launch|{\"launches\":false}|0.1.0|1000|10000|"
+                                 "1700000000000000000|1.5|0.25|8|3|0|1|2|complete|sampled every 100 ms"});
+
+  CHECK(db.rows("SELECT id, session_id, path, kind, dev, inode, pid, found_by, attach_mode, probes_attached, "
+                "probes_missing, attached_ts_ns, error FROM libraries") ==
+        std::vector<std::string>{"1|1|" + kCudart + "|runtime|2049|1234|100|maps|uprobe_multi|2|1|900|NULL"});
+  CHECK(db.rows("SELECT library_id, api, offset, status, error FROM probes ORDER BY api") ==
+        std::vector<std::string>{"1|cudaFree|8192|attached|NULL", "1|cudaMalloc|4096|attached|NULL",
+                                 "1|cudaMallocAsync|NULL|missing|NULL"});
+
+  CHECK(db.rows("SELECT id, session_id, pid, ppid, start_ns, comm, cmdline, first_ts_ns, exit_ts_ns, exit_code, "
+                "how_found FROM processes") ==
+        std::vector<std::string>{"1|1|100|1|50|python3|python3 train.py --epochs 1|1000|9000|0|launched"});
+
+  CHECK(db.rows("SELECT id, path FROM objects ORDER BY id") ==
+        std::vector<std::string>{"1|" + kTorch, "2|" + kCudart});
+
+  CHECK(db.rows("SELECT id, session_id, ts_ns, dur_ns, pid, tid, api, layer, device, "
+                "CASE WHEN stream IS NULL THEN 'NULL' ELSE printf('0x%x', stream) END, "
+                "printf('0x%x', ptr), bytes, handle, ret, caller, off_cpu_ns, runq_ns, switches, preempted_by, "
+                "preempted_by_comm, longest_off_ns, parent_id, incomplete FROM calls ORDER BY id") ==
+        std::vector<std::string>{
+            "1|1|1000|10|100|100|cudaMalloc|runtime|0|NULL|0x7f0000001000|4096|NULL|0|" + kTorch +
+                "|0|0|0|NULL|NULL|NULL|NULL|0",
+            "2|1|2000|10|100|100|cudaMalloc|runtime|0|NULL|0x7f0000200000|8192|NULL|0|" + kTorch +
+                "|0|0|0|NULL|NULL|NULL|NULL|0",
+            "3|1|3000|10|100|100|cuMemAlloc_v2|driver|0|NULL|0x7f0000200000|8192|NULL|0|" + kCudart +
+                "|0|0|0|NULL|NULL|NULL|2|0",
+            "4|1|4000|10|100|100|cudaMemcpyAsync|runtime|0|0xfffffffffffff000|0x7f0000001000|100|NULL|0|" + kTorch +
+                "|500|200|2|4242|kworker/0:1|300|NULL|0",
+            "5|1|5000|40|100|101|cudaFree|runtime|0|NULL|0x7f0000001000|NULL|NULL|0|" + kTorch +
+                "|0|0|0|NULL|NULL|NULL|NULL|0",
+            "6|1|6000|10|100|100|cudaFree|runtime|NULL|NULL|0xfffffffffffff000|NULL|NULL|0|" + kTorch +
+                "|0|0|0|NULL|NULL|NULL|NULL|0",
+            "7|1|7000|10|100|100|cudaFree|runtime|NULL|NULL|0x0|NULL|NULL|0|" + kTorch +
+                "|0|0|0|NULL|NULL|NULL|NULL|0",
+            "8|1|8000|10|100|100|cudaMalloc|runtime|NULL|NULL|0x0|1099511627776|NULL|2|" + kTorch +
+                "|0|0|0|NULL|NULL|NULL|NULL|0",
+        });
+  // Pointers above INT64_MAX keep their bits.
+  CHECK(db.one("SELECT ptr FROM call_rows WHERE id = 6") == "-4096");
+
+  CHECK(db.rows("SELECT a.id, a.session_id, a.pid, a.device, a.kind, printf('0x%x', a.ptr), a.bytes, a.handle, "
+                "a.alloc_call_id, a.free_call_id, a.alloc_ts_ns, a.free_ts_ns, a.end_reason, o.path "
+                "FROM allocations a LEFT JOIN objects o ON o.id = a.caller_id ORDER BY a.id") ==
+        std::vector<std::string>{
+            "1|1|100|0|device|0x7f0000001000|4096|NULL|1|5|1000|5040|freed|" + kTorch,
+            "2|1|100|0|device|0x7f0000200000|8192|NULL|2|NULL|2000|9000|process_exit|" + kTorch,
+        });
+  CHECK(db.rows("SELECT call_id, session_id, pid, printf('0x%x', ptr) FROM unmatched_frees") ==
+        std::vector<std::string>{"6|1|100|0xfffffffffffff000"});
+  CHECK(db.rows("SELECT session_id, ts_ns, prev_tid, prev_pid, prev_comm, prev_state, next_tid, next_pid, next_comm, "
+                "in_call FROM sched_events") ==
+        std::vector<std::string>{"1|4500|100|100|python3|0|4242|4242|kworker/0:1|1"});
+}
+
+TEST_CASE("store: a second session in the same file gets ids after the first", "[store]") {
+  TempDir dir;
+  const fs::path file = dir.path / "trace.db";
+  vs::store::ProcessRecord proc;
+  proc.pid = 100;
+  proc.start_ns = 50;
+  proc.first_ts_ns = 1000;
+  proc.how_found = "pid";
+  {
+    auto w = TraceWriter::open(file.string());
+    REQUIRE(w.ok());
+    REQUIRE((*w)->begin_session(session_info("host-a", 1000)) == 1);
+    (*w)->process_seen(proc);
+    (*w)->add_call(Call(1, "cudaMalloc").ptr(kP1).bytes(10).caller(kTorch));
+    (*w)->add_call(Call(2, "cudaMalloc").ptr(kP2).bytes(20).caller(kTorch));
+    // No end_session: the tracer died; the rows are still there.
+    REQUIRE((*w)->flush().ok());
+  }
+  {
+    auto w = TraceWriter::open(file.string());
+    REQUIRE(w.ok());
+    const std::int64_t base = (*w)->next_call_id();
+    CHECK(base == 3);
+    REQUIRE((*w)->begin_session(session_info("host-b", 50000)) == 2);
+    (*w)->process_seen(proc);  // the same process seen again, in the new session
+    (*w)->add_call(Call(base + 0, "cudaMalloc").ptr(kP1).bytes(30).caller(kTorch));
+    (*w)->add_call(Call(base + 1, "cudaFree").ptr(kP1).caller("/usr/lib/libother.so"));
+    (*w)->add_call(Call(base + 2, "cudaFree").ptr(kP2).caller(kTorch));  // session 1's: unmatched here
+    vs::store::SessionEnd end;
+    end.end_ts_ns = 60000;
+    end.status = "interrupted";
+    REQUIRE((*w)->end_session(end).ok());
+  }
+  Sql db(file);
+  CHECK(db.rows("SELECT id, host, end_ts_ns, calls_recorded, status FROM sessions ORDER BY id") ==
+        std::vector<std::string>{"1|host-a|NULL|0|recording", "2|host-b|60000|3|interrupted"});
+  CHECK(db.rows("SELECT id, session_id FROM call_rows ORDER BY id") ==
+        std::vector<std::string>{"1|1", "2|1", "3|2", "4|2", "5|2"});
+  CHECK(db.rows("SELECT id, session_id, alloc_call_id, bytes, free_call_id, end_reason FROM allocations ORDER BY id") ==
+        std::vector<std::string>{"1|1|1|10|NULL|NULL", "2|1|2|20|NULL|NULL", "3|2|3|30|4|freed"});
+  CHECK(db.rows("SELECT id, session_id, pid FROM processes ORDER BY id") ==
+        std::vector<std::string>{"1|1|100", "2|2|100"});
+  // The caller path keeps its object id across sessions.
+  CHECK(db.rows("SELECT id, path FROM objects ORDER BY id") ==
+        std::vector<std::string>{"1|" + kTorch, "2|/usr/lib/libother.so"});
+  CHECK(db.rows("SELECT call_id, session_id FROM unmatched_frees") == std::vector<std::string>{"5|2"});
+}
+
+TEST_CASE("store: many calls span several transactions", "[store]") {
+  TempDir dir;
+  const fs::path file = dir.path / "trace.db";
+  constexpr int kCalls = 16000;
+  {
+    auto w = TraceWriter::open(file.string());
+    REQUIRE(w.ok());
+    REQUIRE((*w)->begin_session(session_info("h", 0)) == 1);
+    for (int i = 1; i <= kCalls; ++i) {
+      const std::uint64_t ptr = 0x10000 + ((i - 1) / 2) * 0x1000ull;  // call 2k-1 allocates, 2k frees
+      if (i % 2) (*w)->add_call(Call(i, "cudaMalloc").ptr(ptr).bytes(256).caller(kTorch));
+      else (*w)->add_call(Call(i, "cudaFree").ptr(ptr).caller(kTorch));
+    }
+    REQUIRE((*w)->flush().ok());
+    auto st = (*w)->stats();
+    CHECK(st.calls_written == kCalls);
+    CHECK(st.transactions >= 3);  // 16000 call rows + 8000 allocation rows, at most 10000 per transaction
+  }
+  Sql db(file);
+  CHECK(db.one("SELECT count(*) FROM call_rows") == std::to_string(kCalls));
+  CHECK(db.one("SELECT count(*), count(free_call_id) FROM allocations") == "8000|8000");
+  CHECK(db.one("SELECT count(*) FROM allocations WHERE free_call_id != alloc_call_id + 1") == "0");
+}
+
+TEST_CASE("store: producers on several threads, stats() meanwhile", "[store]") {
+  TempDir dir;
+  const fs::path file = dir.path / "trace.db";
+  constexpr int kThreads = 3, kPerThread = 4000;
+  {
+    auto w = TraceWriter::open(file.string());
+    REQUIRE(w.ok());
+    TraceWriter& tw = **w;
+    REQUIRE(tw.begin_session(session_info("h", 0)) == 1);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&tw, t] {
+        const std::uint32_t pid = 1000 + t;
+        for (int i = 0; i < kPerThread; ++i) {
+          const std::int64_t id = 1 + t * kPerThread + i;
+          const std::uint64_t ptr = 0x10000 + (i / 2) * 0x1000ull;
+          if (i % 2 == 0) tw.add_call(Call(id, "cudaMalloc", pid).ptr(ptr).bytes(64).caller("/lib" + std::to_string(t)));
+          else tw.add_call(Call(id, "cudaFree", pid).ptr(ptr).caller("/lib" + std::to_string(t)));
+        }
+      });
+    }
+    // stats() while they write: counts only grow, and nothing is written before it is queued.
+    std::int64_t last_written = 0;
+    bool monotonic = true;
+    for (int polls = 0; polls < 2000; ++polls) {
+      auto st = tw.stats();
+      monotonic = monotonic && st.calls_written >= last_written && st.calls_written <= st.calls_queued;
+      last_written = st.calls_written;
+      if (st.calls_queued == kThreads * kPerThread) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    CHECK(monotonic);
+    for (auto& th : threads) th.join();
+    REQUIRE(tw.flush().ok());
+    CHECK(tw.stats().calls_written == kThreads * kPerThread);
+    CHECK(tw.stats().outstanding.open_count == 0);
+    CHECK(tw.next_call_id() == kThreads * kPerThread + 1);
+  }
+  Sql db(file);
+  CHECK(db.one("SELECT count(*), count(DISTINCT pid) FROM call_rows") == "12000|3");
+  CHECK(db.one("SELECT count(*), count(free_call_id) FROM allocations") == "6000|6000");
+  CHECK(db.one("SELECT count(*) FROM allocations a JOIN call_rows c ON c.id = a.free_call_id "
+               "WHERE c.pid != a.pid OR c.ptr != a.ptr") == "0");
+  CHECK(db.one("SELECT count(*) FROM objects") == "3");
+  CHECK(db.one("SELECT count(*) FROM unmatched_frees") == "0");
+}
+
+TEST_CASE("store: a file from a newer vramscope is refused", "[store]") {
+  TempDir dir;
+  const fs::path file = dir.path / "new.db";
+  {
+    Sql db(file);
+    db.exec("CREATE TABLE sessions (id INTEGER PRIMARY KEY); PRAGMA user_version = 99;");
+  }
+  auto w = TraceWriter::open(file.string());
+  REQUIRE_FALSE(w.ok());
+  const std::string& m = w.error().message;
+  INFO(m);
+  CHECK(m.find(file.string()) != std::string::npos);
+  CHECK(m.find("newer vramscope (schema 99)") != std::string::npos);
+  CHECK(m.find("upgrade vramscope") != std::string::npos);
+}
+
+TEST_CASE("store: an SQLite file that is not a trace is refused", "[store]") {
+  TempDir dir;
+  const fs::path file = dir.path / "other.db";
+  {
+    Sql db(file);
+    db.exec("CREATE TABLE notes (x TEXT)");
+  }
+  auto w = TraceWriter::open(file.string());
+  REQUIRE_FALSE(w.ok());
+  INFO(w.error().message);
+  CHECK(w.error().message.find("not a vramscope trace") != std::string::npos);
+  Sql db(file);
+  CHECK(db.one("SELECT count(*) FROM sqlite_schema") == "1");  // untouched
+}
+
+TEST_CASE("store: an unwritable path gives an error naming it", "[store]") {
+  TempDir dir;
+  const fs::path file = dir.path / "no" / "such" / "dir" / "trace.db";
+  auto w = TraceWriter::open(file.string());
+  REQUIRE_FALSE(w.ok());
+  const std::string& m = w.error().message;
+  INFO(m);
+  CHECK(m.find(file.string()) != std::string::npos);
+  CHECK(m.find("directory exists and is writable") != std::string::npos);
+
+  // Not a database at all.
+  const fs::path junk = dir.path / "junk.db";
+  {
+    std::FILE* f = std::fopen(junk.c_str(), "w");
+    REQUIRE(f != nullptr);
+    std::fputs("this is not an SQLite database, not even close to one; just some text to fill a header page\n", f);
+    std::fclose(f);
+  }
+  auto j = TraceWriter::open(junk.string());
+  REQUIRE_FALSE(j.ok());
+  INFO(j.error().message);
+  CHECK(j.error().message.find(junk.string()) != std::string::npos);
+}
