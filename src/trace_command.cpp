@@ -22,6 +22,7 @@
 #include "store/store.h"
 #include "tracer/decoder.h"
 #include "tracer/loader.h"
+#include "tracer/nvml_sampler.h"
 
 namespace vs::cli {
 namespace {
@@ -325,6 +326,11 @@ CLI::App* add_trace_command(CLI::App& app, TraceArgs& args) {
   cmd->add_flag("--sched-events", args.sched_events, "Also store every context switch of traced threads");
   cmd->add_option("--ring-mib", args.ring_mib, "Size of the call ring buffer in MiB (a power of two)")
       ->check(CLI::Range(1, 4096));
+  cmd->add_option("--nvml-interval", args.nvml_interval_ms,
+                  "Sample NVML's device view (per-GPU and per-process used memory) every N ms")
+      ->check(CLI::Range(10, 60000));
+  cmd->add_option("--nvml-lib", args.nvml_lib, "The NVML library to load (default: libnvidia-ml.so.1)");
+  cmd->add_flag("--no-nvml", args.no_nvml, "Do not sample NVML");
   cmd->add_flag("-q,--quiet", args.quiet, "No progress line and no summary");
   cmd->add_option("command", args.command, "The command to launch and trace, after --");
   cmd->positionals_at_end();
@@ -414,12 +420,31 @@ int run_trace(const TraceArgs& args) {
                                      {"duration", args.duration},
                                      {"attach_mode", tracer::attach_mode_name(tracer.attach_mode())}}
                           .dump();
+  // NVML's device view: optional; its absence is recorded, not an error.
+  std::unique_ptr<tracer::NvmlSampler> nvml;
+  if (args.no_nvml) {
+    info.nvml = "off (--no-nvml)";
+  } else if (auto n = tracer::NvmlSampler::open(args.nvml_lib); n) {
+    nvml = std::move(*n);
+    info.nvml = "sampled every " + std::to_string(args.nvml_interval_ms) + " ms";
+  } else {
+    info.nvml = n.error().message;
+    spdlog::info("{}", n.error().message);
+  }
   std::int64_t mono = clock_ns(CLOCK_MONOTONIC);
   info.realtime_offset_ns = clock_ns(CLOCK_REALTIME) - mono;
   info.start_ts_ns = mono;
   std::int64_t session_id = writer.begin_session(info);
 
   Recorder recorder(writer, tracer, writer.next_call_id(), mode == "all");
+  auto write_nvml = [&writer](tracer::NvmlSamples&& s) {
+    for (const auto& g : s.gpus) writer.add_gpu_memory_sample(g);
+    for (const auto& p : s.processes) writer.add_gpu_process_sample(p);
+  };
+  if (nvml) {
+    for (const auto& g : nvml->gpus()) writer.add_gpu(g);
+    nvml->start(std::chrono::milliseconds(args.nvml_interval_ms), write_nvml);
+  }
 
   std::optional<LaunchedChild> child;
   if (launch) {
@@ -523,6 +548,10 @@ int run_trace(const TraceArgs& args) {
   int sig = g_stop_signal.load();
   if (child && !child_done && sig) kill(child->pid, sig);
 
+  if (nvml) {
+    nvml->stop();
+    write_nvml(nvml->sample_once());  // the device view at the end
+  }
   double detach_ms = tracer.detach_uprobes();
   // What was submitted before the probes went away is still in the rings.
   for (int i = 0; i < 3; ++i) (void)tracer.poll(0, recorder);

@@ -19,6 +19,9 @@ struct TraceArgs {
   bool sched_events = false;
   bool quiet = false;
   std::uint32_t ring_mib = 64;
+  std::string nvml_lib;  // empty: libnvidia-ml.so.1 from the loader's path
+  std::uint32_t nvml_interval_ms = 100;
+  bool no_nvml = false;
   std::vector<std::string> command;
 };
 

@@ -133,7 +133,8 @@ struct Task {
 };
 
 using QueuedOp = std::variant<CallRow, AllocOpenRow, AllocationClose, UnmatchedFree, ObjectRow, ProcessRow,
-                              ProcessExecRow, ProcessExitRow, SchedEventRecord, Task>;
+                              ProcessExecRow, ProcessExitRow, SchedEventRecord, GpuRecord, GpuMemorySample,
+                              GpuProcessSample, Task>;
 
 // ---- SQLite helpers ----
 
@@ -201,7 +202,8 @@ struct TraceWriter::Impl {
 
   // ---- writer-thread state (only the writer thread touches these after open) ----
   Stmt begin, commit, rollback, ins_call, ins_call_multi, ins_alloc, ins_alloc_multi, upd_alloc, ins_unmatched,
-      ins_object, ins_process, upd_exec, upd_exit, ins_sched, ins_session, ins_library, ins_probe, upd_session;
+      ins_object, ins_process, upd_exec, upd_exit, ins_sched, ins_session, ins_library, ins_probe, upd_session,
+      ins_gpu, ins_gpu_memory, ins_gpu_process;
   std::int64_t w_session_id = 0;
   bool in_txn = false;
   std::size_t txn_rows = 0;
@@ -502,6 +504,31 @@ struct TraceWriter::Impl {
     write(ins_sched, rc, "insert into sched_events");
   }
 
+  void apply(GpuRecord& g) {
+    sqlite3_stmt* s = ins_gpu.s;
+    write(ins_gpu,
+          bind(s, 1, w_session_id) | bind(s, 2, std::int64_t{g.index}) | bind_nonempty(s, 3, g.name) |
+              bind_nonempty(s, 4, g.uuid) | bind_nonempty(s, 5, g.driver_version) |
+              bind(s, 6, static_cast<std::int64_t>(g.total_bytes)),
+          "insert into gpus");
+  }
+
+  void apply(GpuMemorySample& m) {
+    sqlite3_stmt* s = ins_gpu_memory.s;
+    write(ins_gpu_memory,
+          bind(s, 1, w_session_id) | bind(s, 2, m.ts_ns) | bind(s, 3, std::int64_t{m.gpu_index}) |
+              bind(s, 4, static_cast<std::int64_t>(m.used_bytes)) | bind(s, 5, static_cast<std::int64_t>(m.total_bytes)),
+          "insert into gpu_memory_samples");
+  }
+
+  void apply(GpuProcessSample& p) {
+    sqlite3_stmt* s = ins_gpu_process.s;
+    write(ins_gpu_process,
+          bind(s, 1, w_session_id) | bind(s, 2, p.ts_ns) | bind(s, 3, std::int64_t{p.gpu_index}) |
+              bind(s, 4, std::int64_t{p.pid}) | bind(s, 5, static_cast<std::int64_t>(p.used_bytes)),
+          "insert into gpu_process_samples");
+  }
+
   void apply(Task& t) { t.fn(); }
 
   // ---- the writer thread ----
@@ -646,6 +673,13 @@ struct TraceWriter::Impl {
         {&ins_library,
          "INSERT INTO libraries (session_id, path, kind, dev, inode, pid, found_by, attach_mode, probes_attached, "
          "probes_missing, attached_ts_ns, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"},
+        {&ins_gpu,
+         "INSERT OR REPLACE INTO gpus (session_id, gpu_index, name, uuid, driver_version, total_bytes) "
+         "VALUES (?,?,?,?,?,?)"},
+        {&ins_gpu_memory,
+         "INSERT INTO gpu_memory_samples (session_id, ts_ns, gpu_index, used_bytes, total_bytes) VALUES (?,?,?,?,?)"},
+        {&ins_gpu_process,
+         "INSERT INTO gpu_process_samples (session_id, ts_ns, gpu_index, pid, used_bytes) VALUES (?,?,?,?,?)"},
         {&ins_probe, "INSERT OR REPLACE INTO probes (library_id, api, offset, status, error) VALUES (?,?,?,?,?)"},
         {&upd_session,
          "UPDATE sessions SET end_ts_ns = ?, attach_ms = ?, detach_ms = ?, calls_recorded = ?, call_drops = ?, "
@@ -933,6 +967,27 @@ void TraceWriter::add_sched_event(const SchedEventRecord& ev) {
   std::unique_lock l(im.mu);
   if (!im.have_session("add_sched_event")) return;
   im.push(l, ev);
+}
+
+void TraceWriter::add_gpu(const GpuRecord& gpu) {
+  Impl& im = *impl_;
+  std::unique_lock l(im.mu);
+  if (!im.have_session("add_gpu")) return;
+  im.push(l, gpu);
+}
+
+void TraceWriter::add_gpu_memory_sample(const GpuMemorySample& sample) {
+  Impl& im = *impl_;
+  std::unique_lock l(im.mu);
+  if (!im.have_session("add_gpu_memory_sample")) return;
+  im.push(l, sample);
+}
+
+void TraceWriter::add_gpu_process_sample(const GpuProcessSample& sample) {
+  Impl& im = *impl_;
+  std::unique_lock l(im.mu);
+  if (!im.have_session("add_gpu_process_sample")) return;
+  im.push(l, sample);
 }
 
 Status TraceWriter::end_session(const SessionEnd& end) {

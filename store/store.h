@@ -55,6 +55,10 @@ class TraceWriter {
   void process_exited(std::uint32_t pid, std::int64_t ts_ns, int exit_code);
   void add_call(const CallRecord& call);  // pairs, then enqueues
   void add_sched_event(const SchedEventRecord& ev);
+  // NVML's device view (thread-safe: the sampler calls these from its own thread).
+  void add_gpu(const GpuRecord& gpu);
+  void add_gpu_memory_sample(const GpuMemorySample& sample);
+  void add_gpu_process_sample(const GpuProcessSample& sample);
   // Flushes everything queued, then writes the session's end row.
   Status end_session(const SessionEnd& end);
   // Blocks until everything queued so far is committed.

@@ -336,6 +336,25 @@ TEST_CASE("a CUDA library found nowhere beforehand is probed when mapped, before
   CHECK(q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemAlloc_v2' AND parent_id IS NOT NULL") == 6);
 }
 
+TEST_CASE("NVML's device view is sampled alongside, and its absence is recorded", "[trace][nvml]") {
+  SECTION("sampled (fake libnvidia-ml)") {
+    auto run = trace_scenario("sleep_free", "--nvml-lib " + fixture("libnvidia-ml.so.1") + " --nvml-interval 10");
+    CHECK(run.qs("SELECT nvml FROM sessions") == "sampled every 10 ms");
+    CHECK(run.qs("SELECT name FROM gpus WHERE gpu_index = 0") == "vramscope fake GPU");
+    CHECK(run.q("SELECT total_bytes FROM gpus") == 80 * 1024 * MiB);
+    // The 50 ms sleeping free alone spans several 10 ms samples; one more is taken at the end.
+    CHECK(run.q("SELECT COUNT(*) >= 4 FROM gpu_memory_samples") == 1);
+    CHECK(run.q("SELECT COUNT(*) FROM gpu_memory_samples WHERE used_bytes <> 1024 * 1048576") == 0);
+    CHECK(run.q("SELECT COUNT(*) FROM gpu_process_samples WHERE pid <> 4242 OR used_bytes <> 512 * 1048576") == 0);
+    CHECK(run.q("SELECT MIN(ts_ns) >= (SELECT start_ts_ns FROM sessions) FROM gpu_memory_samples") == 1);
+  }
+  SECTION("absent: a note, not an error") {
+    auto run = trace_scenario("basic", "--nvml-lib /nonexistent/libnvidia-ml.so.1");
+    CHECK_THAT(run.qs("SELECT nvml FROM sessions"), Catch::StartsWith("NVML unavailable"));
+    CHECK(run.q("SELECT COUNT(*) FROM gpu_memory_samples") == 0);
+  }
+}
+
 TEST_CASE("the launched command's exit code is vramscope's", "[trace][cli]") {
   auto run = trace("/bin/sh -c 'exit 3'");
   CHECK(run.exit_code == 3);
