@@ -135,6 +135,23 @@ def main():
             "LEFT JOIN objects o ON o.id = a.caller_id WHERE a.pid = ? AND COALESCE(o.path, '') NOT LIKE ? "
             "AND a.kind NOT IN ('vmm_reserved', 'vmm_mapped') GROUP BY 1, 2 ORDER BY 4 DESC", (pid, ALLOCATOR)):
         print(f"  {path.rsplit('/', 1)[-1]:<32} {kind:<12} {n:>6} allocations {b:>14} bytes")
+    # NVML's view of the process next to what vramscope saw it hold: the difference is the CUDA
+    # context and driver overhead, which no allocation call shows.
+    has_nvml = db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'gpu_process_samples'").fetchone()[0]
+    if has_nvml and db.execute("SELECT COUNT(*) FROM gpu_process_samples WHERE pid = ?", (pid,)).fetchone()[0]:
+        print(f"  NVML per-process used vs traced outstanding (all callers, device/async/managed/vmm_physical):")
+        for c in cps:
+            row = db.execute("SELECT used_bytes, ts_ns FROM gpu_process_samples WHERE pid = ? AND ts_ns >= ? "
+                             "ORDER BY ts_ns LIMIT 1", (pid, c["t_ns"])).fetchone()
+            if not row:
+                continue
+            traced = db.execute(
+                "SELECT COALESCE(SUM(bytes), 0) FROM allocations WHERE pid = ? AND kind IN "
+                "('device', 'async', 'managed', 'vmm_physical') AND alloc_ts_ns <= ? "
+                "AND (free_ts_ns IS NULL OR free_ts_ns > ?)", (pid, row[1], row[1])).fetchone()[0]
+            print(f"    {c['label']:<20} nvml {row[0] / 2**20:9.1f} MiB  traced {traced / 2**20:9.1f} MiB  "
+                  f"not from allocation calls {(row[0] - traced) / 2**20:8.1f} MiB")
+
     # Latency and scheduling of the memory calls: the seeds' "cudaFree p99 is the OS interrupting it".
     for api in ("cudaFree", "cudaMalloc", "cuMemCreate", "cuMemRelease", "cuMemSetAccess", "cudaFreeAsync"):
         durs = [r[0] for r in db.execute("SELECT dur_ns FROM calls WHERE pid = ? AND api = ? ORDER BY dur_ns", (pid, api))]

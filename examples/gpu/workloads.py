@@ -14,6 +14,7 @@ allocator the same way.
     python3 workloads.py leak --out stats.json --requests 12
     python3 workloads.py exit_holding --out stats.json
     python3 workloads.py attach --out stats.json --go-file /tmp/go   # waits for the file before working
+    python3 workloads.py bench --out stats.json                      # timed work, for overhead runs
 """
 import argparse
 import gc
@@ -132,9 +133,31 @@ def attach(cp, go_file):
     del before
 
 
+def bench(cp, rounds=4):
+    """A fixed amount of inference and training-step work, timed after a warm-up: for overhead runs."""
+    model = build_model()
+    opt_model = build_model().train()
+    opt = torch.optim.SGD(opt_model.parameters(), lr=1e-4)
+    def step():
+        with torch.no_grad():
+            model.generate(prompt(), max_new_tokens=32, do_sample=False, pad_token_id=0)
+        loss = opt_model(prompt(batch=4, length=256), labels=prompt(batch=4, length=256)).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    step()  # warm-up: kernels loaded, allocator cache filled
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        step()
+    torch.cuda.synchronize()
+    cp.doc["elapsed_s"] = time.perf_counter() - t0
+    cp.mark("timed")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("workload", choices=["empty_cache", "leak", "exit_holding", "attach"])
+    ap.add_argument("workload", choices=["empty_cache", "leak", "exit_holding", "attach", "bench"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--requests", type=int, default=12)
     ap.add_argument("--go-file", default="/tmp/vramscope-go")
@@ -148,6 +171,8 @@ def main():
         leak(cp, args.requests)
     elif args.workload == "exit_holding":
         exit_holding(cp)
+    elif args.workload == "bench":
+        bench(cp)
     else:
         attach(cp, args.go_file)
     cp.mark("end")
