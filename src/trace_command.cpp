@@ -173,7 +173,6 @@ class Recorder : public tracer::EventSink {
     p.first_ts_ns = static_cast<std::int64_t>(first_ts);
     p.how_found = how;
     writer_.process_seen(p);
-    decoder_.objects().scan_process(pid);
     attach_new_libraries(pid);
   }
 
@@ -190,11 +189,15 @@ class Recorder : public tracer::EventSink {
     if (!result.library.error) ++attached_libraries_;
   }
 
-  // Libraries a process maps that were not found on disk beforehand (a
-  // private venv, a container): attached as soon as they are seen. Calls
-  // before libraries.attached_ts_ns were not observed.
+  // One read of the process's mappings serves two ends: the paths of the
+  // files that make calls (callers), and CUDA libraries that were not found
+  // beforehand (the mmap watch stops a process for libcudart/libcuda; a
+  // runtime linked into another file is attached here, from then on).
   void attach_new_libraries(std::uint32_t pid) {
-    for (const auto& lib : tracer::discover_in_process(pid)) attach(lib);
+    auto maps = tracer::read_maps(pid);
+    if (!maps) return;
+    decoder_.objects().add_maps(*maps);
+    for (const auto& lib : tracer::cuda_libraries_in(pid, *maps)) attach(lib);
   }
 
   void rescan_live_processes() {
@@ -516,7 +519,7 @@ int run_trace(const TraceArgs& args) {
   bool child_done = false;
   Status poll_status;
   while (!g_stop_signal.load()) {
-    poll_status = tracer.poll(100, recorder);
+    poll_status = tracer.poll(50, recorder);
     if (!poll_status) break;
     auto now = std::chrono::steady_clock::now();
     if (child && waitpid(child->pid, &child_status, WNOHANG) == child->pid) {

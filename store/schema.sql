@@ -9,7 +9,9 @@
 -- format them with printf('0x%x', ptr).
 --
 -- This text is embedded into the binary and served to agents as the schema
--- documentation: keep comments accurate.
+-- documentation: keep comments accurate. The indexes are in store/indexes.sql:
+-- the writer builds them when a session ends (maintaining them while
+-- recording would halve the rate at which calls can be stored).
 
 -- One row per `vramscope trace` run.
 CREATE TABLE IF NOT EXISTS sessions (
@@ -115,8 +117,6 @@ CREATE TABLE IF NOT EXISTS call_rows (
   parent_id     INTEGER,             -- the enclosing traced call (e.g. cudaMalloc for its cuMemAlloc_v2)
   incomplete    INTEGER NOT NULL DEFAULT 0  -- 1: the thread exited inside the call; dur_ns runs to the exit
 );
-CREATE INDEX IF NOT EXISTS call_rows_api_ts ON call_rows(api_id, ts_ns);
-CREATE INDEX IF NOT EXISTS call_rows_pid_ts ON call_rows(pid, ts_ns);
 
 CREATE VIEW IF NOT EXISTS calls AS
   SELECT c.id, c.session_id, c.ts_ns, c.dur_ns, c.pid, c.tid, a.name AS api, a.layer, c.device, c.stream,
@@ -146,7 +146,6 @@ CREATE TABLE IF NOT EXISTS allocations (
                                   -- 'superseded' (a new allocation got the same address: its free was missed) | NULL
   caller_id      INTEGER REFERENCES objects(id)  -- who allocated it
 );
-CREATE INDEX IF NOT EXISTS allocations_pid_ts ON allocations(pid, alloc_ts_ns);
 
 -- Frees and unmaps that matched no recorded allocation (memory allocated before tracing began).
 CREATE TABLE IF NOT EXISTS unmatched_frees (

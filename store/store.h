@@ -25,6 +25,8 @@ inline constexpr int kSchemaVersion = 1;
 
 // The schema text (store/schema.sql, embedded at build time).
 std::string_view schema_sql();
+// Its indexes (store/indexes.sql), built when a session ends.
+std::string_view index_sql();
 
 struct WriterStats {
   std::int64_t calls_written = 0;     // rows committed
@@ -59,7 +61,7 @@ class TraceWriter {
   void add_gpu(const GpuRecord& gpu);
   void add_gpu_memory_sample(const GpuMemorySample& sample);
   void add_gpu_process_sample(const GpuProcessSample& sample);
-  // Flushes everything queued, then writes the session's end row.
+  // Flushes everything queued, writes the session's end row, and builds the indexes.
   Status end_session(const SessionEnd& end);
   // Blocks until everything queued so far is committed.
   Status flush();

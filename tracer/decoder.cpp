@@ -3,10 +3,8 @@
 #include <sys/sysmacros.h>
 
 #include <cstring>
-#include <fstream>
 
 #include "common/cuda_api.h"
-#include "tracer/discovery.h"
 
 namespace vs::tracer {
 
@@ -18,15 +16,15 @@ void ObjectPaths::add_stat_dev(std::uint64_t st_dev, std::uint64_t ino, const st
   add(static_cast<std::uint32_t>((major(st_dev) << 20) | minor(st_dev)), ino, path);
 }
 
+void ObjectPaths::add_maps(const std::vector<MapsEntry>& maps) {
+  for (const auto& e : maps)
+    if (e.inode != 0 && !e.path.empty() && e.path[0] == '/') add((e.dev_major << 20) | e.dev_minor, e.inode, e.path);
+}
+
 bool ObjectPaths::scan_process(std::uint32_t pid) {
-  std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+  auto maps = read_maps(pid);
   if (!maps) return false;
-  std::string line;
-  while (std::getline(maps, line)) {
-    auto e = parse_maps_line(line);
-    if (e && e->inode != 0 && !e->path.empty() && e->path[0] == '/')
-      add((e->dev_major << 20) | e->dev_minor, e->inode, e->path);
-  }
+  add_maps(*maps);
   return true;
 }
 

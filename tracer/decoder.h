@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "store/records.h"
+#include "tracer/discovery.h"
 #include "tracer/bpf/events.h"
 
 namespace vs::tracer {
@@ -19,6 +20,7 @@ class ObjectPaths {
   // `dev` in the kernel's encoding (major << 20 | minor), as BPF reads it.
   void add(std::uint32_t dev, std::uint64_t ino, const std::string& path);
   void add_stat_dev(std::uint64_t st_dev, std::uint64_t ino, const std::string& path);
+  void add_maps(const std::vector<MapsEntry>& maps);
   // Reads /proc/PID/maps; returns false if the process is gone.
   bool scan_process(std::uint32_t pid);
   const std::string* find(std::uint32_t dev, std::uint64_t ino) const;

@@ -183,35 +183,42 @@ std::optional<LibraryCandidate> candidate_from_fd(std::uint32_t pid, int fd) {
   return c;
 }
 
-std::vector<LibraryCandidate> discover_in_process(std::uint32_t pid) {
-  std::vector<LibraryCandidate> out;
+std::optional<std::vector<MapsEntry>> read_maps(std::uint32_t pid) {
   std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
-  std::set<std::uint64_t> inodes_seen;
+  if (!maps) return std::nullopt;
+  std::vector<MapsEntry> out;
   std::string line;
+  while (std::getline(maps, line))
+    if (auto e = parse_maps_line(line)) out.push_back(std::move(*e));
+  return out;
+}
+
+std::vector<LibraryCandidate> cuda_libraries_in(std::uint32_t pid, const std::vector<MapsEntry>& maps) {
+  std::vector<LibraryCandidate> out;
+  std::set<std::uint64_t> inodes_seen;
   bool first_file = true;  // the main executable is mapped first
-  while (std::getline(maps, line)) {
-    auto e = parse_maps_line(line);
-    if (!e || e->inode == 0 || e->path.empty() || e->path[0] != '/') continue;
+  for (const auto& e : maps) {
+    if (e.inode == 0 || e.path.empty() || e.path[0] != '/') continue;
     bool is_exe = first_file;
     first_file = false;
-    if (!inodes_seen.insert(e->inode).second) continue;
-    std::string kind = kind_from_filename(e->path);
+    if (!inodes_seen.insert(e.inode).second) continue;
+    std::string kind = kind_from_filename(e.path);
     if (kind.empty() && !is_exe) continue;
     // map_files reaches the file even inside another mount namespace or when deleted.
     char range[64];
-    std::snprintf(range, sizeof(range), "%llx-%llx", static_cast<unsigned long long>(e->start),
-                  static_cast<unsigned long long>(e->end));
+    std::snprintf(range, sizeof(range), "%llx-%llx", static_cast<unsigned long long>(e.start),
+                  static_cast<unsigned long long>(e.end));
     std::string open_path = "/proc/" + std::to_string(pid) + "/map_files/" + range;
     struct stat st;
-    if (stat(open_path.c_str(), &st) != 0) open_path = "/proc/" + std::to_string(pid) + "/root" + e->path;
-    if (stat(open_path.c_str(), &st) != 0 || is_stub(e->path)) continue;
+    if (stat(open_path.c_str(), &st) != 0) open_path = "/proc/" + std::to_string(pid) + "/root" + e.path;
+    if (stat(open_path.c_str(), &st) != 0 || is_stub(e.path)) continue;
     if (kind.empty()) {
       auto fns = read_elf_functions(open_path);
       if (!fns || !fns->offsets.count("cudaMalloc")) continue;
       kind = "static";
     }
     LibraryCandidate c;
-    c.path = e->path;
+    c.path = e.path;
     c.open_path = open_path;
     c.kind = kind;
     c.found_by = "maps";
@@ -221,6 +228,11 @@ std::vector<LibraryCandidate> discover_in_process(std::uint32_t pid) {
     out.push_back(std::move(c));
   }
   return out;
+}
+
+std::vector<LibraryCandidate> discover_in_process(std::uint32_t pid) {
+  auto maps = read_maps(pid);
+  return maps ? cuda_libraries_in(pid, *maps) : std::vector<LibraryCandidate>{};
 }
 
 }  // namespace vs::tracer

@@ -56,7 +56,10 @@ DiscoveryResult discover_on_disk(const DiscoveryInputs& in);
 // The file a process is about to map, through /proc/PID/fd/FD (which reaches
 // it in any mount namespace); nullopt if it is gone or not a CUDA library.
 std::optional<LibraryCandidate> candidate_from_fd(std::uint32_t pid, int fd);
-// The CUDA libraries and static-runtime executables mapped in `pid`.
+// Every line of /proc/PID/maps; nullopt if the process is gone.
+std::optional<std::vector<MapsEntry>> read_maps(std::uint32_t pid);
+// The CUDA libraries and static-runtime executables among `pid`'s mappings.
+std::vector<LibraryCandidate> cuda_libraries_in(std::uint32_t pid, const std::vector<MapsEntry>& maps);
 std::vector<LibraryCandidate> discover_in_process(std::uint32_t pid);
 // Directories where pip wheels keep CUDA libraries, for a Python prefix (e.g. a venv).
 std::vector<std::string> wheel_lib_dirs(const std::string& prefix);

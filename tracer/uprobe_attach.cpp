@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <thread>
 
 namespace vs::tracer {
 namespace {
@@ -91,7 +92,10 @@ Status UprobeLinks::attach(AttachMode mode, bpf_program* prog, const std::string
 }
 
 void UprobeLinks::detach_all() {
-  for (int fd : multi_fds_) close(fd);
+  // Each close waits for the kernel to quiesce the probes (tens of ms): in parallel.
+  std::vector<std::thread> closers;
+  for (int fd : multi_fds_) closers.emplace_back([fd] { close(fd); });
+  for (auto& t : closers) t.join();
   multi_fds_.clear();
   for (auto* l : perf_links_) bpf_link__destroy(l);
   perf_links_.clear();

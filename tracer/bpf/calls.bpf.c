@@ -62,7 +62,6 @@ int vs_call_entry(struct pt_regs *ctx) {
   f->args[5] = ctx->r9;
   __u64 sp = PT_REGS_SP(ctx);
   /* At entry the stack holds the return address, then the 7th+ arguments. */
-  if (bpf_probe_read_user(&f->caller, sizeof(f->caller), (void *)sp)) f->caller = 0;
   if (plan->stack_args) {
     if (bpf_probe_read_user(f->stack, sizeof(f->stack), (void *)(sp + 8)))
       __builtin_memset(f->stack, 0, sizeof(f->stack));
@@ -77,8 +76,29 @@ int vs_call_entry(struct pt_regs *ctx) {
   return 0;
 }
 
+/* Which file is mapped at a return address, per address space: a call site
+ * is looked up once with bpf_find_vma, then served from here. The key holds
+ * the mm so that an exec (a new mm) never sees the old program's entries. */
+struct caller_key {
+  __u64 mm;
+  __u64 addr;
+};
+struct caller_info {
+  __u64 ino;
+  __u64 file_delta; /* file offset = addr + file_delta */
+  __u32 dev;
+  __u32 found;
+  char name[VS_OBJ_NAME_LEN];
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 16384);
+  __type(key, struct caller_key);
+  __type(value, struct caller_info);
+} caller_cache SEC(".maps");
+
 struct vma_lookup {
-  struct vs_call_event *ev;
+  struct caller_info *info;
   __u64 addr;
 };
 
@@ -86,13 +106,37 @@ static long vs_caller_vma(struct task_struct *task, struct vm_area_struct *vma, 
   struct vma_lookup *lk = data;
   struct file *file = vma->vm_file;
   if (!file) return 0;
-  lk->ev->caller_ino = BPF_CORE_READ(file, f_inode, i_ino);
-  lk->ev->caller_dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
-  lk->ev->caller_off = lk->addr - BPF_CORE_READ(vma, vm_start) + (BPF_CORE_READ(vma, vm_pgoff) << 12);
-  bpf_probe_read_kernel_str(lk->ev->caller_name, sizeof(lk->ev->caller_name),
-                            BPF_CORE_READ(file, f_path.dentry, d_name.name));
+  lk->info->found = 1;
+  lk->info->ino = BPF_CORE_READ(file, f_inode, i_ino);
+  lk->info->dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+  lk->info->file_delta = (BPF_CORE_READ(vma, vm_pgoff) << 12) - BPF_CORE_READ(vma, vm_start);
+  bpf_probe_read_kernel_str(lk->info->name, sizeof(lk->info->name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
   return 0;
 }
+
+static __always_inline void vs_resolve_caller(struct vs_call_event *ev) {
+  struct task_struct *task = bpf_get_current_task_btf();
+  struct caller_key key = {.mm = (__u64)BPF_CORE_READ(task, mm), .addr = ev->caller};
+  struct caller_info *info = bpf_map_lookup_elem(&caller_cache, &key);
+  if (!info) {
+    struct caller_info fresh = {};
+    struct vma_lookup lk = {.info = &fresh, .addr = ev->caller};
+    /* Not cached if the lookup could not run (mmap lock contended): tried again next time. */
+    if (bpf_find_vma(task, ev->caller, vs_caller_vma, &lk, 0) != 0) return;
+    bpf_map_update_elem(&caller_cache, &key, &fresh, BPF_ANY);
+    info = bpf_map_lookup_elem(&caller_cache, &key);
+    if (!info) return;
+  }
+  if (!info->found) return; /* anonymous memory: JIT code */
+  ev->caller_ino = info->ino;
+  ev->caller_dev = info->dev;
+  ev->caller_off = ev->caller + info->file_delta;
+  __builtin_memcpy(ev->caller_name, info->name, sizeof(ev->caller_name));
+}
+
+/* Waking the consumer for every record costs an IPI and a context switch per
+ * call; it is woken every VS_WAKEUP_EVERY records and otherwise polls. */
+#define VS_WAKEUP_EVERY 512
 
 SEC("uretprobe")
 int vs_call_return(struct pt_regs *ctx) {
@@ -133,13 +177,12 @@ int vs_call_return(struct pt_regs *ctx) {
         if (addr && bpf_probe_read_user(&ev->out[i], size, (void *)addr)) ev->out[i] = 0;
       }
     }
-    struct vma_lookup lk = {.ev = ev, .addr = ev->caller};
-    if (ev->caller)
-      bpf_find_vma(bpf_get_current_task_btf(), ev->caller, vs_caller_vma, &lk, 0);
-    bpf_ringbuf_submit(ev, 0);
+    /* The kernel has put the original return address back in ip before uretprobe handlers run. */
+    ev->caller = PT_REGS_IP(ctx);
+    if (ev->caller) vs_resolve_caller(ev);
+    bpf_ringbuf_submit(ev, (ev->seq % VS_WAKEUP_EVERY) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
   }
 
-  st->depth = d - 1;
-  if (d == 1) bpf_map_delete_elem(&inflight, &tid);
+  st->depth = d - 1; /* the entry stays until the thread exits: no map churn per call */
   return 0;
 }

@@ -16,7 +16,6 @@ struct vs_frame {
   __u64 start_ns;
   __u64 args[VS_NARGS];
   __u64 stack[VS_NSTACK];
-  __u64 caller;
   __u64 off_cpu_ns;
   __u64 runq_ns;
   __u64 longest_off_ns;
@@ -27,8 +26,9 @@ struct vs_frame {
   char preemptor_comm[VS_COMM_LEN];
 };
 
-/* One per thread with a call in flight; deleted when its last call returns,
- * so the scheduler hooks find only threads inside a traced CUDA call. */
+/* One per thread of a traced process that has made a CUDA call, kept until
+ * the thread exits (no map churn per call); depth 0 between calls, which is
+ * what the scheduler hooks check. */
 struct vs_thread_state {
   __u32 depth; /* may exceed VS_MAX_DEPTH: deeper frames are counted, not kept */
   __u32 off_pending;
@@ -144,7 +144,7 @@ static __always_inline void vs_fill_call(struct vs_call_event *ev, struct vs_thr
   __builtin_memcpy(ev->stack, f->stack, sizeof(ev->stack));
   ev->out[0] = 0;
   ev->out[1] = 0;
-  ev->caller = f->caller;
+  ev->caller = 0; /* set at return */
   ev->caller_ino = 0;
   ev->caller_off = 0;
   ev->caller_dev = 0;
