@@ -24,19 +24,20 @@ for i in $(seq 1 "$runs"); do
       default) "$vs" trace -q --db "$db" -- "$py" "$here/workloads.py" bench --out "$j" >/dev/null 2>&1 ;;
       launches) "$vs" trace -q --launches --db "$db" -- "$py" "$here/workloads.py" bench --out "$j" >/dev/null 2>&1 ;;
     esac
-    echo "$mode run $i: $("$py" -c "import json; print(round(json.load(open('$j'))['elapsed_s'], 3))") s"
+    echo "$mode run $i: median step $("$py" -c "import json, statistics; print(round(statistics.median(json.load(open('$j'))['step_s']), 4))") s"
   done
 done
 "$py" - "$out" "$runs" <<'PY'
 import json, sqlite3, statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])
-t = {m: [json.load(open(f"{out}/{m}-{i}.json"))["elapsed_s"] for i in range(1, runs + 1)]
+# Per run: the median time of its timed steps (robust to a stray slow step); then the median over runs.
+t = {m: [statistics.median(json.load(open(f"{out}/{m}-{i}.json"))["step_s"]) for i in range(1, runs + 1)]
      for m in ("untraced", "default", "launches")}
 base = statistics.median(t["untraced"])
-print(f"\n{'probe set':<12} {'median s':>9} {'ratio':>8}  runs")
+print(f"\n{'probe set':<12} {'step s':>9} {'ratio':>8}  per-run median step (s)")
 for m in t:
     print(f"{m:<12} {statistics.median(t[m]):9.3f} {statistics.median(t[m]) / base:8.4f}  "
-          + " ".join(f"{x:.3f}" for x in t[m]))
+          + " ".join(f"{x:.4f}" for x in t[m]))
 for m in ("default", "launches"):
     rows = [sqlite3.connect(f"{out}/{m}-{i}.db").execute(
         "SELECT attach_ms, detach_ms, calls_recorded, call_drops, "

@@ -133,8 +133,8 @@ def attach(cp, go_file):
     del before
 
 
-def bench(cp, rounds=4):
-    """A fixed amount of inference and training-step work, timed after a warm-up: for overhead runs."""
+def make_step():
+    """One step of inference and training work, for overhead runs."""
     model = build_model()
     opt_model = build_model().train()
     opt = torch.optim.SGD(opt_model.parameters(), lr=1e-4)
@@ -146,21 +146,46 @@ def bench(cp, rounds=4):
         opt.step()
         opt.zero_grad(set_to_none=True)
     step()  # warm-up: kernels loaded, allocator cache filled
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    return step
+
+
+def bench(cp, rounds=8):
+    """A fixed number of steps, each timed."""
+    step = make_step()
+    steps = []
     for _ in range(rounds):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
         step()
-    torch.cuda.synchronize()
-    cp.doc["elapsed_s"] = time.perf_counter() - t0
+        torch.cuda.synchronize()
+        steps.append(time.perf_counter() - t0)
+    cp.doc["elapsed_s"] = sum(steps)
+    cp.doc["step_s"] = steps
     cp.mark("timed")
+
+
+def bench_loop(cp, seconds):
+    """Steps for `seconds`, each stamped with CLOCK_MONOTONIC: a tracer attaches and detaches
+    meanwhile, so traced and untraced windows of the same process can be compared."""
+    step = make_step()
+    cp.doc["steps"] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        torch.cuda.synchronize()
+        t0 = time.monotonic_ns()
+        step()
+        torch.cuda.synchronize()
+        cp.doc["steps"].append([t0, time.monotonic_ns()])
+    cp.mark("done")
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("workload", choices=["empty_cache", "leak", "exit_holding", "attach", "bench"])
+    ap.add_argument("workload", choices=["empty_cache", "leak", "exit_holding", "attach", "bench", "bench_loop"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--requests", type=int, default=12)
     ap.add_argument("--go-file", default="/tmp/vramscope-go")
+    ap.add_argument("--seconds", type=float, default=240)
     args = ap.parse_args()
     torch.cuda.init()
     cp = Checkpoints(args.out, args.workload)
@@ -173,6 +198,8 @@ def main():
         exit_holding(cp)
     elif args.workload == "bench":
         bench(cp)
+    elif args.workload == "bench_loop":
+        bench_loop(cp, args.seconds)
     else:
         attach(cp, args.go_file)
     cp.mark("end")
