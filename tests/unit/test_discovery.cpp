@@ -1,0 +1,140 @@
+// Library discovery parsing, and the API catalog's decoding of raw registers.
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "common/cuda_api.h"
+#include "tracer/discovery.h"
+
+using namespace vs;
+using namespace vs::tracer;
+
+TEST_CASE("parse_maps_line", "[discovery]") {
+  auto e = parse_maps_line("7f12a0000000-7f12a0200000 r-xp 00010000 fd:01 1234567   /opt/venv/lib/libcudart.so.13");
+  REQUIRE(e);
+  CHECK(e->start == 0x7f12a0000000);
+  CHECK(e->end == 0x7f12a0200000);
+  CHECK(e->perms == "r-xp");
+  CHECK(e->offset == 0x10000);
+  CHECK(e->dev_major == 0xfd);
+  CHECK(e->dev_minor == 0x01);
+  CHECK(e->inode == 1234567);
+  CHECK(e->path == "/opt/venv/lib/libcudart.so.13");
+
+  auto spaces = parse_maps_line("00400000-00401000 r--p 00000000 08:02 42 /tmp/my dir/work load (deleted)");
+  REQUIRE(spaces);
+  CHECK(spaces->path == "/tmp/my dir/work load (deleted)");
+
+  auto anon = parse_maps_line("7ffd1000-7ffd2000 rw-p 00000000 00:00 0");
+  REQUIRE(anon);
+  CHECK(anon->inode == 0);
+  CHECK(anon->path.empty());
+
+  CHECK_FALSE(parse_maps_line("garbage"));
+}
+
+TEST_CASE("parse_ldconfig_output keeps the CUDA runtime and driver", "[discovery]") {
+  const std::string text =
+      "1234 libs found in cache `/etc/ld.so.cache'\n"
+      "\tlibz.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libz.so.1\n"
+      "\tlibcudart.so.13 (libc6,x86-64) => /usr/local/cuda/lib64/libcudart.so.13\n"
+      "\tlibcuda.so.1 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libcuda.so.1\n"
+      "\tlibcudnn.so.9 (libc6,x86-64) => /usr/lib/x86_64-linux-gnu/libcudnn.so.9\n";
+  auto paths = parse_ldconfig_output(text);
+  CHECK(paths == std::vector<std::string>{"/usr/local/cuda/lib64/libcudart.so.13", "/usr/lib/x86_64-linux-gnu/libcuda.so.1"});
+}
+
+TEST_CASE("kind_from_filename", "[discovery]") {
+  CHECK(kind_from_filename("/x/libcudart.so.13.0.96") == "runtime");
+  CHECK(kind_from_filename("/x/libcudart.so") == "runtime");
+  CHECK(kind_from_filename("/usr/local/nvidia/lib64/libcuda.so.580.159.04") == "driver");
+  CHECK(kind_from_filename("/x/libcudnn.so.9").empty());
+  CHECK(kind_from_filename("/x/libcudart_static.a").empty());
+}
+
+TEST_CASE("classify_file: fixtures, link stubs and static runtimes", "[discovery]") {
+  const std::string fx = VS_FIXTURE_DIR;
+  auto rt = classify_file(fx + "/libcudart.so", "cuda-lib", true);  // a symlink: resolved
+  REQUIRE(rt);
+  CHECK(rt->kind == "runtime");
+  CHECK(rt->path == std::filesystem::canonical(fx + "/libcudart.so.13").string());
+  auto st = classify_file(fx + "/workload_static", "executable", true);
+  REQUIRE(st);
+  CHECK(st->kind == "static");
+  CHECK_FALSE(classify_file(fx + "/workload", "executable", true));  // uses the shared runtime
+  CHECK_FALSE(classify_file("/nonexistent/libcudart.so.13", "cuda-lib", true));
+
+  // A link-time stub is never probed.
+  auto dir = std::filesystem::temp_directory_path() / "vs-stub-test" / "stubs";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(fx + "/libcuda.so.1", dir / "libcuda.so", std::filesystem::copy_options::overwrite_existing);
+  CHECK_FALSE(classify_file((dir / "libcuda.so").string(), "search-path", false));
+}
+
+TEST_CASE("wheel_lib_dirs finds pip's nvidia/*/lib under a prefix", "[discovery]") {
+  auto prefix = std::filesystem::temp_directory_path() / "vs-venv-test";
+  std::filesystem::remove_all(prefix);
+  std::filesystem::create_directories(prefix / "lib/python3.12/site-packages/nvidia/cu13/lib");
+  std::filesystem::create_directories(prefix / "lib/python3.12/site-packages/nvidia/cudnn/lib");
+  auto dirs = wheel_lib_dirs(prefix.string());
+  CHECK(dirs.size() == 2);
+  CHECK(std::count(dirs.begin(), dirs.end(), (prefix / "lib/python3.12/site-packages/nvidia/cu13/lib").string()) == 1);
+}
+
+TEST_CASE("the API catalog: unique ids and names, lookups", "[catalog]") {
+  std::set<std::uint16_t> ids;
+  std::set<std::string_view> names;
+  for (const auto& api : all_apis()) {
+    CHECK(ids.insert(api.id).second);
+    CHECK(names.insert(api.name).second);
+    CHECK(find_api(api.id) == &api);
+    CHECK(find_api(api.name) == &api);
+    CHECK(api.id < 128);  // VS_MAX_APIS on the BPF side
+  }
+  CHECK(find_api(std::uint16_t{0}) == nullptr);
+  CHECK(find_api("cudaNotAFunction") == nullptr);
+}
+
+TEST_CASE("decode_call: where each column comes from", "[catalog]") {
+  RawCallValues raw;
+  for (int i = 0; i < 6; ++i) raw.args[i] = 100 + i;
+  raw.stack[0] = 200;
+  raw.stack[1] = 201;
+  raw.stack[2] = 202;
+  raw.out[0] = 300;
+  raw.out[1] = 301;
+
+  auto d = decode_call(*find_api("cudaMalloc"), raw);  // (void** out, size)
+  CHECK(d.ptr == 300u);
+  CHECK(d.bytes == 101u);
+  CHECK_FALSE(d.stream);
+
+  d = decode_call(*find_api("cudaMallocPitch"), raw);  // bytes = pitch (read back) x height (A3)
+  CHECK(d.bytes == 301u * 103u);
+
+  d = decode_call(*find_api("cudaMemcpyAsync"), raw);  // (dst, src, count, kind, stream)
+  CHECK(d.bytes == 102u);
+  CHECK(d.stream == 104u);
+
+  d = decode_call(*find_api("cudaLaunchKernel"), raw);  // stream is the 8th word: two dim3 take 4 registers
+  CHECK(d.stream == 201u);
+  d = decode_call(*find_api("cuLaunchKernel"), raw);  // stream is the 9th argument
+  CHECK(d.stream == 202u);
+
+  d = decode_call(*find_api("cuMemCreate"), raw);  // handle read back; device from prop->location.id
+  CHECK(d.handle == 300u);
+  CHECK(d.device == 301);
+  CHECK(d.bytes == 101u);
+
+  d = decode_call(*find_api("cuMemMap"), raw);  // (ptr, size, offset, handle, flags)
+  CHECK(d.ptr == 100u);
+  CHECK(d.bytes == 101u);
+  CHECK(d.handle == 103u);
+
+  raw.args[0] = 0xffffffffu;  // cudaSetDevice(int): the register's low 32 bits, signed
+  d = decode_call(*find_api("cudaSetDevice"), raw);
+  CHECK(d.device == -1);
+}
