@@ -175,6 +175,29 @@ std::string_view alloc_kind_name(AllocKind kind) {
   return "none";
 }
 
+std::string_view op_name(Op op) {
+  switch (op) {
+    case Op::Alloc: return "alloc";
+    case Op::Free: return "free";
+    case Op::FreeHost: return "free_host";
+    case Op::VmmReserve: return "vmm_reserve";
+    case Op::VmmAddressFree: return "vmm_address_free";
+    case Op::VmmCreate: return "vmm_create";
+    case Op::VmmRelease: return "vmm_release";
+    case Op::VmmMap: return "vmm_map";
+    case Op::VmmUnmap: return "vmm_unmap";
+    case Op::VmmSetAccess: return "vmm_set_access";
+    case Op::Memcpy: return "memcpy";
+    case Op::Launch: return "launch";
+    case Op::Sync: return "sync";
+    case Op::SetDevice: return "set_device";
+    case Op::SetContext: return "set_context";
+    case Op::PrimaryCtxRetain: return "primary_ctx_retain";
+    case Op::MemGetInfo: return "mem_get_info";
+  }
+  return "unknown";
+}
+
 std::string_view layer_name(Layer layer) { return layer == Layer::Runtime ? "runtime" : "driver"; }
 
 DecodedCall decode_call(const ApiInfo& api, const RawCallValues& raw) {

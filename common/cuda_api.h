@@ -66,6 +66,7 @@ const ApiInfo* find_api(std::uint16_t id);
 const ApiInfo* find_api(std::string_view name);
 std::string_view alloc_kind_name(AllocKind kind);
 std::string_view layer_name(Layer layer);
+std::string_view op_name(Op op);  // the `apis.op` vocabulary (store/schema.sql)
 
 // The raw values the BPF side captured for one call.
 struct RawCallValues {

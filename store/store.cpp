@@ -49,29 +49,6 @@ std::string values_list(int columns, std::size_t rows) {
   return out;
 }
 
-std::string_view op_name(Op op) {
-  switch (op) {
-    case Op::Alloc: return "alloc";
-    case Op::Free: return "free";
-    case Op::FreeHost: return "free_host";
-    case Op::VmmReserve: return "vmm_reserve";
-    case Op::VmmAddressFree: return "vmm_address_free";
-    case Op::VmmCreate: return "vmm_create";
-    case Op::VmmRelease: return "vmm_release";
-    case Op::VmmMap: return "vmm_map";
-    case Op::VmmUnmap: return "vmm_unmap";
-    case Op::VmmSetAccess: return "vmm_set_access";
-    case Op::Memcpy: return "memcpy";
-    case Op::Launch: return "launch";
-    case Op::Sync: return "sync";
-    case Op::SetDevice: return "set_device";
-    case Op::SetContext: return "set_context";
-    case Op::PrimaryCtxRetain: return "primary_ctx_retain";
-    case Op::MemGetInfo: return "mem_get_info";
-  }
-  return "unknown";
-}
-
 // Pointers, handles and streams are stored as the signed 64-bit integer with the same bits.
 constexpr std::int64_t bits(std::uint64_t v) { return static_cast<std::int64_t>(v); }
 

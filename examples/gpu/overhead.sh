@@ -10,12 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 runs=${1:-5}
 out=${2:-/tmp/vramscope-overhead}
 mkdir -p "$out"
-if [ -x "$here/bundle/vramscope" ]; then
-  vs="$here/bundle/vramscope"; export LD_LIBRARY_PATH="$here/bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-else
-  vs="$here/../../build/vramscope"
-fi
-py=${PYTHON:-python3}
+source "$here/common.sh"
 for i in $(seq 1 "$runs"); do
   for mode in untraced default launches; do
     j="$out/$mode-$i.json"; db="$out/$mode-$i.db"; rm -f "$db"*

@@ -13,12 +13,7 @@ cycles=${1:-3}
 win=${2:-12}
 out=${3:-/tmp/vramscope-overhead-ab}
 mkdir -p "$out"
-if [ -x "$here/bundle/vramscope" ]; then
-  vs="$here/bundle/vramscope"; export LD_LIBRARY_PATH="$here/bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-else
-  vs="$here/../../build/vramscope"
-fi
-py=${PYTHON:-python3}
+source "$here/common.sh"
 total=$(( cycles * 4 * win + 40 ))
 rm -f "$out"/*.db* "$out/loop.json"
 "$py" "$here/workloads.py" bench_loop --seconds "$total" --out "$out/loop.json" > "$out/loop.log" 2>&1 &

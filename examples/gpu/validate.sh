@@ -14,13 +14,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-/tmp/vramscope-validate}
 mkdir -p "$out"
-if [ -x "$here/bundle/vramscope" ]; then
-  vs="$here/bundle/vramscope"
-  export LD_LIBRARY_PATH="$here/bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-else
-  vs="$here/../../build/vramscope"
-fi
-py=${PYTHON:-python3}
+source "$here/common.sh"
 status=0
 
 trace() {  # trace NAME [ENV=VAL...] -- ARGS...
