@@ -115,7 +115,10 @@ class Recorder : public tracer::EventSink {
   void on_call(const vs_call_event& ev) override {
     writer_.add_call(decoder_.decode(ev));
     ++calls_;
-    if (!known_pids_.count(ev.pid)) note_process(ev.pid, std::nullopt, std::nullopt, ev.start_ns, "running");
+    // Call records are delivered before lifecycle records: in all-process mode
+    // this is how a process's first call is usually seen first.
+    if (!known_pids_.count(ev.pid))
+      note_process(ev.pid, std::nullopt, std::nullopt, ev.start_ns, trace_all_ ? "first_call" : "running");
   }
 
   void on_lifecycle(const vs_lifecycle_event& ev) override {
@@ -207,7 +210,6 @@ class Recorder : public tracer::EventSink {
   std::uint64_t calls() const { return calls_; }
   std::size_t live_processes() const { return live_pids_.size(); }
   int attached_libraries() const { return attached_libraries_; }
-  bool trace_all() const { return trace_all_; }
 
  private:
   store::TraceWriter& writer_;

@@ -355,6 +355,39 @@ TEST_CASE("NVML's device view is sampled alongside, and its absence is recorded"
   }
 }
 
+TEST_CASE("all-process mode picks up a process that starts later", "[trace]") {
+  auto dir = temp_dir();
+  std::string db = dir + "/all.db";
+  std::string cmd = std::string(VS_BINARY) + " trace -q --db " + db + " --duration 6s 2> " + dir + "/log.txt &";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  // Started once attached: the log says so.
+  for (int i = 0; i < 100 && read_all(dir + "/log.txt").find("attached in") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::string out = dir + "/out.json";
+  REQUIRE(std::system((fixture("workload") + " basic > " + out).c_str()) == 0);
+  auto workload = nlohmann::json::parse(read_all(out));
+  // Wait for the tracer to finish its --duration and write the session's end.
+  for (int i = 0; i < 150; ++i) {
+    auto r = TraceReader::open(db);
+    std::string status;
+    if (r.ok()) (void)(*r)->query("SELECT status FROM sessions", {}, [&](const Row& row) { status = row.text(0); });
+    if (status == "complete") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  INFO(read_all(dir + "/log.txt"));
+  auto reader = TraceReader::open(db);
+  REQUIRE(reader.ok());
+  const std::int64_t pid = workload["pid"].get<int>();
+  std::int64_t allocs = -1;
+  std::string how;
+  REQUIRE((*reader)->query("SELECT COUNT(*) FROM allocations WHERE pid = ?", {pid},
+                           [&](const Row& r) { allocs = r.i64(0); }).ok());
+  REQUIRE((*reader)->query("SELECT how_found FROM processes WHERE pid = ?", {pid},
+                           [&](const Row& r) { how = r.text(0); }).ok());
+  CHECK(allocs == 5);
+  CHECK(how == "first_call");
+}
+
 TEST_CASE("the launched command's exit code is vramscope's", "[trace][cli]") {
   auto run = trace("/bin/sh -c 'exit 3'");
   CHECK(run.exit_code == 3);
