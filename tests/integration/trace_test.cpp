@@ -35,25 +35,37 @@ std::string read_all(const std::string& path) {
   return ss.str();
 }
 
-struct TraceRun {
-  int exit_code = -1;
-  nlohmann::json workload;  // the JSON line the workload printed
-  std::string db, log;
+// A trace file opened read-only, with one-value queries.
+struct TraceFile {
   std::unique_ptr<TraceReader> reader;
 
-  std::int64_t q(const std::string& sql) const {
+  std::int64_t q(const std::string& sql, const std::vector<vs::store::SqlValue>& params = {}) const {
     std::int64_t v = -1;
-    auto s = reader->query(sql, {}, [&](const Row& r) { v = r.is_null(0) ? -1 : r.i64(0); });
+    auto s = reader->query(sql, params, [&](const Row& r) { v = r.is_null(0) ? -1 : r.i64(0); });
     INFO(sql << ": " << s.message());
     REQUIRE(s.ok());
     return v;
   }
-  std::string qs(const std::string& sql) const {
+  std::string qs(const std::string& sql, const std::vector<vs::store::SqlValue>& params = {}) const {
     std::string v;
-    auto s = reader->query(sql, {}, [&](const Row& r) { v = r.text(0); });
+    auto s = reader->query(sql, params, [&](const Row& r) { v = r.text(0); });
+    INFO(sql << ": " << s.message());
     REQUIRE(s.ok());
     return v;
   }
+};
+
+TraceFile open_trace(const std::string& db) {
+  auto r = TraceReader::open(db);
+  INFO(db << ": " << (r.ok() ? "" : r.error().message));
+  REQUIRE(r.ok());
+  return TraceFile{std::move(r.value())};
+}
+
+struct TraceRun : TraceFile {
+  int exit_code = -1;
+  nlohmann::json workload;  // the JSON line the workload printed
+  std::string db, log;
 };
 
 std::string temp_dir() {
@@ -77,10 +89,8 @@ TraceRun trace(const std::string& args_after_dashdash, const std::string& option
   std::string out = read_all(dir + "/out.json");
   auto nl = out.rfind('{');
   if (nl != std::string::npos) run.workload = nlohmann::json::parse(out.substr(nl), nullptr, false);
-  auto r = TraceReader::open(run.db);
   INFO(cmd << "\n" << run.log);
-  REQUIRE(r.ok());
-  run.reader = std::move(r.value());
+  run.reader = open_trace(run.db).reader;
   return run;
 }
 
@@ -267,16 +277,9 @@ TEST_CASE("a CUDA runtime linked statically into the executable is found and pro
                     " --cuda-lib " + fixture("libcuda.so.1") + " -- " + fixture("workload_static") +
                     " basic > /dev/null 2> " + dir + "/log.txt";
   REQUIRE(std::system(cmd.c_str()) == 0);
-  auto reader = TraceReader::open(db);
-  REQUIRE(reader.ok());
-  std::int64_t n = -1;
-  std::string kind;
-  REQUIRE((*reader)->query("SELECT kind FROM libraries WHERE path LIKE '%workload_static'", {},
-                           [&](const Row& r) { kind = r.text(0); }).ok());
-  CHECK(kind == "static");
-  REQUIRE((*reader)->query("SELECT COUNT(*) FROM allocations WHERE kind = 'device'", {},
-                           [&](const Row& r) { n = r.i64(0); }).ok());
-  CHECK(n == 5);
+  auto t = open_trace(db);
+  CHECK(t.qs("SELECT kind FROM libraries WHERE path LIKE '%workload_static'") == "static");
+  CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE kind = 'device'") == 5);
 }
 
 TEST_CASE("--pid attaches to a running process and finds its libraries in /proc/PID/maps", "[trace]") {
@@ -299,15 +302,9 @@ TEST_CASE("--pid attaches to a running process and finds its libraries in /proc/
   INFO(read_all(dir + "/log.txt"));
   REQUIRE(WIFEXITED(status));
   REQUIRE(WEXITSTATUS(status) == 0);
-  auto reader = TraceReader::open(db);
-  REQUIRE(reader.ok());
-  std::int64_t libs = -1, allocs = -1;
-  REQUIRE((*reader)->query("SELECT COUNT(*) FROM libraries WHERE found_by = 'maps' AND error IS NULL", {},
-                           [&](const Row& r) { libs = r.i64(0); }).ok());
-  REQUIRE((*reader)->query("SELECT COUNT(*) FROM allocations WHERE pid = ?", {std::int64_t{target}},
-                           [&](const Row& r) { allocs = r.i64(0); }).ok());
-  CHECK(libs == 2);
-  CHECK(allocs == 5);
+  auto t = open_trace(db);
+  CHECK(t.q("SELECT COUNT(*) FROM libraries WHERE found_by = 'maps' AND error IS NULL") == 2);
+  CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE pid = ?", {std::int64_t{target}}) == 5);
 }
 
 TEST_CASE("a CUDA library found nowhere beforehand is probed when mapped, before its first call", "[trace]") {
@@ -322,18 +319,12 @@ TEST_CASE("a CUDA library found nowhere beforehand is probed when mapped, before
   INFO(read_all(dir + "/log.txt"));
   REQUIRE(WIFEXITED(status));
   REQUIRE(WEXITSTATUS(status) == 0);
-  auto reader = TraceReader::open(db);
-  REQUIRE(reader.ok());
-  auto q = [&](const std::string& sql) {
-    std::int64_t v = -1;
-    REQUIRE((*reader)->query(sql, {}, [&](const Row& r) { v = r.i64(0); }).ok());
-    return v;
-  };
-  CHECK(q("SELECT COUNT(*) FROM libraries WHERE found_by = 'mmap' AND error IS NULL AND path LIKE '" +
-          std::string(VS_FIXTURE_DIR) + "/%'") == 2);
-  CHECK(q("SELECT COUNT(*) FROM calls WHERE api = 'cudaMalloc'") == 6);
-  CHECK(q("SELECT COUNT(*) FROM allocations WHERE kind = 'device'") == 5);
-  CHECK(q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemAlloc_v2' AND parent_id IS NOT NULL") == 6);
+  auto t = open_trace(db);
+  CHECK(t.q("SELECT COUNT(*) FROM libraries WHERE found_by = 'mmap' AND error IS NULL AND path LIKE ?",
+            {std::string(VS_FIXTURE_DIR) + "/%"}) == 2);
+  CHECK(t.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaMalloc'") == 6);
+  CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE kind = 'device'") == 5);
+  CHECK(t.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemAlloc_v2' AND parent_id IS NOT NULL") == 6);
 }
 
 TEST_CASE("NVML's device view is sampled alongside, and its absence is recorded", "[trace][nvml]") {
@@ -375,17 +366,10 @@ TEST_CASE("all-process mode picks up a process that starts later", "[trace]") {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   INFO(read_all(dir + "/log.txt"));
-  auto reader = TraceReader::open(db);
-  REQUIRE(reader.ok());
+  auto t = open_trace(db);
   const std::int64_t pid = workload["pid"].get<int>();
-  std::int64_t allocs = -1;
-  std::string how;
-  REQUIRE((*reader)->query("SELECT COUNT(*) FROM allocations WHERE pid = ?", {pid},
-                           [&](const Row& r) { allocs = r.i64(0); }).ok());
-  REQUIRE((*reader)->query("SELECT how_found FROM processes WHERE pid = ?", {pid},
-                           [&](const Row& r) { how = r.text(0); }).ok());
-  CHECK(allocs == 5);
-  CHECK(how == "first_call");
+  CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE pid = ?", {pid}) == 5);
+  CHECK(t.qs("SELECT how_found FROM processes WHERE pid = ?", {pid}) == "first_call");
 }
 
 TEST_CASE("the launched command's exit code is vramscope's", "[trace][cli]") {

@@ -37,6 +37,11 @@ struct Trace {
   std::int64_t calls(const std::string& api) const {
     return q("SELECT COUNT(*) FROM calls WHERE api = ? AND ret = 0 AND caller LIKE ?", {api, kAllocator});
   }
+  // Bytes of the caching allocator's that the driver released when the process exited.
+  std::int64_t allocator_released_at_exit() const {
+    return q("SELECT COALESCE(SUM(a.bytes), 0) FROM allocations a JOIN objects o ON o.id = a.caller_id "
+             "WHERE o.path LIKE ? AND a.end_reason = 'process_exit'", {kAllocator});
+  }
   // Bytes the caching allocator held at time t: the quantity PyTorch calls reserved_bytes.all.current.
   std::int64_t allocator_outstanding(const std::string& kind, std::int64_t t) const {
     return q("SELECT COALESCE(SUM(a.bytes), 0) FROM allocations a JOIN objects o ON o.id = a.caller_id "
@@ -69,8 +74,7 @@ TEST_CASE("example trace empty_cache: the allocator's cache and memory outside i
   Trace t("empty_cache");
   CHECK(t.calls("cudaMalloc") == 58);
   CHECK(t.calls("cudaFree") == 56);
-  CHECK(t.q("SELECT SUM(a.bytes) FROM allocations a JOIN objects o ON o.id = a.caller_id "
-            "WHERE o.path LIKE ? AND a.end_reason = 'process_exit'", {kAllocator}) == 134217728);
+  CHECK(t.allocator_released_at_exit() == 134217728);
   CHECK(t.q("SELECT SUM(bytes) FROM calls WHERE api = 'cuMemAlloc_v2' AND caller LIKE '%libcublas.so%'") == 67240960);
   CHECK(t.q("SELECT COUNT(*) FROM calls WHERE api IN ('cudaMalloc', 'cudaFree') AND switches > 0") == 0);
 }
@@ -112,8 +116,7 @@ TEST_CASE("example trace contention: the tail was descheduled, waiting for a CPU
 
 TEST_CASE("example trace exit_holding: released at exit, not leaked", "[examples]") {
   Trace t("exit_holding");
-  CHECK(t.q("SELECT SUM(a.bytes) FROM allocations a JOIN objects o ON o.id = a.caller_id "
-            "WHERE o.path LIKE ? AND a.end_reason = 'process_exit'", {kAllocator}) == 469762048);
+  CHECK(t.allocator_released_at_exit() == 469762048);
   CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE end_reason IS NULL") == 0);
   CHECK(t.q("SELECT exit_code FROM processes") == 0);
 }
