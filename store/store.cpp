@@ -568,6 +568,13 @@ struct TraceWriter::Impl {
     return it->second;
   }
 
+  // Queues one record that needs nothing but a session (scheduler and NVML records).
+  template <class Record>
+  void enqueue(const char* what, const Record& rec) {
+    std::unique_lock l(mu);
+    if (have_session(what)) push(l, rec);
+  }
+
   bool have_session(const char* what) {
     if (session_id != 0) return true;
     if (!warned_no_session) {
@@ -942,32 +949,13 @@ void TraceWriter::add_call(const CallRecord& call) {
     im.push_pairing(l, im.ops, caller_id);
 }
 
-void TraceWriter::add_sched_event(const SchedEventRecord& ev) {
-  Impl& im = *impl_;
-  std::unique_lock l(im.mu);
-  if (!im.have_session("add_sched_event")) return;
-  im.push(l, ev);
-}
-
-void TraceWriter::add_gpu(const GpuRecord& gpu) {
-  Impl& im = *impl_;
-  std::unique_lock l(im.mu);
-  if (!im.have_session("add_gpu")) return;
-  im.push(l, gpu);
-}
-
+void TraceWriter::add_sched_event(const SchedEventRecord& ev) { impl_->enqueue("add_sched_event", ev); }
+void TraceWriter::add_gpu(const GpuRecord& gpu) { impl_->enqueue("add_gpu", gpu); }
 void TraceWriter::add_gpu_memory_sample(const GpuMemorySample& sample) {
-  Impl& im = *impl_;
-  std::unique_lock l(im.mu);
-  if (!im.have_session("add_gpu_memory_sample")) return;
-  im.push(l, sample);
+  impl_->enqueue("add_gpu_memory_sample", sample);
 }
-
 void TraceWriter::add_gpu_process_sample(const GpuProcessSample& sample) {
-  Impl& im = *impl_;
-  std::unique_lock l(im.mu);
-  if (!im.have_session("add_gpu_process_sample")) return;
-  im.push(l, sample);
+  impl_->enqueue("add_gpu_process_sample", sample);
 }
 
 Status TraceWriter::end_session(const SessionEnd& end) {

@@ -17,10 +17,13 @@
 #include <thread>
 
 #include "store/reader.h"
+#include "tests/trace_file.h"
 
 namespace fs = std::filesystem;
 using vs::store::Row;
 using vs::store::TraceReader;
+using vs::test::open_trace;
+using vs::test::TraceFile;
 
 namespace {
 
@@ -33,33 +36,6 @@ std::string read_all(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-// A trace file opened read-only, with one-value queries.
-struct TraceFile {
-  std::unique_ptr<TraceReader> reader;
-
-  std::int64_t q(const std::string& sql, const std::vector<vs::store::SqlValue>& params = {}) const {
-    std::int64_t v = -1;
-    auto s = reader->query(sql, params, [&](const Row& r) { v = r.is_null(0) ? -1 : r.i64(0); });
-    INFO(sql << ": " << s.message());
-    REQUIRE(s.ok());
-    return v;
-  }
-  std::string qs(const std::string& sql, const std::vector<vs::store::SqlValue>& params = {}) const {
-    std::string v;
-    auto s = reader->query(sql, params, [&](const Row& r) { v = r.text(0); });
-    INFO(sql << ": " << s.message());
-    REQUIRE(s.ok());
-    return v;
-  }
-};
-
-TraceFile open_trace(const std::string& db) {
-  auto r = TraceReader::open(db);
-  INFO(db << ": " << (r.ok() ? "" : r.error().message));
-  REQUIRE(r.ok());
-  return TraceFile{std::move(r.value())};
 }
 
 struct TraceRun : TraceFile {

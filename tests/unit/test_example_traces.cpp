@@ -5,34 +5,21 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "store/reader.h"
+#include "tests/trace_file.h"
 
-using vs::store::Row;
-using vs::store::TraceReader;
 
 namespace {
 
 const std::string kAllocator = "%libc10_cuda%";
 
-struct Trace {
-  std::unique_ptr<TraceReader> reader;
+struct Trace : vs::test::TraceFile {
   nlohmann::json stats;
 
   explicit Trace(const std::string& name) {
     std::string dir = std::string(VS_EXAMPLES_DIR) + "/traces/" + name;
-    auto r = TraceReader::open(dir + "/trace.db");
-    INFO(name << ": " << (r.ok() ? "" : r.error().message));
-    REQUIRE(r.ok());
-    reader = std::move(r.value());
+    reader = vs::test::open_trace(dir + "/trace.db").reader;
     std::ifstream in(dir + "/pytorch_memory_stats.json");
     stats = nlohmann::json::parse(in);
-  }
-  std::int64_t q(const std::string& sql, const std::vector<vs::store::SqlValue>& params = {}) const {
-    std::int64_t v = -1;
-    auto s = reader->query(sql, params, [&](const Row& r) { v = r.is_null(0) ? -1 : r.i64(0); });
-    INFO(sql << ": " << s.message());
-    REQUIRE(s.ok());
-    return v;
   }
   std::int64_t calls(const std::string& api) const {
     return q("SELECT COUNT(*) FROM calls WHERE api = ? AND ret = 0 AND caller LIKE ?", {api, kAllocator});
