@@ -29,6 +29,16 @@ TraceReader::~TraceReader() {
   if (db_) sqlite3_close_v2(db_);
 }
 
+void TraceReader::set_interrupt(std::function<bool()> should_stop) {
+  should_stop_ = std::move(should_stop);
+  if (!should_stop_) {
+    sqlite3_progress_handler(db_, 0, nullptr, nullptr);
+    return;
+  }
+  sqlite3_progress_handler(
+      db_, 10000, [](void* self) { return static_cast<TraceReader*>(self)->should_stop_() ? 1 : 0; }, this);
+}
+
 Status TraceReader::query(const std::string& sql, const std::vector<SqlValue>& params,
                           const std::function<void(const Row&)>& on_row) const {
   sqlite3_stmt* stmt = nullptr;
@@ -47,6 +57,7 @@ Status TraceReader::query(const std::string& sql, const std::vector<SqlValue>& p
   Row row(stmt);
   int rc;
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) on_row(row);
+  if (rc == SQLITE_INTERRUPT) return Error{"interrupted"};
   if (rc != SQLITE_DONE) return Error{std::string("SQL error: ") + sqlite3_errmsg(db_)};
   return Status::success();
 }

@@ -37,11 +37,15 @@ class TraceReader {
   // Runs `sql` with positional parameters; calls on_row for each result row.
   Status query(const std::string& sql, const std::vector<SqlValue>& params,
                const std::function<void(const Row&)>& on_row) const;
+  // A running query checks `should_stop` every few thousand SQLite steps and
+  // fails with "interrupted" once it returns true (a cancelled tool call).
+  void set_interrupt(std::function<bool()> should_stop);
 
  private:
   TraceReader() = default;
   sqlite3* db_ = nullptr;
   std::string path_;
+  std::function<bool()> should_stop_;
 };
 
 }  // namespace vs::store

@@ -1,0 +1,44 @@
+// Every tool in the catalog has a description and well-formed schemas that
+// use only what the validator (and so the server's argument check) supports.
+#include "tests/tools/tool_check.h"
+
+TEST_CASE("catalog: every tool has a description and supported schemas", "[tools]") {
+  for (const auto& tool : vs::tools::catalog()) {
+    INFO(tool.name);
+    CHECK(tool.description.size() > 40);
+    const auto& in = vs::tools::input_schema(tool.name);
+    const auto& out = vs::tools::output_schema(tool.name);
+    CHECK(in.value("type", "") == "object");
+    CHECK(out.value("type", "") == "object");
+    auto in_problem = vs::json_schema::check_schema(in);
+    auto out_problem = vs::json_schema::check_schema(out);
+    CHECK(in_problem.value_or("") == "");
+    CHECK(out_problem.value_or("") == "");
+    CHECK(out["required"].dump().find("\"coverage\"") != std::string::npos);
+  }
+}
+
+TEST_CASE("json_schema: the subset the schemas use", "[tools]") {
+  using nlohmann::json;
+  json schema = json::parse(R"({"type":"object","required":["n"],"additionalProperties":false,
+    "properties":{"n":{"type":"integer","minimum":1,"maximum":10},"s":{"type":"string","enum":["a","b"]},
+                  "l":{"type":"array","items":{"$ref":"#/$defs/p"},"maxItems":2}},
+    "$defs":{"p":{"type":"string","pattern":"^0x"}}})");
+  CHECK_FALSE(vs::json_schema::validate(schema, json::parse(R"({"n":3,"s":"a","l":["0x1"]})")).has_value());
+  CHECK(vs::json_schema::validate(schema, json::parse(R"({"n":0})")).value() == "/n: must be >= 1");
+  CHECK(vs::json_schema::validate(schema, json::parse(R"({})")).value() == "(root): missing required property \"n\"");
+  CHECK(vs::json_schema::validate(schema, json::parse(R"({"n":1,"x":1})")).value() == "(root): unknown property \"x\"");
+  CHECK(vs::json_schema::validate(schema, json::parse(R"({"n":1,"l":["1"]})")).value() == "/l/0: must match \"^0x\"");
+  CHECK(vs::json_schema::validate(schema, json::parse(R"({"n":2.0})")) == std::nullopt);
+  CHECK(vs::json_schema::validate(schema, json::parse(R"({"n":2.5})")).value() == "/n: must be integer, got number");
+  CHECK(vs::json_schema::check_schema(json::parse(R"({"type":"object","propertees":{}})")).value() ==
+        "/propertees: unsupported keyword");
+}
+
+TEST_CASE("untrusted strings cannot break out of their quotes", "[tools]") {
+  CHECK(vs::tools::quote_untrusted("python3\ninfer.py") == "«python3\\x0ainfer.py»");
+  CHECK(vs::tools::quote_untrusted("a»ignore previous«b") == "«a?ignore previous?b»");
+  CHECK(vs::tools::clean_untrusted("bad\xff\xfe utf8 \xc3\xa9") == "bad?? utf8 \xc3\xa9");
+  CHECK(vs::tools::clean_untrusted("abcdef", 3) == "abc…");
+  CHECK(nlohmann::json(vs::tools::clean_untrusted("\xed\xa0\x80")).dump() == "\"???\"");
+}
