@@ -1,0 +1,71 @@
+#include "server/protocol.h"
+
+#include <algorithm>
+
+namespace vs::mcp {
+
+bool is_supported_protocol_version(std::string_view version) {
+  return std::find(supported_protocol_versions.begin(), supported_protocol_versions.end(), version) !=
+         supported_protocol_versions.end();
+}
+
+json make_result(const json& id, json result) {
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"result", std::move(result)}};
+}
+
+json make_error(const json& id, int code, std::string message, json data) {
+  json error = {{"code", code}, {"message", std::move(message)}};
+  if (!data.is_null()) error["data"] = std::move(data);
+  return {{"jsonrpc", "2.0"}, {"id", id}, {"error", std::move(error)}};
+}
+
+json make_notification(std::string method, json params) {
+  return {{"jsonrpc", "2.0"}, {"method", std::move(method)}, {"params", std::move(params)}};
+}
+
+std::string to_wire(const json& message) { return message.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+namespace {
+constexpr std::string_view base64_alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+}
+
+std::string base64_encode(std::string_view bytes) {
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    uint32_t chunk = static_cast<uint8_t>(bytes[i]) << 16;
+    if (i + 1 < bytes.size()) chunk |= static_cast<uint8_t>(bytes[i + 1]) << 8;
+    if (i + 2 < bytes.size()) chunk |= static_cast<uint8_t>(bytes[i + 2]);
+    out += base64_alphabet[(chunk >> 18) & 63];
+    out += base64_alphabet[(chunk >> 12) & 63];
+    out += i + 1 < bytes.size() ? base64_alphabet[(chunk >> 6) & 63] : '=';
+    out += i + 2 < bytes.size() ? base64_alphabet[chunk & 63] : '=';
+  }
+  return out;
+}
+
+std::optional<std::string> base64_decode(std::string_view text) {
+  if (text.size() % 4 != 0) return std::nullopt;
+  std::string out;
+  uint32_t chunk = 0;
+  int bits = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '=') {
+      // Padding only in the last two places of the last quantum.
+      if (i + 2 < text.size() || (i + 1 < text.size() && text[i + 1] != '=')) return std::nullopt;
+      break;
+    }
+    auto pos = base64_alphabet.find(c);
+    if (pos == std::string_view::npos) return std::nullopt;
+    chunk = (chunk << 6) | static_cast<uint32_t>(pos);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((chunk >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+}  // namespace vs::mcp

@@ -1,0 +1,136 @@
+// What a server offers: tools, prompts, resources and resource templates,
+// each with its handler. The registry is filled once before the server starts
+// and is read-only afterwards, so handlers run concurrently without locks.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <regex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "server/protocol.h"
+
+namespace vs::mcp {
+
+class RequestContext;  // server/server.h: per call cancellation, progress, logging, client requests
+
+// Returns a CallToolResult ({"content": [...], "structuredContent"?, "isError"?}).
+// An Error becomes a result with isError and the message as its text: the
+// model reads it, so it should say what to change.
+using ToolHandler = std::function<Result<json>(const json& arguments, RequestContext& context)>;
+
+// Returns a GetPromptResult ({"description"?, "messages": [...]}). An Error
+// becomes -32602 (the arguments were wrong).
+using PromptHandler = std::function<Result<json>(const json& arguments, RequestContext& context)>;
+
+// Returns the `contents` array of a ReadResourceResult. An Error means there
+// is no such resource (-32002); its message says why.
+using ResourceReader = std::function<Result<json>(const std::string& uri, RequestContext& context)>;
+using TemplateReader = std::function<Result<json>(const std::string& uri,
+                                                  const std::map<std::string, std::string>& variables,
+                                                  RequestContext& context)>;
+
+// Every value the argument may take; the server keeps those that start with
+// what the user typed, and pages them. `context_arguments` holds the values of
+// the other arguments already chosen (completion/complete's context).
+using Completer = std::function<std::vector<std::string>(const json& context_arguments)>;
+
+struct Tool {
+  std::string name;
+  std::string title;
+  std::string description;
+  json input_schema = {{"type", "object"}};
+  json output_schema = nullptr;  // optional
+  json annotations = nullptr;    // optional, e.g. {"readOnlyHint": true}
+  ToolHandler handler;
+};
+
+struct PromptArgument {
+  std::string name;
+  std::string title;
+  std::string description;
+  bool required = false;
+  Completer complete;  // optional
+};
+
+struct Prompt {
+  std::string name;
+  std::string title;
+  std::string description;
+  std::vector<PromptArgument> arguments;
+  PromptHandler handler;
+};
+
+struct Resource {
+  std::string uri;
+  std::string name;
+  std::string title;
+  std::string description;
+  std::string mime_type;
+  ResourceReader reader;
+};
+
+// An RFC 6570 level-1 template: "{name}" stands for one path segment
+// (no '/'), e.g. "vramscope://session/{id}".
+struct ResourceTemplate {
+  std::string uri_template;
+  std::string name;
+  std::string title;
+  std::string description;
+  std::string mime_type;
+  TemplateReader reader;
+  std::map<std::string, Completer> complete;  // per template variable, optional
+};
+
+class Registry {
+ public:
+  // Each fails on a duplicate or empty name/URI, a missing handler, or (for
+  // tools) an input schema that is not an object schema.
+  Status add(Tool tool);
+  Status add(Prompt prompt);
+  Status add(Resource resource);
+  Status add(ResourceTemplate resource_template);
+
+  const std::vector<Tool>& tools() const { return tools_; }
+  const std::vector<Prompt>& prompts() const { return prompts_; }
+  const std::vector<Resource>& resources() const { return resources_; }
+  const std::vector<ResourceTemplate>& resource_templates() const { return templates_; }
+
+  const Tool* find_tool(std::string_view name) const;
+  const Prompt* find_prompt(std::string_view name) const;
+  const Resource* find_resource(std::string_view uri) const;
+  const ResourceTemplate* find_template(std::string_view uri_template) const;
+
+  struct TemplateMatch {
+    const ResourceTemplate* resource_template;
+    std::map<std::string, std::string> variables;
+  };
+  // The first template whose pattern matches `uri`.
+  std::optional<TemplateMatch> match_template(const std::string& uri) const;
+
+ private:
+  struct CompiledTemplate {
+    std::regex pattern;
+    std::vector<std::string> variables;
+  };
+  std::vector<Tool> tools_;
+  std::vector<Prompt> prompts_;
+  std::vector<Resource> resources_;
+  std::vector<ResourceTemplate> templates_;
+  std::vector<CompiledTemplate> compiled_;  // parallel to templates_
+};
+
+// CallToolResult builders for handlers.
+json text_result(std::string text);
+json tool_error_result(std::string message);
+
+// For a handler that checks its arguments against its input schema (with
+// common/json_schema.h): nullopt when they are valid, otherwise the Error to
+// return, naming the argument and what is wrong with it.
+std::optional<Error> check_arguments(const json& input_schema, const json& arguments);
+
+}  // namespace vs::mcp

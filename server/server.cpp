@@ -1,0 +1,629 @@
+#include "server/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace vs::mcp {
+
+namespace {
+
+constexpr std::array<std::string_view, 8> log_level_names = {"debug", "info",     "notice", "warning",
+                                                             "error", "critical", "alert",  "emergency"};
+
+bool is_valid_request_id(const json& id) { return id.is_string() || id.is_number_integer(); }
+
+// A title or other field that 2025-03-26 does not know, set only when present.
+void set_if(json& object, const char* key, const std::string& value) {
+  if (!value.empty()) object[key] = value;
+}
+
+}  // namespace
+
+std::optional<LogLevel> parse_log_level(std::string_view name) {
+  for (size_t i = 0; i < log_level_names.size(); ++i)
+    if (log_level_names[i] == name) return static_cast<LogLevel>(i);
+  return std::nullopt;
+}
+
+std::string_view log_level_name(LogLevel level) { return log_level_names[static_cast<size_t>(level)]; }
+
+// ---- WorkerPool ----
+
+WorkerPool::WorkerPool(size_t threads) {
+  for (size_t i = 0; i < std::max<size_t>(threads, 1); ++i)
+    threads_.emplace_back([this] {
+      for (;;) {
+        std::function<void()> job;
+        {
+          std::unique_lock lock(mutex_);
+          wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+          if (jobs_.empty()) return;  // stopping, and nothing left to run
+          job = std::move(jobs_.front());
+          jobs_.pop_front();
+        }
+        job();
+      }
+    });
+}
+
+WorkerPool::~WorkerPool() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  for (auto& thread : threads_) thread.join();
+}
+
+void WorkerPool::submit(std::function<void()> job) {
+  {
+    std::lock_guard lock(mutex_);
+    jobs_.push_back(std::move(job));
+  }
+  wake_.notify_one();
+}
+
+// ---- Session ----
+
+Session::Session(Server& server, std::shared_ptr<Outbound> outbound)
+    : server_(server), outbound_(std::move(outbound)), log_level_(server.options().default_log_level) {}
+
+bool Session::initialized() const {
+  std::lock_guard lock(mutex_);
+  return initialize_answered_;
+}
+
+std::string Session::protocol_version() const {
+  std::lock_guard lock(mutex_);
+  return protocol_version_;
+}
+
+size_t Session::in_flight() const {
+  std::lock_guard lock(mutex_);
+  return in_flight_.size();
+}
+
+void Session::wait_idle() {
+  std::unique_lock lock(mutex_);
+  idle_.wait(lock, [this] { return in_flight_.empty(); });
+}
+
+void Session::notify(const json& message) {
+  if (outbound_) outbound_->send(message);
+}
+
+// ---- RequestContext ----
+
+RequestContext::RequestContext(std::shared_ptr<Session> session, std::shared_ptr<Exchange> exchange, json id,
+                               json progress_token, std::shared_ptr<std::atomic<bool>> cancel_flag)
+    : session_(std::move(session)),
+      exchange_(std::move(exchange)),
+      id_(std::move(id)),
+      progress_token_(std::move(progress_token)),
+      cancel_flag_(std::move(cancel_flag)) {}
+
+bool RequestContext::cancelled() const { return cancel_flag_->load(); }
+
+const std::string& RequestContext::protocol_version() const {
+  // Set once by initialize, before any handler runs.
+  return session_->protocol_version_;
+}
+
+void RequestContext::progress(double done, double total, const std::string& message) {
+  if (progress_token_.is_null()) return;
+  json params = {{"progressToken", progress_token_}, {"progress", done}};
+  if (total > 0) params["total"] = total;
+  if (!message.empty()) params["message"] = message;
+  exchange_->send(make_notification("notifications/progress", std::move(params)));
+}
+
+void RequestContext::log(LogLevel level, const json& data, const std::string& logger) {
+  {
+    std::lock_guard lock(session_->mutex_);
+    if (level < session_->log_level_) return;
+  }
+  json params = {{"level", log_level_name(level)}, {"data", data}};
+  if (!logger.empty()) params["logger"] = logger;
+  exchange_->send(make_notification("notifications/message", std::move(params)));
+}
+
+void RequestContext::close_stream() { exchange_->close_stream(); }
+
+Result<json> RequestContext::request_client(const std::string& method, json params,
+                                            std::chrono::milliseconds timeout) {
+  static const std::map<std::string, std::string, std::less<>> capability_of = {
+      {"sampling/createMessage", "sampling"}, {"elicitation/create", "elicitation"}, {"roots/list", "roots"}};
+  Session& session = *session_;
+  auto pending = std::make_shared<Session::PendingClientRequest>();
+  json id;
+  {
+    std::lock_guard lock(session.mutex_);
+    if (auto it = capability_of.find(method);
+        it != capability_of.end() && !session.client_capabilities_.contains(it->second))
+      return Error{"the client does not support " + method + " (it declared no '" + it->second + "' capability)"};
+    id = "vs-" + std::to_string(session.next_client_request_++);
+    session.client_requests_[id_key(id)] = pending;
+  }
+  json request = {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}};
+  if (!params.is_null()) request["params"] = std::move(params);
+  exchange_->send(request);
+
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lock(session.mutex_);
+  // Woken by the answer or by close_session; cancellation is polled.
+  while (!pending->answered && !session.closed_ && !cancelled() && std::chrono::steady_clock::now() < deadline)
+    session.client_answered_.wait_for(lock, std::chrono::milliseconds(50));
+  session.client_requests_.erase(id_key(id));
+  if (!pending->answered) {
+    if (cancelled() || session.closed_) return Error{method + " abandoned: the call was cancelled"};
+    return Error{"the client did not answer " + method + " within " + std::to_string(timeout.count()) + " ms"};
+  }
+  if (pending->response.contains("error"))
+    return Error{"the client answered " + method + " with an error: " +
+                 pending->response["error"].value("message", pending->response["error"].dump())};
+  return pending->response.value("result", json::object());
+}
+
+// ---- Server ----
+
+Server::Server(ServerInfo info, Registry registry, ServerOptions options)
+    : info_(std::move(info)),
+      registry_(std::move(registry)),
+      options_(options),
+      methods_{
+          {"initialize", {&Server::initialize, false}},
+          {"ping", {&Server::ping, false}},
+          {"tools/list", {&Server::list_tools, false}},
+          {"tools/call", {&Server::call_tool, true}},
+          {"prompts/list", {&Server::list_prompts, false}},
+          {"prompts/get", {&Server::get_prompt, true}},
+          {"resources/list", {&Server::list_resources, false}},
+          {"resources/templates/list", {&Server::list_resource_templates, false}},
+          {"resources/read", {&Server::read_resource, true}},
+          {"resources/subscribe", {&Server::subscribe, false}},
+          {"resources/unsubscribe", {&Server::unsubscribe, false}},
+          {"completion/complete", {&Server::complete, true}},
+          {"logging/setLevel", {&Server::set_log_level, false}},
+      },
+      workers_(options.worker_threads) {
+  if (options_.page_size == 0) options_.page_size = 1;
+}
+
+Server::~Server() {
+  std::vector<std::shared_ptr<Session>> open;
+  {
+    std::lock_guard lock(sessions_mutex_);
+    for (auto& weak : sessions_)
+      if (auto session = weak.lock()) open.push_back(std::move(session));
+  }
+  for (auto& session : open) close_session(*session);
+}
+
+std::shared_ptr<Session> Server::open_session(std::shared_ptr<Outbound> outbound) {
+  auto session = std::make_shared<Session>(*this, std::move(outbound));
+  std::lock_guard lock(sessions_mutex_);
+  std::erase_if(sessions_, [](const std::weak_ptr<Session>& weak) { return weak.expired(); });
+  sessions_.push_back(session);
+  return session;
+}
+
+void Server::close_session(Session& session) {
+  std::lock_guard lock(session.mutex_);
+  session.closed_ = true;
+  for (auto& [id, cancelled] : session.in_flight_) cancelled->store(true);
+  session.client_answered_.notify_all();
+}
+
+void Server::notify_resource_updated(const std::string& uri) {
+  std::vector<std::shared_ptr<Session>> subscribed;
+  {
+    std::lock_guard lock(sessions_mutex_);
+    for (auto& weak : sessions_)
+      if (auto session = weak.lock()) {
+        std::lock_guard session_lock(session->mutex_);
+        if (session->subscriptions_.count(uri)) subscribed.push_back(std::move(session));
+      }
+  }
+  for (auto& session : subscribed) session->notify(make_notification("notifications/resources/updated", {{"uri", uri}}));
+}
+
+Server::Received Server::receive_text(const std::shared_ptr<Session>& session, std::string_view text,
+                                      const std::shared_ptr<Exchange>& exchange) {
+  json message = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (message.is_discarded()) {
+    exchange->finish(nullptr, make_error(nullptr, error_code::parse_error, "parse error: the message is not valid JSON"));
+    return {1, true, false};
+  }
+  return receive(session, message, exchange);
+}
+
+Server::Received Server::receive(const std::shared_ptr<Session>& session, const json& message,
+                                 const std::shared_ptr<Exchange>& exchange) {
+  Received received;
+  if (!message.is_array()) {
+    receive_one(session, message, exchange, received);
+    return received;
+  }
+  // Batches exist in 2025-03-26 only; later versions removed them.
+  std::string version = session->protocol_version();
+  if (!session->initialized() || !is_legacy_2025_03_26(version) || message.empty()) {
+    std::string why = message.empty() ? "an empty batch"
+                                      : "JSON-RPC batches are not supported in protocol version " + version;
+    exchange->finish(nullptr, make_error(nullptr, error_code::invalid_request, "invalid request: " + why));
+    return {1, true, false};
+  }
+  received.batch = true;
+  for (const json& element : message) receive_one(session, element, exchange, received);
+  return received;
+}
+
+void Server::receive_one(const std::shared_ptr<Session>& session, const json& message,
+                         const std::shared_ptr<Exchange>& exchange, Received& received) {
+  auto reject = [&](const json& id, int code, std::string text) {
+    ++received.requests;
+    exchange->finish(id, make_error(id, code, std::move(text)));
+  };
+  if (!message.is_object() || message.value("jsonrpc", "") != "2.0") {
+    received.invalid = true;
+    json id = message.is_object() && message.contains("id") && is_valid_request_id(message["id"]) ? message["id"] : json();
+    return reject(id, error_code::invalid_request, "invalid request: not a JSON-RPC 2.0 message (\"jsonrpc\": \"2.0\")");
+  }
+  if (!message.contains("method")) {
+    if (message.contains("id") && (message.contains("result") || message.contains("error")))
+      return handle_client_response(*session, message);
+    received.invalid = true;
+    return reject(nullptr, error_code::invalid_request, "invalid request: neither a request, a notification nor a response");
+  }
+  const json& method_field = message["method"];
+  json params = message.value("params", json::object());
+  if (!method_field.is_string()) {
+    received.invalid = true;
+    return reject(nullptr, error_code::invalid_request, "invalid request: \"method\" must be a string");
+  }
+  const std::string method = method_field.get<std::string>();
+  if (!message.contains("id")) {
+    if (params.is_object()) handle_notification(*session, method, params);
+    return;
+  }
+  const json& id = message["id"];
+  if (!is_valid_request_id(id)) {
+    received.invalid = true;
+    return reject(nullptr, error_code::invalid_request, "invalid request: \"id\" must be a string or an integer");
+  }
+  if (!params.is_object()) return reject(id, error_code::invalid_params, "invalid params: \"params\" must be an object");
+
+  auto found = methods_.find(method);
+  if (found == methods_.end()) return reject(id, error_code::method_not_found, "method not found: " + method);
+  auto cancel_flag = std::make_shared<std::atomic<bool>>(false);
+  {
+    std::lock_guard lock(session->mutex_);
+    if (session->closed_) return reject(id, error_code::invalid_request, "invalid request: the session is closed");
+    if (method == "initialize" && session->initialize_answered_)
+      return reject(id, error_code::invalid_request, "invalid request: the session is already initialized");
+    if (method != "initialize" && method != "ping" && !session->initialize_answered_)
+      return reject(id, error_code::invalid_request, "invalid request: the server is not initialized; send initialize first");
+    if (!session->in_flight_.emplace(id_key(id), cancel_flag).second)
+      return reject(id, error_code::invalid_request, "invalid request: request id " + id.dump() + " is already in use");
+  }
+  ++received.requests;
+  if (found->second.on_worker)
+    workers_.submit([this, session, exchange, method = found->second, id, params = std::move(params), cancel_flag] {
+      run_request(session, exchange, method, id, params, cancel_flag);
+    });
+  else
+    run_request(session, exchange, found->second, id, std::move(params), std::move(cancel_flag));
+}
+
+void Server::run_request(const std::shared_ptr<Session>& session, const std::shared_ptr<Exchange>& exchange,
+                         const Method& method, json id, json params, std::shared_ptr<std::atomic<bool>> cancel_flag) {
+  std::optional<json> response;
+  if (!cancel_flag->load()) {
+    json progress_token = params.contains("_meta") && params["_meta"].is_object()
+                              ? params["_meta"].value("progressToken", json())
+                              : json();
+    RequestContext context(session, exchange, id, std::move(progress_token), cancel_flag);
+    Reply reply;
+    try {
+      reply = (this->*method.handler)(*session, params, context);
+    } catch (const std::exception& e) {
+      spdlog::error("mcp: request {} failed: {}", id.dump(), e.what());
+      reply = RpcError{error_code::internal_error, std::string("internal error: ") + e.what()};
+    }
+    if (auto* result = std::get_if<json>(&reply))
+      response = make_result(id, std::move(*result));
+    else {
+      auto& error = std::get<RpcError>(reply);
+      response = make_error(id, error.code, std::move(error.message), std::move(error.data));
+    }
+  }
+  if (cancel_flag->load()) response.reset();  // a cancelled request gets no response
+  exchange->finish(id, std::move(response));
+  std::lock_guard lock(session->mutex_);
+  session->in_flight_.erase(id_key(id));
+  if (session->in_flight_.empty()) session->idle_.notify_all();
+}
+
+void Server::handle_notification(Session& session, const std::string& method, const json& params) {
+  if (method == "notifications/cancelled") {
+    json id = params.value("requestId", json());
+    std::lock_guard lock(session.mutex_);
+    if (auto it = session.in_flight_.find(id_key(id)); it != session.in_flight_.end()) {
+      spdlog::debug("mcp: request {} cancelled: {}", id.dump(), params.value("reason", "no reason given"));
+      it->second->store(true);
+      session.client_answered_.notify_all();  // a handler waiting on the client gives up
+    }
+  } else if (method != "notifications/initialized") {
+    spdlog::debug("mcp: ignoring notification {}", method);
+  }
+}
+
+void Server::handle_client_response(Session& session, const json& message) {
+  std::lock_guard lock(session.mutex_);
+  auto it = session.client_requests_.find(id_key(message["id"]));
+  if (it == session.client_requests_.end()) {
+    spdlog::debug("mcp: ignoring a response to unknown request {}", message["id"].dump());
+    return;
+  }
+  it->second->answered = true;
+  it->second->response = message;
+  session.client_answered_.notify_all();
+}
+
+// ---- methods ----
+
+Server::Reply Server::initialize(Session& session, const json& params, RequestContext&) {
+  if (!params.contains("protocolVersion") || !params["protocolVersion"].is_string())
+    return RpcError{error_code::invalid_params, "invalid params: initialize needs \"protocolVersion\" (a string)"};
+  std::string requested = params["protocolVersion"];
+  std::string version = is_supported_protocol_version(requested) ? requested : std::string(latest_protocol_version);
+  bool legacy = is_legacy_2025_03_26(version);
+  {
+    std::lock_guard lock(session.mutex_);
+    session.protocol_version_ = version;
+    session.client_capabilities_ = params.value("capabilities", json::object());
+    if (!session.client_capabilities_.is_object()) session.client_capabilities_ = json::object();
+    session.initialize_answered_ = true;
+  }
+  spdlog::info("mcp: session initialized by {} {} (protocol {})", params.value("/clientInfo/name"_json_pointer, "?"),
+               params.value("/clientInfo/version"_json_pointer, "?"), version);
+  json server_info = {{"name", info_.name}, {"version", info_.version}};
+  if (!legacy) set_if(server_info, "title", info_.title);
+  json result = {
+      {"protocolVersion", version},
+      {"capabilities",
+       {{"tools", {{"listChanged", false}}},
+        {"prompts", {{"listChanged", false}}},
+        {"resources", {{"subscribe", true}, {"listChanged", false}}},
+        {"logging", json::object()},
+        {"completions", json::object()}}},
+      {"serverInfo", std::move(server_info)},
+  };
+  set_if(result, "instructions", info_.instructions);
+  return result;
+}
+
+Server::Reply Server::ping(Session&, const json&, RequestContext&) { return json::object(); }
+
+Server::Reply Server::paginate(const json& params, json items, const char* key) const {
+  size_t offset = 0;
+  if (params.contains("cursor") && !params["cursor"].is_null()) {
+    std::optional<std::string> decoded;
+    if (params["cursor"].is_string()) decoded = base64_decode(params["cursor"].get<std::string>());
+    size_t parsed = 0;
+    bool valid = decoded && decoded->rfind("offset:", 0) == 0 && decoded->size() > 7 &&
+                 decoded->find_first_not_of("0123456789", 7) == std::string::npos &&
+                 (parsed = std::stoull(decoded->substr(7))) <= items.size();
+    if (!valid)
+      return RpcError{error_code::invalid_params, "invalid params: unknown cursor; use the nextCursor of the previous page"};
+    offset = parsed;
+  }
+  size_t end = std::min(items.size(), offset + options_.page_size);
+  json page = json::array();
+  for (size_t i = offset; i < end; ++i) page.push_back(std::move(items[i]));
+  json result = {{key, std::move(page)}};
+  if (end < items.size()) result["nextCursor"] = base64_encode("offset:" + std::to_string(end));
+  return result;
+}
+
+Server::Reply Server::list_tools(Session& session, const json& params, RequestContext&) {
+  bool legacy = is_legacy_2025_03_26(session.protocol_version());
+  json items = json::array();
+  for (const Tool& tool : registry_.tools()) {
+    json item = {{"name", tool.name}, {"description", tool.description}, {"inputSchema", tool.input_schema}};
+    if (!legacy) {
+      set_if(item, "title", tool.title);
+      if (!tool.output_schema.is_null()) item["outputSchema"] = tool.output_schema;
+    }
+    if (!tool.annotations.is_null()) item["annotations"] = tool.annotations;
+    items.push_back(std::move(item));
+  }
+  return paginate(params, std::move(items), "tools");
+}
+
+Server::Reply Server::call_tool(Session& session, const json& params, RequestContext& context) {
+  if (!params.contains("name") || !params["name"].is_string())
+    return RpcError{error_code::invalid_params, "invalid params: tools/call needs \"name\" (a string)"};
+  const std::string name = params["name"];
+  const Tool* tool = registry_.find_tool(name);
+  if (!tool) return RpcError{error_code::invalid_params, "invalid params: unknown tool '" + name + "'; see tools/list"};
+  json arguments = params.value("arguments", json::object());
+  if (arguments.is_null()) arguments = json::object();
+  if (!arguments.is_object())
+    return RpcError{error_code::invalid_params, "invalid params: \"arguments\" of tool '" + name + "' must be an object"};
+  json result;
+  try {
+    Result<json> outcome = tool->handler(arguments, context);
+    result = outcome ? std::move(outcome.value()) : tool_error_result(outcome.error().message);
+  } catch (const std::exception& e) {
+    spdlog::error("mcp: tool {} threw: {}", name, e.what());
+    result = tool_error_result("tool '" + name + "' failed: " + e.what());
+  }
+  if (!result.is_object() || !result.contains("content") || !result["content"].is_array())
+    return RpcError{error_code::internal_error, "internal error: tool '" + name + "' returned no content array"};
+  if (is_legacy_2025_03_26(session.protocol_version())) result.erase("structuredContent");
+  return result;
+}
+
+Server::Reply Server::list_prompts(Session& session, const json& params, RequestContext&) {
+  bool legacy = is_legacy_2025_03_26(session.protocol_version());
+  json items = json::array();
+  for (const Prompt& prompt : registry_.prompts()) {
+    json item = {{"name", prompt.name}, {"description", prompt.description}};
+    if (!legacy) set_if(item, "title", prompt.title);
+    json arguments = json::array();
+    for (const PromptArgument& argument : prompt.arguments) {
+      json entry = {{"name", argument.name}, {"required", argument.required}};
+      set_if(entry, "description", argument.description);
+      if (!legacy) set_if(entry, "title", argument.title);
+      arguments.push_back(std::move(entry));
+    }
+    if (!arguments.empty()) item["arguments"] = std::move(arguments);
+    items.push_back(std::move(item));
+  }
+  return paginate(params, std::move(items), "prompts");
+}
+
+Server::Reply Server::get_prompt(Session&, const json& params, RequestContext& context) {
+  if (!params.contains("name") || !params["name"].is_string())
+    return RpcError{error_code::invalid_params, "invalid params: prompts/get needs \"name\" (a string)"};
+  const std::string name = params["name"];
+  const Prompt* prompt = registry_.find_prompt(name);
+  if (!prompt) return RpcError{error_code::invalid_params, "invalid params: unknown prompt '" + name + "'; see prompts/list"};
+  json arguments = params.value("arguments", json::object());
+  if (arguments.is_null()) arguments = json::object();
+  if (!arguments.is_object())
+    return RpcError{error_code::invalid_params, "invalid params: \"arguments\" of prompt '" + name + "' must be an object"};
+  for (const PromptArgument& argument : prompt->arguments)
+    if (argument.required && !arguments.contains(argument.name))
+      return RpcError{error_code::invalid_params,
+                      "invalid params: prompt '" + name + "' needs argument '" + argument.name + "'"};
+  Result<json> result = prompt->handler(arguments, context);
+  if (!result) return RpcError{error_code::invalid_params, "invalid params: " + result.error().message};
+  return std::move(result.value());
+}
+
+Server::Reply Server::list_resources(Session& session, const json& params, RequestContext&) {
+  bool legacy = is_legacy_2025_03_26(session.protocol_version());
+  json items = json::array();
+  for (const Resource& resource : registry_.resources()) {
+    json item = {{"uri", resource.uri}, {"name", resource.name}};
+    if (!legacy) set_if(item, "title", resource.title);
+    set_if(item, "description", resource.description);
+    set_if(item, "mimeType", resource.mime_type);
+    items.push_back(std::move(item));
+  }
+  return paginate(params, std::move(items), "resources");
+}
+
+Server::Reply Server::list_resource_templates(Session& session, const json& params, RequestContext&) {
+  bool legacy = is_legacy_2025_03_26(session.protocol_version());
+  json items = json::array();
+  for (const ResourceTemplate& resource_template : registry_.resource_templates()) {
+    json item = {{"uriTemplate", resource_template.uri_template}, {"name", resource_template.name}};
+    if (!legacy) set_if(item, "title", resource_template.title);
+    set_if(item, "description", resource_template.description);
+    set_if(item, "mimeType", resource_template.mime_type);
+    items.push_back(std::move(item));
+  }
+  return paginate(params, std::move(items), "resourceTemplates");
+}
+
+namespace {
+Server::Reply resource_not_found(const std::string& uri, const std::string& why) {
+  return Server::RpcError{error_code::resource_not_found, "resource not found: " + why, {{"uri", uri}}};
+}
+}  // namespace
+
+Server::Reply Server::read_resource(Session&, const json& params, RequestContext& context) {
+  if (!params.contains("uri") || !params["uri"].is_string())
+    return RpcError{error_code::invalid_params, "invalid params: resources/read needs \"uri\" (a string)"};
+  const std::string uri = params["uri"];
+  Result<json> contents = Error{""};
+  if (const Resource* resource = registry_.find_resource(uri))
+    contents = resource->reader(uri, context);
+  else if (auto match = registry_.match_template(uri))
+    contents = match->resource_template->reader(uri, match->variables, context);
+  else
+    return resource_not_found(uri, "no resource or template matches " + uri + "; see resources/list");
+  if (!contents) return resource_not_found(uri, contents.error().message);
+  if (!contents->is_array())
+    return RpcError{error_code::internal_error, "internal error: the reader of " + uri + " returned no contents array"};
+  return json{{"contents", std::move(contents.value())}};
+}
+
+Server::Reply Server::subscribe(Session& session, const json& params, RequestContext&) {
+  if (!params.contains("uri") || !params["uri"].is_string())
+    return RpcError{error_code::invalid_params, "invalid params: resources/subscribe needs \"uri\" (a string)"};
+  const std::string uri = params["uri"];
+  if (!registry_.find_resource(uri) && !registry_.match_template(uri))
+    return resource_not_found(uri, "no resource or template matches " + uri);
+  std::lock_guard lock(session.mutex_);
+  session.subscriptions_.insert(uri);
+  return json::object();
+}
+
+Server::Reply Server::unsubscribe(Session& session, const json& params, RequestContext&) {
+  if (!params.contains("uri") || !params["uri"].is_string())
+    return RpcError{error_code::invalid_params, "invalid params: resources/unsubscribe needs \"uri\" (a string)"};
+  std::lock_guard lock(session.mutex_);
+  session.subscriptions_.erase(params["uri"].get<std::string>());
+  return json::object();
+}
+
+Server::Reply Server::complete(Session&, const json& params, RequestContext&) {
+  const json ref = params.value("ref", json());
+  const json argument = params.value("argument", json());
+  if (!ref.is_object() || !ref.value("type", json()).is_string() || !argument.is_object() ||
+      !argument.value("name", json()).is_string())
+    return RpcError{error_code::invalid_params,
+                    "invalid params: completion/complete needs \"ref\" {type, name|uri} and \"argument\" {name, value}"};
+  const std::string type = ref["type"];
+  const std::string argument_name = argument["name"];
+  const std::string typed = argument.value("value", json("")).is_string() ? argument.value("value", "") : "";
+  const Completer* completer = nullptr;
+  if (type == "ref/prompt") {
+    const std::string name = ref.value("name", "");
+    const Prompt* prompt = registry_.find_prompt(name);
+    if (!prompt) return RpcError{error_code::invalid_params, "invalid params: unknown prompt '" + name + "'"};
+    auto it = std::find_if(prompt->arguments.begin(), prompt->arguments.end(),
+                           [&](const PromptArgument& a) { return a.name == argument_name; });
+    if (it == prompt->arguments.end())
+      return RpcError{error_code::invalid_params,
+                      "invalid params: prompt '" + name + "' has no argument '" + argument_name + "'"};
+    if (it->complete) completer = &it->complete;
+  } else if (type == "ref/resource") {
+    const std::string uri = ref.value("uri", "");
+    const ResourceTemplate* resource_template = registry_.find_template(uri);
+    if (!resource_template)
+      return RpcError{error_code::invalid_params, "invalid params: unknown resource template '" + uri + "'"};
+    if (auto it = resource_template->complete.find(argument_name); it != resource_template->complete.end())
+      completer = &it->second;
+  } else {
+    return RpcError{error_code::invalid_params, "invalid params: unknown ref type '" + type + "'"};
+  }
+  std::vector<std::string> matching;
+  if (completer) {
+    json context_arguments = params.contains("context") && params["context"].is_object()
+                                 ? params["context"].value("arguments", json::object())
+                                 : json::object();
+    for (std::string& value : (*completer)(context_arguments))
+      if (value.rfind(typed, 0) == 0) matching.push_back(std::move(value));
+  }
+  constexpr size_t max_values = 100;  // the spec's limit per response
+  json values = json::array();
+  for (size_t i = 0; i < std::min(matching.size(), max_values); ++i) values.push_back(matching[i]);
+  return json{{"completion", {{"values", std::move(values)}, {"total", matching.size()}, {"hasMore", matching.size() > max_values}}}};
+}
+
+Server::Reply Server::set_log_level(Session& session, const json& params, RequestContext&) {
+  auto level = parse_log_level(params.value("level", json("")).is_string() ? params.value("level", "") : "");
+  if (!level)
+    return RpcError{error_code::invalid_params,
+                    "invalid params: \"level\" must be one of debug, info, notice, warning, error, critical, alert, emergency"};
+  std::lock_guard lock(session.mutex_);
+  session.log_level_ = *level;
+  return json::object();
+}
+
+}  // namespace vs::mcp

@@ -1,0 +1,238 @@
+// The MCP dispatcher: lifecycle and version negotiation, the methods of
+// tools, prompts, resources, completion and logging, pagination,
+// cancellation, progress, and requests from the server to the client. It knows
+// nothing of GPUs (the registry brings the tools) and nothing of sockets (a
+// transport hands it messages and tells it where answers go).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "common/result.h"
+#include "server/protocol.h"
+#include "server/registry.h"
+
+namespace vs::mcp {
+
+// Where the server's messages about one incoming message go. A transport
+// makes one per message it receives (an HTTP POST, a line of stdin).
+class Exchange {
+ public:
+  virtual ~Exchange() = default;
+  // A notification or a server->client request sent while working on a
+  // request of this message (progress, log, sampling).
+  virtual void send(const json& message) = 0;
+  // Called exactly once for each request of the message, last: the response,
+  // or nullopt when the client cancelled it (the spec sends no response).
+  virtual void finish(const json& id, std::optional<json> response) = 0;
+  // Asks the transport to end the stream carrying this exchange while the
+  // request keeps running; the client reconnects and receives the rest (HTTP
+  // SSE polling, SEP-1699). Transports without streams ignore it.
+  virtual void close_stream() {}
+};
+
+// Where a session's messages unrelated to any request go (e.g.
+// notifications/resources/updated).
+class Outbound {
+ public:
+  virtual ~Outbound() = default;
+  virtual void send(const json& message) = 0;
+};
+
+enum class LogLevel { debug, info, notice, warning, error, critical, alert, emergency };
+std::optional<LogLevel> parse_log_level(std::string_view name);
+std::string_view log_level_name(LogLevel level);
+
+class Session;
+
+// What a handler gets for one call.
+class RequestContext {
+ public:
+  // True once the client sent notifications/cancelled for this request (or
+  // the session ended): stop and return anything; it is not sent.
+  bool cancelled() const;
+  // notifications/progress, sent only when the request carried
+  // _meta.progressToken. `total` <= 0 means unknown.
+  void progress(double done, double total = 0, const std::string& message = {});
+  // notifications/message, sent when `level` is at or above the session's
+  // level (logging/setLevel).
+  void log(LogLevel level, const json& data, const std::string& logger = {});
+  // A request to the client (sampling/createMessage, elicitation/create,
+  // roots/list); blocks until it answers. Fails when the client did not
+  // declare the capability, answers with an error, the call is cancelled, or
+  // `timeout` passes.
+  Result<json> request_client(const std::string& method, json params,
+                              std::chrono::milliseconds timeout = std::chrono::seconds(120));
+  // See Exchange::close_stream.
+  void close_stream();
+  // The protocol version negotiated for this session.
+  const std::string& protocol_version() const;
+
+  RequestContext(std::shared_ptr<Session> session, std::shared_ptr<Exchange> exchange, json id, json progress_token,
+                 std::shared_ptr<std::atomic<bool>> cancel_flag);
+
+ private:
+  std::shared_ptr<Session> session_;
+  std::shared_ptr<Exchange> exchange_;
+  json id_;
+  json progress_token_;
+  std::shared_ptr<std::atomic<bool>> cancel_flag_;
+};
+
+struct ServerInfo {
+  std::string name;
+  std::string title;
+  std::string version;
+  std::string instructions;  // optional: how to use the server, for the model
+};
+
+struct ServerOptions {
+  size_t page_size = 50;      // items per page of every */list
+  size_t worker_threads = 4;  // handlers run here, never on a transport's thread
+  LogLevel default_log_level = LogLevel::info;
+};
+
+// A fixed set of threads running queued jobs in order.
+class WorkerPool {
+ public:
+  explicit WorkerPool(size_t threads);
+  ~WorkerPool();
+  void submit(std::function<void()> job);
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::function<void()>> jobs_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;
+};
+
+class Server;
+
+// One client connection's protocol state. Made by Server::open_session.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  bool initialized() const;
+  std::string protocol_version() const;
+  // Requests of this session that are running or queued.
+  size_t in_flight() const;
+  // Blocks until no request of this session is running or queued.
+  void wait_idle();
+  // Sends to the session's Outbound (messages unrelated to a request).
+  void notify(const json& message);
+
+  Session(Server& server, std::shared_ptr<Outbound> outbound);
+
+ private:
+  friend class Server;
+  friend class RequestContext;
+
+  Server& server_;
+  std::shared_ptr<Outbound> outbound_;
+  mutable std::mutex mutex_;
+  std::condition_variable idle_;
+  bool initialize_answered_ = false;
+  bool closed_ = false;
+  std::string protocol_version_{latest_protocol_version};
+  json client_capabilities_ = json::object();
+  LogLevel log_level_;
+  std::set<std::string> subscriptions_;
+  std::map<std::string, std::shared_ptr<std::atomic<bool>>> in_flight_;  // id_key -> cancelled
+  struct PendingClientRequest {
+    bool answered = false;
+    json response;
+  };
+  std::map<std::string, std::shared_ptr<PendingClientRequest>> client_requests_;
+  std::condition_variable client_answered_;
+  uint64_t next_client_request_ = 1;
+};
+
+class Server {
+ public:
+  Server(ServerInfo info, Registry registry, ServerOptions options = {});
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  std::shared_ptr<Session> open_session(std::shared_ptr<Outbound> outbound);
+  // Cancels the session's requests and fails its pending client requests.
+  void close_session(Session& session);
+
+  struct Received {
+    size_t requests = 0;  // Exchange::finish calls to expect (0: notifications/responses only)
+    bool invalid = false;  // unparsable or not JSON-RPC (transports answer HTTP 400)
+    bool batch = false;    // a JSON array: the responses go back as one array
+  };
+  // One message (or, for 2025-03-26 sessions, a batch) as text from the wire.
+  Received receive_text(const std::shared_ptr<Session>& session, std::string_view text,
+                        const std::shared_ptr<Exchange>& exchange);
+  Received receive(const std::shared_ptr<Session>& session, const json& message,
+                   const std::shared_ptr<Exchange>& exchange);
+
+  // notifications/resources/updated to every session subscribed to `uri`.
+  void notify_resource_updated(const std::string& uri);
+
+  // What a method answers: a result, or a JSON-RPC error.
+  struct RpcError {
+    int code;
+    std::string message;
+    json data = nullptr;
+  };
+  using Reply = std::variant<json, RpcError>;
+
+  const ServerInfo& info() const { return info_; }
+  const Registry& registry() const { return registry_; }
+  const ServerOptions& options() const { return options_; }
+
+ private:
+  using Handler = Reply (Server::*)(Session&, const json& params, RequestContext&);
+  struct Method {
+    Handler handler;
+    bool on_worker;  // runs handlers from the registry, which may take long
+  };
+
+  void receive_one(const std::shared_ptr<Session>& session, const json& message,
+                   const std::shared_ptr<Exchange>& exchange, Received& received);
+  void handle_notification(Session& session, const std::string& method, const json& params);
+  void handle_client_response(Session& session, const json& message);
+  void run_request(const std::shared_ptr<Session>& session, const std::shared_ptr<Exchange>& exchange,
+                   const Method& method, json id, json params, std::shared_ptr<std::atomic<bool>> cancel_flag);
+
+  Reply initialize(Session&, const json& params, RequestContext&);
+  Reply ping(Session&, const json& params, RequestContext&);
+  Reply list_tools(Session&, const json& params, RequestContext&);
+  Reply call_tool(Session&, const json& params, RequestContext&);
+  Reply list_prompts(Session&, const json& params, RequestContext&);
+  Reply get_prompt(Session&, const json& params, RequestContext&);
+  Reply list_resources(Session&, const json& params, RequestContext&);
+  Reply list_resource_templates(Session&, const json& params, RequestContext&);
+  Reply read_resource(Session&, const json& params, RequestContext&);
+  Reply subscribe(Session&, const json& params, RequestContext&);
+  Reply unsubscribe(Session&, const json& params, RequestContext&);
+  Reply complete(Session&, const json& params, RequestContext&);
+  Reply set_log_level(Session&, const json& params, RequestContext&);
+
+  Reply paginate(const json& params, json items, const char* key) const;
+
+  ServerInfo info_;
+  Registry registry_;
+  ServerOptions options_;
+  std::map<std::string, Method, std::less<>> methods_;
+  std::mutex sessions_mutex_;
+  std::vector<std::weak_ptr<Session>> sessions_;
+  WorkerPool workers_;  // last: its threads stop before the rest goes away
+};
+
+}  // namespace vs::mcp

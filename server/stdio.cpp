@@ -1,0 +1,93 @@
+#include "server/stdio.h"
+
+#include <spdlog/spdlog.h>
+
+#include <mutex>
+#include <string>
+
+namespace vs::mcp {
+
+namespace {
+
+// All writers to `out` (the reading thread, workers) go through one lock so
+// lines never interleave.
+class LineWriter : public Outbound {
+ public:
+  explicit LineWriter(std::ostream& out) : out_(out) {}
+  void send(const json& message) override { write(to_wire(message)); }
+  void write(const std::string& line) {
+    std::lock_guard lock(mutex_);
+    out_ << line << '\n';
+    out_.flush();
+    if (!out_) failed_ = true;
+  }
+  bool failed() const {
+    std::lock_guard lock(mutex_);
+    return failed_;
+  }
+
+ private:
+  std::ostream& out_;
+  mutable std::mutex mutex_;
+  bool failed_ = false;
+};
+
+// One line's answers. Until the server says whether the line was a batch
+// (Server::Received), responses wait; a batch's go out together as one array
+// once all of them are in, any other response goes out as it comes.
+class LineExchange : public Exchange {
+ public:
+  explicit LineExchange(std::shared_ptr<LineWriter> writer) : writer_(std::move(writer)) {}
+  void send(const json& message) override { writer_->send(message); }
+  void finish(const json&, std::optional<json> response) override {
+    std::lock_guard lock(mutex_);
+    ++finished_;
+    if (response) waiting_.push_back(std::move(*response));
+    flush();
+  }
+  void expect(const Server::Received& received) {
+    std::lock_guard lock(mutex_);
+    received_ = received;
+    flush();
+  }
+
+ private:
+  void flush() {
+    if (!received_ || waiting_.empty()) return;
+    if (!received_->batch) {
+      for (const json& response : waiting_) writer_->send(response);
+      waiting_ = json::array();
+    } else if (finished_ == received_->requests) {
+      writer_->send(waiting_);
+      waiting_ = json::array();
+    }
+  }
+  std::shared_ptr<LineWriter> writer_;
+  std::mutex mutex_;
+  json waiting_ = json::array();
+  size_t finished_ = 0;
+  std::optional<Server::Received> received_;
+};
+
+}  // namespace
+
+Status run_stdio(Server& server, std::istream& in, std::ostream& out) {
+  auto writer = std::make_shared<LineWriter>(out);
+  auto session = server.open_session(writer);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos) continue;
+    auto exchange = std::make_shared<LineExchange>(writer);
+    Server::Received received = server.receive_text(session, line, exchange);
+    exchange->expect(received);
+    if (writer->failed()) break;
+  }
+  spdlog::debug("mcp: stdin closed; stopping {} running request(s)", session->in_flight());
+  server.close_session(*session);
+  session->wait_idle();
+  if (writer->failed()) return Error{"mcp stdio: writing to stdout failed (the client went away?)"};
+  return {};
+}
+
+}  // namespace vs::mcp
