@@ -9,3 +9,4 @@ apt-get install -y -qq --no-install-recommends \
   libbpf-dev bpftool libelf-dev zlib1g-dev \
   libsqlite3-dev sqlite3 nlohmann-json3-dev libboost-dev libspdlog-dev libcli11-dev catch2 libbenchmark-dev \
   >/dev/null
+bash "$(dirname "$0")/install-mcp-clients.sh"  # MCP clients for tests/mcp (npm)
