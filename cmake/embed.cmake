@@ -23,5 +23,6 @@ function(vs_embed_dir pattern ns output)
     COMMAND ${CMAKE_COMMAND} "-DFILES=${files}" -DNS=${ns} -DOUTPUT=${output}
             -P ${CMAKE_SOURCE_DIR}/cmake/embed_dir_run.cmake
     DEPENDS ${files} ${CMAKE_SOURCE_DIR}/cmake/embed_dir_run.cmake
-    COMMENT "Embedding ${pattern}")
+    COMMENT "Embedding ${pattern}"
+    VERBATIM)  # keeps the ';' of the file list inside one shell argument
 endfunction()
