@@ -1,5 +1,11 @@
 #include "store/reader.h"
 
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <set>
+#include <string_view>
+
 #include "store/store.h"
 
 namespace vs::store {
@@ -59,6 +65,169 @@ Status TraceReader::query(const std::string& sql, const std::vector<SqlValue>& p
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) on_row(row);
   if (rc == SQLITE_INTERRUPT) return Error{"interrupted"};
   if (rc != SQLITE_DONE) return Error{std::string("SQL error: ") + sqlite3_errmsg(db_)};
+  return Status::success();
+}
+
+namespace {
+
+// Functions an agent's SQL may call: SQLite's built-in scalar, aggregate,
+// window, date, math and JSON functions that only compute. Anything else —
+// load_extension, readfile/writefile/edit (CLI), fts3_tokenizer, and whatever
+// a future build adds — is denied by default.
+const std::set<std::string, std::less<>>& allowed_functions() {
+  static const std::set<std::string, std::less<>> names = {
+      "abs", "avg", "char", "coalesce", "count", "date", "datetime", "format", "glob", "group_concat", "hex",
+      "ifnull", "iif", "instr", "julianday", "length", "like", "likelihood", "likely", "lower", "ltrim", "max",
+      "min", "nullif", "printf", "quote", "random", "replace", "round", "rtrim", "sign", "strftime", "substr",
+      "substring", "sum", "time", "total", "trim", "typeof", "unicode", "unixepoch", "unlikely", "upper",
+      // window functions
+      "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead", "first_value",
+      "last_value", "nth_value",
+      // math
+      "acos", "acosh", "asin", "asinh", "atan", "atan2", "atanh", "ceil", "ceiling", "cos", "cosh", "degrees", "exp",
+      "floor", "ln", "log", "log10", "log2", "mod", "pi", "pow", "power", "radians", "sin", "sinh", "sqrt", "tan",
+      "tanh", "trunc",
+      // JSON
+      "json", "json_array", "json_array_length", "json_extract", "json_insert", "json_object", "json_patch",
+      "json_quote", "json_remove", "json_replace", "json_set", "json_type", "json_valid", "json_group_array",
+      "json_group_object", "json_each", "json_tree"};
+  return names;
+}
+
+// PRAGMAs that only describe the schema (their argument names a table or index).
+const std::set<std::string, std::less<>>& allowed_pragmas() {
+  static const std::set<std::string, std::less<>> names = {"table_info",  "table_xinfo",  "table_list",
+                                                          "index_list",  "index_info",   "index_xinfo",
+                                                          "foreign_key_list"};
+  return names;
+}
+
+std::string lower(const char* s) {
+  std::string out = s ? s : "";
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+std::string joined(const std::set<std::string, std::less<>>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+constexpr const char* kOnlySelect =
+    "only a SELECT (or WITH ... SELECT) is allowed: the trace is read-only and its schema cannot change";
+
+struct Sandbox {
+  std::string refused;  // why the authorizer denied something (first reason)
+  int first_action = -1;  // of the statement being prepared
+  std::chrono::steady_clock::time_point deadline;
+  const SandboxLimits* limits = nullptr;
+  bool timed_out = false;
+  bool cancelled = false;
+
+  int deny(std::string why) {
+    if (refused.empty()) refused = std::move(why);
+    return SQLITE_DENY;
+  }
+};
+
+int authorize(void* ctx, int action, const char* arg3, const char* arg4, const char*, const char*) {
+  auto* sb = static_cast<Sandbox*>(ctx);
+  if (sb->first_action < 0) sb->first_action = action;
+  switch (action) {
+    case SQLITE_SELECT:
+    case SQLITE_READ:
+    case SQLITE_RECURSIVE:
+      return SQLITE_OK;
+    case SQLITE_FUNCTION:
+      if (allowed_functions().count(lower(arg4))) return SQLITE_OK;
+      return sb->deny("function " + std::string(arg4 ? arg4 : "?") +
+                      "() is not allowed here; allowed functions: " + joined(allowed_functions()));
+    case SQLITE_PRAGMA:
+      if (allowed_pragmas().count(lower(arg3))) return SQLITE_OK;
+      return sb->deny("PRAGMA " + std::string(arg3 ? arg3 : "?") +
+                      " is not allowed; only these schema PRAGMAs are: " + joined(allowed_pragmas()));
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH:
+      return sb->deny("ATTACH/DETACH is not allowed: query only this trace");
+    case SQLITE_UPDATE: {
+      // A SELECT that reads an eponymous virtual table (pragma_table_info,
+      // json_each) is checked as if it updated the schema table while SQLite
+      // sets that table up; nothing is written. A real UPDATE starts with itself.
+      std::string_view table = arg3 ? arg3 : "";
+      if (sb->first_action == SQLITE_SELECT && (table == "sqlite_master" || table == "sqlite_temp_master"))
+        return SQLITE_OK;
+      return sb->deny(kOnlySelect);
+    }
+    case SQLITE_TRANSACTION:
+    case SQLITE_SAVEPOINT:
+      return sb->deny("transactions are not allowed: send one SELECT");
+    default:
+      return sb->deny(kOnlySelect);
+  }
+}
+
+}  // namespace
+
+Status TraceReader::query_sandboxed(const std::string& sql, const SandboxLimits& limits,
+                                    const std::function<void(const std::vector<std::string>&)>& on_columns,
+                                    const std::function<bool(const Row&)>& on_row) const {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  std::unique_ptr<sqlite3, decltype(&sqlite3_close_v2)> conn(db, sqlite3_close_v2);
+  if (rc != SQLITE_OK) return Error{"cannot open the trace for the query: " + std::string(sqlite3_errstr(rc))};
+  sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+  sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
+  sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
+  sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0);
+  sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 1000000);  // no giant strings or blobs built in memory
+  if (sqlite3_exec(db, "PRAGMA query_only = 1", nullptr, nullptr, nullptr) != SQLITE_OK)
+    return Error{std::string("cannot make the query connection read-only: ") + sqlite3_errmsg(db)};
+
+  Sandbox sb;
+  sb.limits = &limits;
+  sb.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(limits.time_limit_ms);
+  sqlite3_set_authorizer(db, authorize, &sb);
+  sqlite3_progress_handler(
+      db, 1000,
+      [](void* ctx) {
+        auto* s = static_cast<Sandbox*>(ctx);
+        s->cancelled = s->limits->should_stop && s->limits->should_stop();
+        s->timed_out = std::chrono::steady_clock::now() > s->deadline;
+        return s->cancelled || s->timed_out ? 1 : 0;
+      },
+      &sb);
+
+  sqlite3_stmt* stmt = nullptr;
+  const char* tail = nullptr;
+  rc = sqlite3_prepare_v2(db, sql.c_str(), static_cast<int>(sql.size()), &stmt, &tail);
+  std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> guard(stmt, sqlite3_finalize);
+  if (rc != SQLITE_OK)
+    return Error{sb.refused.empty() ? std::string("SQL error: ") + sqlite3_errmsg(db) : "refused: " + sb.refused};
+  if (!stmt) return Error{"no SQL statement given: send one SELECT"};
+  // What follows the first statement may only be blanks and comments.
+  sqlite3_stmt* second = nullptr;
+  sb.first_action = -1;
+  std::string_view rest(tail, static_cast<std::size_t>(sql.c_str() + sql.size() - tail));
+  rc = sqlite3_prepare_v2(db, rest.data(), static_cast<int>(rest.size()), &second, nullptr);
+  sqlite3_finalize(second);
+  if (rc != SQLITE_OK || second)
+    return Error{"refused: only one statement per call; send the statements one at a time"};
+  if (!sqlite3_stmt_readonly(stmt)) return Error{std::string("refused: ") + kOnlySelect};
+
+  std::vector<std::string> columns;
+  for (int i = 0; i < sqlite3_column_count(stmt); ++i) columns.emplace_back(sqlite3_column_name(stmt, i));
+  on_columns(columns);
+  Row row(stmt);
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
+    if (!on_row(row)) return Status::success();
+  if (rc == SQLITE_INTERRUPT) {
+    if (sb.cancelled) return Error{"cancelled"};
+    return Error{"time limit of " + std::to_string(limits.time_limit_ms) +
+                 " ms reached: narrow the query (filter on session_id, api_id and ts_ns or pid and ts_ns, which "
+                 "are indexed; aggregate; add LIMIT) or raise time_limit_ms"};
+  }
+  if (rc != SQLITE_DONE) return Error{std::string("SQL error: ") + sqlite3_errmsg(db)};
   return Status::success();
 }
 

@@ -24,10 +24,17 @@ class Row {
   bool is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
   std::int64_t i64(int col) const { return sqlite3_column_int64(stmt_, col); }
   double f64(int col) const { return sqlite3_column_double(stmt_, col); }
-  std::string text(int col) const;
+  std::string text(int col) const;  // also a blob's bytes
+  int type(int col) const { return sqlite3_column_type(stmt_, col); }  // SQLITE_INTEGER, _FLOAT, _TEXT, _BLOB, _NULL
 
  private:
   sqlite3_stmt* stmt_;
+};
+
+// Bounds on SQL that someone else wrote (run_sql).
+struct SandboxLimits {
+  std::int64_t time_limit_ms = 2000;
+  std::function<bool()> should_stop;  // cancellation; may be empty
 };
 
 class TraceReader {
@@ -40,6 +47,18 @@ class TraceReader {
   // A running query checks `should_stop` every few thousand SQLite steps and
   // fails with "interrupted" once it returns true (a cancelled tool call).
   void set_interrupt(std::function<bool()> should_stop);
+
+  // Runs one statement written by an agent, on its own connection to the same
+  // file that can neither change nor load anything: opened read-only, with
+  // query_only, SQLITE_DBCONFIG_DEFENSIVE, no ATTACH, untrusted schema, and an
+  // authorizer that admits only reads, SELECT, a list of pure functions and
+  // schema-describing PRAGMAs (everything else, and any unknown function, is
+  // denied). on_columns gets the column names once; on_row returns false to
+  // stop. Fails with a message that says what was refused and what to change:
+  // a second statement, a write, a denied function or PRAGMA, or the time limit.
+  Status query_sandboxed(const std::string& sql, const SandboxLimits& limits,
+                         const std::function<void(const std::vector<std::string>&)>& on_columns,
+                         const std::function<bool(const Row&)>& on_row) const;
 
  private:
   TraceReader() = default;

@@ -14,10 +14,12 @@ namespace vs::tools {
 
 // Tool specs, defined in their own files.
 // (one `extern const ToolSpec k<Name>;` per tool)
+extern const ToolSpec kRunSql;
 
 const std::vector<ToolSpec>& catalog() {
   static const std::vector<ToolSpec> tools = {
       // one line per tool, in the order an agent should meet them
+      kRunSql,
   };
   return tools;
 }
