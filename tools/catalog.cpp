@@ -14,11 +14,19 @@ namespace vs::tools {
 
 // Tool specs, defined in their own files.
 // (one `extern const ToolSpec k<Name>;` per tool)
+extern const ToolSpec kApiLatency;
+extern const ToolSpec kOffcpuAttribution;
+extern const ToolSpec kSlowestCalls;
+extern const ToolSpec kFindCalls;
 extern const ToolSpec kRunSql;
 
 const std::vector<ToolSpec>& catalog() {
   static const std::vector<ToolSpec> tools = {
       // one line per tool, in the order an agent should meet them
+      kApiLatency,
+      kOffcpuAttribution,
+      kSlowestCalls,
+      kFindCalls,
       kRunSql,
   };
   return tools;

@@ -1,0 +1,136 @@
+// api_latency: per CUDA function, how long calls took — exact percentiles
+// over every stored call of the selection, not a sample.
+#include <algorithm>
+#include <cstdio>
+#include <unordered_map>
+
+#include "tools/call_filter.h"
+#include "tools/percentiles.h"
+
+namespace vs::tools {
+namespace {
+
+struct ApiDurations {
+  std::vector<std::int64_t> dur_ns;
+  std::int64_t errors = 0;
+  std::int64_t total_ns = 0;
+  std::int64_t max_ns = -1;
+  std::int64_t max_call_id = 0;
+};
+
+json latency_row(const ApiInfo& api, ApiDurations& d) {
+  static constexpr int kRanks[] = {kP50, kP90, kP99, kP999, kMax};
+  auto p = nearest_rank_percentiles(d.dur_ns, kRanks);
+  double count = static_cast<double>(d.dur_ns.size());
+  return {{"api", api.name},
+          {"layer", api.layer},
+          {"op", api.op},
+          {"count", d.dur_ns.size()},
+          {"errors", d.errors},
+          {"p50_ns", p[0]},
+          {"p90_ns", p[1]},
+          {"p99_ns", p[2]},
+          {"p999_ns", p[3]},
+          {"max_ns", p[4]},
+          {"mean_ns", static_cast<double>(d.total_ns) / count},
+          {"tail_ratio", p[0] > 0 ? static_cast<double>(p[2]) / static_cast<double>(p[0]) : 0.0},
+          {"total_ns", d.total_ns},
+          {"slowest_call_id", d.max_call_id}};
+}
+
+std::string render(const json& out) {
+  const json& apis = out["apis"];
+  std::string text = "api_latency: session " + std::to_string(out["session_id"].get<std::int64_t>()) + ", " +
+                     std::to_string(out["calls"].get<std::int64_t>()) + " calls in " +
+                     std::to_string(out["apis_total"].get<std::int64_t>()) + " APIs";
+  if (!out["filter"].empty()) text += ", filter " + out["filter"].dump();
+  text += "; ranked by " + out["sort_by"].get<std::string>() + "; exact nearest-rank percentiles\n";
+  char line[256];
+  std::snprintf(line, sizeof line, "%-28s %8s %5s %9s %9s %9s %9s %9s %6s %9s %s\n", "api", "calls", "err", "p50", "p90",
+                "p99", "p99.9", "max", "p99/50", "total", "slowest call");
+  text += line;
+  for (const auto& a : apis) {
+    std::snprintf(line, sizeof line, "%-28s %8lld %5lld %9s %9s %9s %9s %9s %6.1f %9s id %lld\n",
+                  a["api"].get<std::string>().c_str(), static_cast<long long>(a["count"].get<std::int64_t>()),
+                  static_cast<long long>(a["errors"].get<std::int64_t>()), fmt_ns(a["p50_ns"]).c_str(),
+                  fmt_ns(a["p90_ns"]).c_str(), fmt_ns(a["p99_ns"]).c_str(), fmt_ns(a["p999_ns"]).c_str(),
+                  fmt_ns(a["max_ns"]).c_str(), a["tail_ratio"].get<double>(), fmt_ns(a["total_ns"]).c_str(),
+                  static_cast<long long>(a["slowest_call_id"].get<std::int64_t>()));
+    text += line;
+  }
+  if (apis.size() < out["apis_total"].get<std::size_t>())
+    text += "(" + std::to_string(out["apis_total"].get<std::size_t>() - apis.size()) +
+            " more APIs; raise `limit` or filter by api)\n";
+  if (apis.empty()) text += "no calls in this selection\n";
+  return text;
+}
+
+Result<ToolOutput> run(const ToolInput& in) {
+  auto session = resolve_session(in.db, in.args);
+  if (!session) return session.error();
+  auto window = resolve_window(*session, in.args);
+  if (!window) return window.error();
+  auto apis = load_apis(in.db);
+  if (!apis) return apis.error();
+  auto filter = build_call_filter(in.db, *apis, *session, *window, in.args);
+  if (!filter) return filter.error();
+
+  // Only (api, duration, ret) per call leaves SQLite; percentiles are taken in C++.
+  std::unordered_map<std::int64_t, ApiDurations> by_api;
+  std::int64_t calls = 0;
+  Status st = in.db.query("SELECT api_id, dur_ns, ret, id FROM call_rows WHERE " + filter->where, filter->params,
+                          [&](const store::Row& r) {
+                            ApiDurations& d = by_api[r.i64(0)];
+                            std::int64_t dur = r.i64(1);
+                            d.dur_ns.push_back(dur);
+                            d.total_ns += dur;
+                            d.errors += r.i64(2) != 0;
+                            if (dur > d.max_ns) {
+                              d.max_ns = dur;
+                              d.max_call_id = r.i64(3);
+                            }
+                            ++calls;
+                          });
+  if (!st) return Error{st.message()};
+
+  json rows = json::array();
+  for (auto& [api_id, durations] : by_api) {
+    if (in.progress.stop_requested()) return Error{"cancelled"};
+    rows.push_back(latency_row((*apis)[api_id], durations));
+  }
+  std::string sort_by = arg_string(in.args, "sort_by", "total_time");
+  const char* key = sort_by == "tail" ? "tail_ratio" : sort_by == "p99" ? "p99_ns" : sort_by == "count" ? "count" : "total_ns";
+  std::sort(rows.begin(), rows.end(), [&](const json& a, const json& b) {
+    return a[key].get<double>() != b[key].get<double>() ? a[key].get<double>() > b[key].get<double>()
+                                                        : a["api"] < b["api"];
+  });
+  std::size_t apis_total = rows.size();
+  auto limit = static_cast<std::size_t>(arg_int(in.args, "limit", 20));
+  if (rows.size() > limit) rows.erase(rows.begin() + static_cast<std::ptrdiff_t>(limit), rows.end());
+
+  json out = {{"session_id", session->id},
+              {"window", {{"from_ms", session->t_ms(window->from_ns)}, {"to_ms", session->t_ms(window->to_ns)}}},
+              {"filter", filter->applied},
+              {"sort_by", sort_by},
+              {"percentile_method", kPercentileMethod},
+              {"calls", calls},
+              {"apis_total", apis_total},
+              {"apis", std::move(rows)}};
+  auto cov = coverage(in.db, *session);
+  if (!cov) return cov.error();
+  out["coverage"] = *cov;
+  std::string text = render(out);
+  text += coverage_line(*cov);
+  return ToolOutput{std::move(out), bound_text(std::move(text)), {}};
+}
+
+}  // namespace
+
+extern const ToolSpec kApiLatency{
+    "api_latency", "Latency per CUDA API",
+    "Use to see how long each CUDA memory/copy/sync function took: count, errors, exact p50/p90/p99/p99.9/max, "
+    "mean, tail ratio and total time per API, over any window, process, API or layer. Start here when calls are "
+    "slow; then offcpu_attribution explains tails and slowest_calls shows the calls themselves.",
+    run};
+
+}  // namespace vs::tools
