@@ -14,6 +14,7 @@ namespace vs::tools {
 
 // Tool specs, defined in their own files.
 // (one `extern const ToolSpec k<Name>;` per tool)
+extern const ToolSpec kFindings;
 extern const ToolSpec kApiLatency;
 extern const ToolSpec kOffcpuAttribution;
 extern const ToolSpec kSlowestCalls;
@@ -23,6 +24,7 @@ extern const ToolSpec kRunSql;
 const std::vector<ToolSpec>& catalog() {
   static const std::vector<ToolSpec> tools = {
       // one line per tool, in the order an agent should meet them
+      kFindings,
       kApiLatency,
       kOffcpuAttribution,
       kSlowestCalls,
