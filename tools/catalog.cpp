@@ -14,6 +14,7 @@ namespace vs::tools {
 
 // Tool specs, defined in their own files.
 // (one `extern const ToolSpec k<Name>;` per tool)
+extern const ToolSpec kCompareSessions;
 extern const ToolSpec kFindings;
 extern const ToolSpec kApiLatency;
 extern const ToolSpec kOffcpuAttribution;
@@ -29,6 +30,7 @@ const std::vector<ToolSpec>& catalog() {
       kOffcpuAttribution,
       kSlowestCalls,
       kFindCalls,
+      kCompareSessions,
       kRunSql,
   };
   return tools;
