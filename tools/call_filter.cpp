@@ -91,9 +91,15 @@ Result<CallFilter> build_call_filter(const store::TraceReader& db, const ApiTabl
   auto api_ids = select_apis(apis, args, f.applied);
   if (!api_ids) return api_ids.error();
   f.api_ids = std::move(*api_ids);
-  if (f.api_ids) {
-    f.where += " AND api_id IN (" + placeholders(f.api_ids->size()) + ")";
-    for (auto id : *f.api_ids) f.params.push_back(id);
+  // A window without an API or process is read through the (api_id, ts_ns)
+  // index too, one range per API, instead of scanning the whole table.
+  bool window_needs_index = !window.whole_session && !f.api_ids && !args.contains("pid");
+  if (f.api_ids || window_needs_index) {
+    f.where += " AND api_id IN (" + placeholders(f.api_ids ? f.api_ids->size() : apis.size()) + ")";
+    if (f.api_ids)
+      for (auto id : *f.api_ids) f.params.push_back(id);
+    else
+      for (const auto& [id, api] : apis) f.params.push_back(id);
   }
   for (const char* column : {"pid", "tid"}) {
     if (auto v = arg_opt_int(args, column)) {
