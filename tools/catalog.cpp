@@ -14,8 +14,12 @@ namespace vs::tools {
 
 // Tool specs, defined in their own files.
 // (one `extern const ToolSpec k<Name>;` per tool)
-extern const ToolSpec kCompareSessions;
+extern const ToolSpec kTraceOverview;
 extern const ToolSpec kFindings;
+extern const ToolSpec kCompareSessions;
+extern const ToolSpec kAllocationTimeline;
+extern const ToolSpec kOutstandingAllocations;
+extern const ToolSpec kLeakCandidates;
 extern const ToolSpec kApiLatency;
 extern const ToolSpec kOffcpuAttribution;
 extern const ToolSpec kSlowestCalls;
@@ -25,12 +29,16 @@ extern const ToolSpec kRunSql;
 const std::vector<ToolSpec>& catalog() {
   static const std::vector<ToolSpec> tools = {
       // one line per tool, in the order an agent should meet them
+      kTraceOverview,
       kFindings,
+      kCompareSessions,
+      kAllocationTimeline,
+      kOutstandingAllocations,
+      kLeakCandidates,
       kApiLatency,
       kOffcpuAttribution,
       kSlowestCalls,
       kFindCalls,
-      kCompareSessions,
       kRunSql,
   };
   return tools;
