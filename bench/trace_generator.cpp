@@ -3,7 +3,7 @@
 // src/trace_command.cpp's Recorder hands it), for benchmarking the tools on
 // traces far bigger than a test workload makes.
 //
-//     trace_generator --db /tmp/trace-10m.db --calls 10000000 [--seed N] [--processes P]
+//     trace_generator --db /tmp/trace-10m.db --calls 10000000 [--seed N] [--processes P] [--sessions S]
 //
 // The shape is taken from the PyTorch-on-H100 traces in examples/traces: an
 // all-process session with 3 probed libraries and NVML's device view; runtime
@@ -29,6 +29,8 @@
 //   eval         starts at 30 % of the trace and exits at 40 % holding its
 //                memory (end_reason 'process_exit')
 // Calls are ordered by entry time across processes and numbered in that order.
+// With --sessions S the calls are split over S sessions of the same processes
+// (runs recorded one after the other into one file, for compare_sessions).
 // Everything comes from one seeded generator: the same arguments write the same file.
 #include <algorithm>
 #include <array>
@@ -165,21 +167,24 @@ struct Options {
   std::uint64_t calls = 10'000'000;
   std::uint64_t seed = 1;
   std::uint32_t processes = 5;
+  std::uint32_t sessions = 1;
 };
 
 class Generator {
  public:
-  Generator(const Options& o, vs::store::TraceWriter& writer) : o_(o), w_(writer), rng_(o.seed) {}
+  // One session of `calls` rows starting at `start_ns` (CLOCK_MONOTONIC).
+  Generator(const Options& o, vs::store::TraceWriter& writer, std::int64_t start_ns, std::uint64_t calls,
+            std::uint64_t seed)
+      : o_(o), w_(writer), rng_(seed), start_ns_(start_ns), calls_(calls), next_nvml_ns_(start_ns), end_ns_(start_ns) {}
 
   void run();
   void print_processes() const;
   std::uint64_t rows() const { return rows_; }
   std::int64_t allocations_opened() const { return allocations_; }
   std::int64_t end_ns() const { return end_ns_; }
-  std::int64_t session_span_ns() const { return end_ns_ - kSessionStart; }
+  std::int64_t session_span_ns() const { return end_ns_ - start_ns_; }
 
  private:
-  static constexpr std::int64_t kSessionStart = 4'210 * kSec;  // CLOCK_MONOTONIC: the host has been up 70 min
   static constexpr int kGpus = 4;
   static constexpr std::int64_t kContextBytes = 624 * static_cast<std::int64_t>(kMiB);  // NVML minus traced
 
@@ -209,12 +214,14 @@ class Generator {
   const Options& o_;
   vs::store::TraceWriter& w_;
   Rng rng_;
+  const std::int64_t start_ns_;
+  const std::uint64_t calls_;
   std::vector<Process> procs_;
   std::int64_t next_id_ = 0;
   std::uint64_t rows_ = 0;
   std::int64_t allocations_ = 0;
-  std::int64_t next_nvml_ns_ = kSessionStart;
-  std::int64_t end_ns_ = kSessionStart;
+  std::int64_t next_nvml_ns_;
+  std::int64_t end_ns_;
   Clock::time_point t0_ = Clock::now();
   std::uint64_t next_progress_ = 1'000'000;
 };
@@ -632,7 +639,7 @@ void Generator::begin_session() {
   info.options_json = nlohmann::json{{"launches", true},      {"sched_events", false}, {"cuda_libs", nlohmann::json::array()},
                                      {"pids", nlohmann::json::array()}, {"duration", ""},   {"attach_mode", "uprobe_multi"}}
                           .dump();
-  info.start_ts_ns = kSessionStart;
+  info.start_ts_ns = start_ns_;
   info.realtime_offset_ns = 1795449144018603447 - 27462058453;  // as in examples/traces/empty_cache
   info.nvml = "sampled every 100 ms";
   w_.begin_session(info);
@@ -659,7 +666,7 @@ void Generator::begin_session() {
     lib.dev = 2049;
     lib.inode = l.inode;
     lib.attach_mode = "uprobe_multi";
-    lib.attached_ts_ns = kSessionStart - 31 * kMs;
+    lib.attached_ts_ns = start_ns_ - 31 * kMs;
     std::vector<vs::store::ProbeRecord> probes;
     std::int64_t offset = 0x1a000;
     for (const ApiInfo& a : vs::all_apis()) {
@@ -728,8 +735,8 @@ void Generator::run() {
   auto later = [this](std::size_t a, std::size_t b) { return procs_[a].clock_ns > procs_[b].clock_ns; };
   std::priority_queue<std::size_t, std::vector<std::size_t>, decltype(later)> ready(later);
   next_id_ = w_.next_call_id();
-  std::int64_t now = kSessionStart;
-  const auto target = static_cast<double>(o_.calls);
+  std::int64_t now = start_ns_;
+  const auto target = static_cast<double>(calls_);
   auto activate = [&](std::size_t i) {
     Process& p = procs_[i];
     p.started = true;
@@ -745,7 +752,7 @@ void Generator::run() {
       rec.how_found = "first_call";
     } else {
       rec.ppid = 1873;
-      rec.start_ns = kSessionStart - (20 + static_cast<std::int64_t>(i)) * kSec;
+      rec.start_ns = start_ns_ - (20 + static_cast<std::int64_t>(i)) * kSec;
       rec.how_found = "running";
     }
     w_.process_seen(rec);
@@ -755,7 +762,7 @@ void Generator::run() {
   for (std::size_t i = 0; i < procs_.size(); ++i)
     if (procs_[i].start_at == 0) activate(i);
 
-  while (rows_ < o_.calls && !ready.empty()) {
+  while (rows_ < calls_ && !ready.empty()) {
     const std::size_t i = ready.top();
     ready.pop();
     Process& p = procs_[i];
@@ -766,7 +773,7 @@ void Generator::run() {
     CallSpec c = std::move(p.pending.front());
     p.pending.pop_front();
     // The last row of the file: a call with a nested driver call would make two.
-    if (c.child != nullptr && rows_ + 2 > o_.calls) c.child = nullptr;
+    if (c.child != nullptr && rows_ + 2 > calls_) c.child = nullptr;
     write(p, c);
     end_ns_ = std::max(end_ns_, p.clock_ns);
     if (!p.exited) ready.push(i);
@@ -776,7 +783,7 @@ void Generator::run() {
       const double s = std::chrono::duration<double>(Clock::now() - t0_).count();
       std::fprintf(stderr, "  %6.1f M calls  %6.1f s  %6.0f k calls/s  trace time %.1f s\n",
                    static_cast<double>(rows_) / 1e6, s, static_cast<double>(rows_) / s / 1e3,
-                   static_cast<double>(now - kSessionStart) / 1e9);
+                   static_cast<double>(now - start_ns_) / 1e9);
       next_progress_ += 1'000'000;
     }
   }
@@ -801,11 +808,12 @@ std::uint64_t parse_count(const std::string& s) {
 
 void usage() {
   std::puts(
-      "usage: trace_generator --db PATH [--calls N] [--seed N] [--processes P]\n"
+      "usage: trace_generator --db PATH [--calls N] [--seed N] [--processes P] [--sessions S]\n"
       "  --db PATH        the trace file to write (must not exist)\n"
       "  --calls N        call rows to write, e.g. 10000000 or 10M (default 10M)\n"
       "  --seed N         seed of the generator (default 1): the same arguments write the same file\n"
-      "  --processes P    traced processes (default 5: train, train-leak, serve, async, eval; more repeat the roles)");
+      "  --processes P    traced processes (default 5: train, train-leak, serve, async, eval; more repeat the roles)\n"
+      "  --sessions S     split the calls over S sessions, one after the other (default 1)");
 }
 
 }  // namespace
@@ -824,6 +832,7 @@ int main(int argc, char** argv) {
     if (a == "--db") o.db = val();
     else if (a == "--calls") o.calls = parse_count(val());
     else if (a == "--seed") o.seed = std::stoull(val());
+    else if (a == "--sessions") o.sessions = std::max(1u, static_cast<std::uint32_t>(std::stoul(val())));
     else if (a == "--processes") o.processes = std::max(1u, static_cast<std::uint32_t>(std::stoul(val())));
     else {
       usage();
@@ -843,33 +852,44 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "trace_generator: %s\n", writer.error().message.c_str());
     return 1;
   }
-  std::fprintf(stderr, "trace_generator: %llu calls, %u processes, seed %llu -> %s\n",
-               static_cast<unsigned long long>(o.calls), o.processes, static_cast<unsigned long long>(o.seed),
-               o.db.c_str());
+  std::fprintf(stderr, "trace_generator: %llu calls, %u processes, %u session(s), seed %llu -> %s\n",
+               static_cast<unsigned long long>(o.calls), o.processes, o.sessions,
+               static_cast<unsigned long long>(o.seed), o.db.c_str());
   const auto t0 = Clock::now();
-  Generator gen(o, **writer);
-  gen.run();
-  const auto t1 = Clock::now();
-  vs::store::SessionEnd end;
-  end.end_ts_ns = gen.end_ns();
-  end.attach_ms = 31.3;
-  end.detach_ms = 104.2;
-  vs::Status st = (*writer)->end_session(end);
-  const auto t2 = Clock::now();
-  if (!st) {
-    std::fprintf(stderr, "trace_generator: %s\n", st.message().c_str());
-    return 1;
+  double calls_s = 0, end_s = 0;
+  std::uint64_t rows = 0;
+  std::int64_t allocations = 0;
+  std::int64_t start_ns = 4'210 * kSec;  // CLOCK_MONOTONIC: the host has been up 70 min
+  std::vector<std::string> summaries;
+  for (std::uint32_t s = 0; s < o.sessions; ++s) {
+    const std::uint64_t calls = o.calls / o.sessions + (s < o.calls % o.sessions ? 1 : 0);
+    const auto t1 = Clock::now();
+    Generator gen(o, **writer, start_ns, calls, o.seed + s);
+    gen.run();
+    const auto t2 = Clock::now();
+    vs::store::SessionEnd end;
+    end.end_ts_ns = gen.end_ns();
+    end.attach_ms = 31.3;
+    end.detach_ms = 104.2;
+    if (vs::Status st = (*writer)->end_session(end); !st) {
+      std::fprintf(stderr, "trace_generator: %s\n", st.message().c_str());
+      return 1;
+    }
+    calls_s += std::chrono::duration<double>(t2 - t1).count();
+    end_s += std::chrono::duration<double>(Clock::now() - t2).count();
+    rows += gen.rows();
+    allocations += gen.allocations_opened();
+    std::printf("session %u: %llu calls over %.1f s of session time\n", s + 1,
+                static_cast<unsigned long long>(gen.rows()), static_cast<double>(gen.session_span_ns()) / 1e9);
+    gen.print_processes();
+    start_ns = gen.end_ns() + 300 * kSec;  // the next run, 5 minutes later
   }
   writer.value().reset();  // closes the file, so its size is final
-  const double gen_s = std::chrono::duration<double>(t1 - t0).count();
-  const double end_s = std::chrono::duration<double>(t2 - t1).count();
+  const double total_s = std::chrono::duration<double>(Clock::now() - t0).count();
   std::printf("wrote %llu calls (%lld allocations opened) in %.1f s: %.1f s of calls (%.0f k calls/s), "
-              "%.1f s end_session (flush + indexes); %.0f k calls/s end to end\n",
-              static_cast<unsigned long long>(gen.rows()), static_cast<long long>(gen.allocations_opened()),
-              gen_s + end_s, gen_s, static_cast<double>(gen.rows()) / gen_s / 1e3, end_s,
-              static_cast<double>(gen.rows()) / (gen_s + end_s) / 1e3);
-  std::printf("trace: %.1f s of session time, %.0f MB file (%s)\n", static_cast<double>(gen.session_span_ns()) / 1e9,
+              "%.1f s end_session (flush + indexes); %.0f k calls/s end to end; %.0f MB file (%s)\n",
+              static_cast<unsigned long long>(rows), static_cast<long long>(allocations), total_s, calls_s,
+              static_cast<double>(rows) / calls_s / 1e3, end_s, static_cast<double>(rows) / total_s / 1e3,
               static_cast<double>(std::filesystem::file_size(o.db)) / 1e6, o.db.c_str());
-  gen.print_processes();
   return 0;
 }
