@@ -4,41 +4,13 @@
 #   run_inspector.sh SERVER_BINARY
 set -euo pipefail
 server=$1
-here=$(cd "$(dirname "$0")" && pwd)
-node=$here/node_modules/.bin/node
-inspector=$here/node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js
-if [ ! -x "$node" ] || [ ! -f "$inspector" ]; then
-  echo "FAIL: the MCP clients are not installed ($inspector); run scripts/install-mcp-clients.sh" >&2
-  exit 1
-fi
+source "$(dirname "$0")/clients_common.sh"
+require_clients "$inspector"
 scratch=$(mktemp -d)
 export MCP_CATALOG_PATH=$scratch/catalog.json  # keep the Inspector out of ~/.mcp-inspector
-
-log=$scratch/server.log
-"$server" http 0 >"$log" 2>&1 &
-server_pid=$!
 trap 'kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; rm -rf "$scratch"' EXIT
-for _ in $(seq 100); do
-  url=$(sed -n 's/^listening on //p' "$log")
-  [ -n "$url" ] && break
-  sleep 0.05
-done
-[ -n "$url" ] || { echo "FAIL: the fixture server did not start:" >&2; cat "$log" >&2; exit 1; }
+start_server "$scratch/server.log" '^listening on \(.*\)' "$server" http 0
 
-failures=0
-# expect DESCRIPTION NEEDLE -- INSPECTOR ARGS...: the Inspector's output must contain NEEDLE.
-expect() {
-  local what=$1 needle=$2
-  shift 3
-  local output
-  if ! output=$(timeout 60 "$node" "$inspector" --cli "$@" 2>&1) || [[ "$output" != *"$needle"* ]]; then
-    echo "FAILED: $what: no '$needle' in:"
-    echo "$output" | head -30
-    failures=$((failures + 1))
-  else
-    echo "ok: $what"
-  fi
-}
 for transport in stdio http; do
   if [ "$transport" = stdio ]; then target=("$server" stdio); else target=("$url"); fi
   expect "$transport tools/list" '"json_schema_2020_12_tool"' -- "${target[@]}" --method tools/list
