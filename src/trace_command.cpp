@@ -116,9 +116,11 @@ class Recorder : public tracer::EventSink {
     writer_.add_call(decoder_.decode(ev));
     ++calls_;
     // Call records are delivered before lifecycle records: in all-process mode
-    // this is how a process's first call is usually seen first.
-    if (!known_pids_.count(ev.pid))
-      note_process(ev.pid, std::nullopt, std::nullopt, ev.start_ns, trace_all_ ? "first_call" : "running");
+    // this is how a process's first call is usually seen first. Otherwise an
+    // unknown pid is a child of a traced process whose fork record comes
+    // next in the same poll (noting it here would lose its parent and "fork").
+    if (trace_all_ && !known_pids_.count(ev.pid))
+      note_process(ev.pid, std::nullopt, std::nullopt, ev.start_ns, "first_call");
   }
 
   void on_lifecycle(const vs_lifecycle_event& ev) override {
