@@ -1,4 +1,6 @@
--- vramscope trace store, schema version 1 (PRAGMA user_version = 1).
+-- vramscope trace store, schema version 2 (PRAGMA user_version = 2). Version 2 added
+-- summaries, call_stats and call_stats_preemptors; readers accept version 1 files
+-- (without them), and a writer or `build_summaries` opening one adds the tables.
 --
 -- One SQLite file holds one or more trace sessions. Every table carries
 -- session_id. Times are nanoseconds on one clock, CLOCK_MONOTONIC of the traced
@@ -194,4 +196,69 @@ CREATE TABLE IF NOT EXISTS gpu_process_samples (
   gpu_index   INTEGER NOT NULL,
   pid         INTEGER NOT NULL,  -- as NVML reports it: the host's pid namespace
   used_bytes  INTEGER NOT NULL
+);
+
+-- Per-API summaries of each session's calls, built by the writer when the
+-- session ends (after the indexes), so that questions about a whole session or
+-- one of its processes are answered without reading every call. They hold
+-- exactly what a scan of call_rows gives (the tools use either, same numbers).
+-- A session without a `summaries` row has none (written by an older vramscope,
+-- still recording, or its tracer died): read call_rows.
+CREATE TABLE IF NOT EXISTS summaries (
+  session_id    INTEGER PRIMARY KEY REFERENCES sessions(id),
+  built_unix_ns INTEGER NOT NULL,  -- when they were built (Unix-epoch ns, not the trace clock)
+  calls         INTEGER NOT NULL   -- call_rows of the session summarized
+);
+
+-- One row per (session, pid, api) with calls, plus one per (session, api) with
+-- pid NULL for all processes together (percentiles do not add up: that row is
+-- computed from the calls, not from the per-process rows). Percentiles are exact
+-- nearest rank: pN is the value at rank ceil(N/100 x calls) in ascending order.
+-- Ties (max, slowest descheduled call) go to the lowest call id.
+CREATE TABLE IF NOT EXISTS call_stats (
+  session_id   INTEGER NOT NULL REFERENCES sessions(id),
+  pid          INTEGER,             -- NULL: every process of the session
+  api_id       INTEGER NOT NULL REFERENCES apis(id),
+  calls        INTEGER NOT NULL,
+  failed       INTEGER NOT NULL,    -- ret != 0
+  nested       INTEGER NOT NULL,    -- parent_id IS NOT NULL (e.g. cuMemAlloc_v2 inside cudaMalloc)
+  ok_bytes     INTEGER NOT NULL,    -- SUM(bytes) of calls with ret = 0 (a sum only where bytes is a size: not cudaMemGetInfo)
+  total_ns     INTEGER NOT NULL,    -- SUM(dur_ns)
+  max_ns       INTEGER NOT NULL,
+  max_call_id  INTEGER NOT NULL,    -- the call that took max_ns
+  p50_ns       INTEGER NOT NULL,
+  p90_ns       INTEGER NOT NULL,
+  p99_ns       INTEGER NOT NULL,
+  p999_ns      INTEGER NOT NULL,    -- p99.9
+  descheduled  INTEGER NOT NULL,    -- calls with switches > 0
+  off_cpu_ns   INTEGER NOT NULL,    -- SUM(off_cpu_ns)
+  runq_ns      INTEGER NOT NULL,    -- SUM(runq_ns)
+  p99_switched_ns   INTEGER,        -- p99 of dur_ns over descheduled calls (NULL: none)
+  p99_unswitched_ns INTEGER,        -- p99 of dur_ns over the other calls (NULL: none)
+  p99_without_off_cpu_ns INTEGER NOT NULL, -- p99 of dur_ns - off_cpu_ns
+  p99_without_runq_ns    INTEGER NOT NULL, -- p99 of dur_ns - runq_ns
+  tail_calls       INTEGER NOT NULL, -- calls with dur_ns >= p99_ns
+  tail_descheduled INTEGER NOT NULL, -- of those, descheduled
+  slowest_descheduled_ns      INTEGER, -- the longest descheduled call (NULL: none)
+  slowest_descheduled_call_id INTEGER,
+  first_ts_ns  INTEGER NOT NULL,    -- first and last call entry
+  last_ts_ns   INTEGER NOT NULL,
+  top_level_calls      INTEGER NOT NULL, -- the calls with parent_id NULL (the program's own, counted once):
+  top_level_failed     INTEGER NOT NULL, -- how many, failed,
+  top_level_ns         INTEGER NOT NULL, -- SUM(dur_ns),
+  top_level_off_cpu_ns INTEGER NOT NULL, -- SUM(off_cpu_ns),
+  top_level_runq_ns    INTEGER NOT NULL  -- SUM(runq_ns)
+);
+
+-- The tasks that took the CPU from descheduled calls, per call_stats row: one
+-- row per (preempted_by, preempted_by_comm) over the calls with switches > 0
+-- and preempted_by set.
+CREATE TABLE IF NOT EXISTS call_stats_preemptors (
+  session_id        INTEGER NOT NULL REFERENCES sessions(id),
+  pid               INTEGER,          -- as call_stats.pid (NULL: every process)
+  api_id            INTEGER NOT NULL REFERENCES apis(id),
+  preempted_by      INTEGER NOT NULL, -- pid of the task that ran
+  preempted_by_comm TEXT NOT NULL,    -- its comm ('' if not recorded; data, not instructions)
+  calls             INTEGER NOT NULL,
+  longest_off_total_ns INTEGER NOT NULL -- SUM(longest_off_ns) of those calls
 );

@@ -16,6 +16,8 @@
 #include <utility>
 #include <variant>
 
+#include "store/summaries.h"
+
 namespace vs::store {
 namespace {
 
@@ -975,8 +977,18 @@ Status TraceWriter::end_session(const SessionEnd& end) {
              Impl::bind(s, 8, end.unrecorded_calls) | Impl::bind(s, 9, end.status) | Impl::bind(s, 10, im.w_session_id);
     im.write(im.upd_session, rc, "update sessions (end)");
     im.commit_txn();
+    const auto t0 = std::chrono::steady_clock::now();
     if (sqlite3_exec(im.db.db, std::string(index_sql()).c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
       im.fail("building the indexes", sqlite3_extended_errcode(im.db.db));
+    const auto t1 = std::chrono::steady_clock::now();
+    if (Status st = build_summaries(im.db.db, im.w_session_id); !st) {
+      spdlog::error("trace file '{}': {}", im.path, st.message());
+      std::lock_guard l(im.mu);
+      if (im.first_error.empty()) im.first_error = "trace file '" + im.path + "': " + st.message();
+    }
+    using Ms = std::chrono::duration<double, std::milli>;
+    spdlog::debug("trace file '{}': session {} ended; indexes built in {:.0f} ms, summaries in {:.0f} ms", im.path,
+                  im.w_session_id, Ms(t1 - t0).count(), Ms(std::chrono::steady_clock::now() - t1).count());
   });
   return flush();
 }

@@ -21,7 +21,8 @@
 
 namespace vs::store {
 
-inline constexpr int kSchemaVersion = 1;
+// 2: per-API summaries (summaries, call_stats, call_stats_preemptors). Readers accept 1.
+inline constexpr int kSchemaVersion = 2;
 
 // The schema text (store/schema.sql, embedded at build time).
 std::string_view schema_sql();
@@ -61,7 +62,8 @@ class TraceWriter {
   void add_gpu(const GpuRecord& gpu);
   void add_gpu_memory_sample(const GpuMemorySample& sample);
   void add_gpu_process_sample(const GpuProcessSample& sample);
-  // Flushes everything queued, writes the session's end row, and builds the indexes.
+  // Flushes everything queued, writes the session's end row, builds the indexes
+  // and the session's summaries (store/summaries.h).
   Status end_session(const SessionEnd& end);
   // Blocks until everything queued so far is committed.
   Status flush();

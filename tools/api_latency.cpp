@@ -2,40 +2,28 @@
 // over every stored call of the selection, not a sample.
 #include <algorithm>
 #include <cstdio>
-#include <unordered_map>
 
-#include "tools/call_filter.h"
-#include "tools/percentiles.h"
+#include "common/percentiles.h"
+#include "tools/api_stats.h"
 
 namespace vs::tools {
 namespace {
 
-struct ApiDurations {
-  std::vector<std::int64_t> dur_ns;
-  std::int64_t errors = 0;
-  std::int64_t total_ns = 0;
-  std::int64_t max_ns = -1;
-  std::int64_t max_call_id = 0;
-};
-
-json latency_row(const ApiInfo& api, ApiDurations& d) {
-  static constexpr int kRanks[] = {kP50, kP90, kP99, kP999, kMax};
-  auto p = nearest_rank_percentiles(d.dur_ns, kRanks);
-  double count = static_cast<double>(d.dur_ns.size());
+json latency_row(const ApiInfo& api, const store::CallStats& s) {
   return {{"api", api.name},
           {"layer", api.layer},
           {"op", api.op},
-          {"count", d.dur_ns.size()},
-          {"errors", d.errors},
-          {"p50_ns", p[0]},
-          {"p90_ns", p[1]},
-          {"p99_ns", p[2]},
-          {"p999_ns", p[3]},
-          {"max_ns", p[4]},
-          {"mean_ns", static_cast<double>(d.total_ns) / count},
-          {"tail_ratio", p[0] > 0 ? static_cast<double>(p[2]) / static_cast<double>(p[0]) : 0.0},
-          {"total_ns", d.total_ns},
-          {"slowest_call_id", d.max_call_id}};
+          {"count", s.calls},
+          {"errors", s.failed},
+          {"p50_ns", s.p50_ns},
+          {"p90_ns", s.p90_ns},
+          {"p99_ns", s.p99_ns},
+          {"p999_ns", s.p999_ns},
+          {"max_ns", s.max_ns},
+          {"mean_ns", static_cast<double>(s.total_ns) / static_cast<double>(s.calls)},
+          {"tail_ratio", s.p50_ns > 0 ? static_cast<double>(s.p99_ns) / static_cast<double>(s.p50_ns) : 0.0},
+          {"total_ns", s.total_ns},
+          {"slowest_call_id", s.max_call_id}};
 }
 
 std::string render(const json& out) {
@@ -75,28 +63,14 @@ Result<ToolOutput> run(const ToolInput& in) {
   auto filter = build_call_filter(in.db, *apis, *session, *window, in.args);
   if (!filter) return filter.error();
 
-  // Only (api, duration, ret) per call leaves SQLite; percentiles are taken in C++.
-  std::unordered_map<std::int64_t, ApiDurations> by_api;
-  std::int64_t calls = 0;
-  Status st = in.db.query("SELECT api_id, dur_ns, ret, id FROM call_rows WHERE " + filter->where, filter->params,
-                          [&](const store::Row& r) {
-                            ApiDurations& d = by_api[r.i64(0)];
-                            std::int64_t dur = r.i64(1);
-                            d.dur_ns.push_back(dur);
-                            d.total_ns += dur;
-                            d.errors += r.i64(2) != 0;
-                            if (dur > d.max_ns) {
-                              d.max_ns = dur;
-                              d.max_call_id = r.i64(3);
-                            }
-                            ++calls;
-                          });
-  if (!st) return Error{st.message()};
-
+  auto stats = per_api_stats(in.db, *session, *window, *filter);
+  if (!stats) return stats.error();
   json rows = json::array();
-  for (auto& [api_id, durations] : by_api) {
+  std::int64_t calls = 0;
+  for (const auto& [api_id, api_stats] : *stats) {
     if (in.progress.stop_requested()) return Error{"cancelled"};
-    rows.push_back(latency_row((*apis)[api_id], durations));
+    calls += api_stats.calls;
+    rows.push_back(latency_row((*apis)[api_id], api_stats));
   }
   std::string sort_by = arg_string(in.args, "sort_by", "total_time");
   const char* key = sort_by == "tail" ? "tail_ratio" : sort_by == "p99" ? "p99_ns" : sort_by == "count" ? "count" : "total_ns";

@@ -6,8 +6,7 @@
 #include <cstdio>
 #include <map>
 
-#include "tools/common.h"
-#include "tools/percentiles.h"
+#include "tools/api_stats.h"
 
 namespace vs::tools {
 namespace {
@@ -31,30 +30,29 @@ Result<Profile> profile(const store::TraceReader& db, std::int64_t session_id) {
   auto query = [&](const std::string& sql, const std::function<void(const store::Row&)>& fn) {
     if (st.ok()) st = db.query(sql, {session_id}, fn);
   };
-  std::map<std::string, std::vector<std::int64_t>> durations;
-  query("SELECT a.name, c.dur_ns FROM call_rows c JOIN apis a ON a.id = c.api_id WHERE c.session_id = ?",
-        [&](const store::Row& r) { durations[r.text(0)].push_back(r.i64(1)); });
+  auto apis = load_apis(db);
+  if (!apis) return apis.error();
+  auto stats = per_api_stats(db, p.session, *apis);
+  if (!stats) return stats.error();
   std::int64_t calls = 0;
-  for (auto& [api, durs] : durations) {
-    static constexpr int kRanks[] = {kP50, kP99};
-    std::int64_t total = 0;
-    for (auto d : durs) total += d;
-    auto pct = nearest_rank_percentiles(durs, kRanks);
-    m["api." + api + ".calls"] = static_cast<double>(durs.size());
-    m["api." + api + ".p50_ns"] = static_cast<double>(pct[0]);
-    m["api." + api + ".p99_ns"] = static_cast<double>(pct[1]);
-    m["api." + api + ".total_ns"] = static_cast<double>(total);
-    calls += static_cast<std::int64_t>(durs.size());
-  }
   // Calls not nested in another traced call: their time is the program's, counted once.
-  query("SELECT COALESCE(SUM(dur_ns), 0), COALESCE(SUM(off_cpu_ns), 0), COALESCE(SUM(runq_ns), 0), "
-        "COALESCE(SUM(ret != 0), 0) FROM call_rows WHERE session_id = ? AND parent_id IS NULL",
-        [&](const store::Row& r) {
-          double dur = static_cast<double>(r.i64(0));
-          m["calls.off_cpu_pct"] = dur > 0 ? 100.0 * static_cast<double>(r.i64(1)) / dur : 0;
-          m["calls.runq_pct"] = dur > 0 ? 100.0 * static_cast<double>(r.i64(2)) / dur : 0;
-          m["calls.errors"] = static_cast<double>(r.i64(3));
-        });
+  std::int64_t top_level_ns = 0, top_level_off_cpu_ns = 0, top_level_runq_ns = 0, top_level_failed = 0;
+  for (const auto& [api_id, s] : *stats) {
+    const std::string api = "api." + (*apis)[api_id].name;
+    m[api + ".calls"] = static_cast<double>(s.calls);
+    m[api + ".p50_ns"] = static_cast<double>(s.p50_ns);
+    m[api + ".p99_ns"] = static_cast<double>(s.p99_ns);
+    m[api + ".total_ns"] = static_cast<double>(s.total_ns);
+    calls += s.calls;
+    top_level_ns += s.top_level_ns;
+    top_level_off_cpu_ns += s.top_level_off_cpu_ns;
+    top_level_runq_ns += s.top_level_runq_ns;
+    top_level_failed += s.top_level_failed;
+  }
+  const auto dur = static_cast<double>(top_level_ns);
+  m["calls.off_cpu_pct"] = dur > 0 ? 100.0 * static_cast<double>(top_level_off_cpu_ns) / dur : 0;
+  m["calls.runq_pct"] = dur > 0 ? 100.0 * static_cast<double>(top_level_runq_ns) / dur : 0;
+  m["calls.errors"] = static_cast<double>(top_level_failed);
   query("SELECT kind, COUNT(*), SUM(bytes), COALESCE(SUM(CASE WHEN end_reason = 'freed' THEN bytes END), 0), "
         "COALESCE(SUM(CASE WHEN end_reason IS NULL THEN bytes END), 0), "
         "COALESCE(SUM(CASE WHEN end_reason = 'process_exit' THEN bytes END), 0) "

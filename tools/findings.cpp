@@ -8,8 +8,8 @@
 #include <set>
 
 #include "common/json_schema.h"
+#include "common/percentiles.h"
 #include "tools/common.h"
-#include "tools/percentiles.h"
 
 namespace vs::tools {
 namespace {

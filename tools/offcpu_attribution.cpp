@@ -3,11 +3,9 @@
 // does in the kernel for every call (off_cpu_ns, runq_ns, switches, preemptor).
 #include <algorithm>
 #include <cstdio>
-#include <map>
-#include <unordered_map>
 
-#include "tools/call_filter.h"
-#include "tools/percentiles.h"
+#include "common/percentiles.h"
+#include "tools/api_stats.h"
 
 namespace vs::tools {
 namespace {
@@ -20,98 +18,46 @@ constexpr const char* kVerdictRule =
     "partly_off_cpu: removing off-CPU time lowers p99 by >= 10%. in_call: otherwise; the tail is time spent "
     "running inside the call. With fewer than 100 calls p99 is the max, so one call decides.";
 
-struct CallTimes {
-  std::int64_t dur_ns, off_cpu_ns, runq_ns;
-  bool switched;
-};
-
-struct Preemptor {
-  std::int64_t calls = 0;
-  std::int64_t longest_off_total_ns = 0;
-};
-
-struct ApiCalls {
-  std::vector<CallTimes> calls;
-  std::map<std::pair<std::int64_t, std::string>, Preemptor> preemptors;  // (pid, comm)
-  std::int64_t slowest_switched_ns = -1;
-  std::int64_t slowest_switched_call_id = 0;
-};
-
-// Nearest-rank p99 of f(call) over the calls that pass `keep`, or null when none does.
-template <class Keep, class Value>
-json p99_of(const std::vector<CallTimes>& calls, std::vector<std::int64_t>& scratch, Keep keep, Value value) {
-  static constexpr int kRank[] = {kP99};
-  scratch.clear();
-  for (const auto& c : calls)
-    if (keep(c)) scratch.push_back(value(c));
-  if (scratch.empty()) return nullptr;
-  return nearest_rank_percentiles(scratch, kRank)[0];
-}
-
 double pct(double part, double whole) { return whole > 0 ? 100.0 * part / whole : 0.0; }
 
-json attribute(const ApiInfo& api, const ApiCalls& a, std::vector<std::int64_t>& scratch) {
-  static constexpr int kRanks[] = {kP50, kP99};
-  scratch.clear();
-  std::int64_t total = 0, off = 0, runq = 0, switched = 0;
-  for (const auto& c : a.calls) {
-    scratch.push_back(c.dur_ns);
-    total += c.dur_ns;
-    off += c.off_cpu_ns;
-    runq += c.runq_ns;
-    switched += c.switched;
-  }
-  auto p = nearest_rank_percentiles(scratch, kRanks);
-  std::int64_t p50 = p[0], p99 = p[1];
-  std::int64_t tail = 0, tail_switched = 0;
-  for (const auto& c : a.calls)
-    if (c.dur_ns >= p99) {
-      ++tail;
-      tail_switched += c.switched;
-    }
-  auto all = [](const CallTimes&) { return true; };
-  json p99_no_off = p99_of(a.calls, scratch, all, [](const CallTimes& c) { return c.dur_ns - c.off_cpu_ns; });
-  json p99_no_runq = p99_of(a.calls, scratch, all, [](const CallTimes& c) { return c.dur_ns - c.runq_ns; });
-  double cut_off = p99 > 0 ? 1.0 - p99_no_off.get<double>() / static_cast<double>(p99) : 0.0;
-  double cut_runq = p99 > 0 ? 1.0 - p99_no_runq.get<double>() / static_cast<double>(p99) : 0.0;
-  bool tail_descheduled = 2 * tail_switched >= tail && tail_switched > 0;
+json optional_ns(const std::optional<std::int64_t>& v) { return v ? json(*v) : json(nullptr); }
+
+json attribute(const ApiInfo& api, const store::CallStats& s) {
+  const auto p99 = static_cast<double>(s.p99_ns);
+  double cut_off = s.p99_ns > 0 ? 1.0 - static_cast<double>(s.p99_without_off_cpu_ns) / p99 : 0.0;
+  double cut_runq = s.p99_ns > 0 ? 1.0 - static_cast<double>(s.p99_without_runq_ns) / p99 : 0.0;
+  bool tail_descheduled = 2 * s.tail_descheduled >= s.tail_calls && s.tail_descheduled > 0;
   std::string verdict = tail_descheduled && cut_runq >= 0.5  ? "scheduling"
                         : tail_descheduled && cut_off >= 0.5 ? "blocking"
                         : cut_off >= 0.1                     ? "partly_off_cpu"
                                                              : "in_call";
-  std::vector<std::pair<std::pair<std::int64_t, std::string>, Preemptor>> by_time(a.preemptors.begin(),
-                                                                                  a.preemptors.end());
-  std::sort(by_time.begin(), by_time.end(), [](const auto& x, const auto& y) {
-    return x.second.longest_off_total_ns > y.second.longest_off_total_ns;
-  });
   json preemptors = json::array();
-  for (std::size_t i = 0; i < by_time.size() && i < 5; ++i)
-    preemptors.push_back({{"pid", by_time[i].first.first},
-                          {"comm", clean_untrusted(by_time[i].first.second, 32)},
-                          {"calls", by_time[i].second.calls},
-                          {"longest_off_total_ns", by_time[i].second.longest_off_total_ns}});
+  for (std::size_t i = 0; i < s.preemptors.size() && i < 5; ++i)
+    preemptors.push_back({{"pid", s.preemptors[i].pid},
+                          {"comm", clean_untrusted(s.preemptors[i].comm, 32)},
+                          {"calls", s.preemptors[i].calls},
+                          {"longest_off_total_ns", s.preemptors[i].longest_off_total_ns}});
+  const auto calls = static_cast<double>(s.calls), total = static_cast<double>(s.total_ns);
   return {{"api", api.name},
           {"layer", api.layer},
-          {"calls", a.calls.size()},
-          {"descheduled_calls", switched},
-          {"descheduled_pct", pct(static_cast<double>(switched), static_cast<double>(a.calls.size()))},
-          {"total_ns", total},
-          {"off_cpu_ns", off},
-          {"runq_ns", runq},
-          {"off_cpu_pct", pct(static_cast<double>(off), static_cast<double>(total))},
-          {"runq_pct", pct(static_cast<double>(runq), static_cast<double>(total))},
-          {"p50_ns", p50},
-          {"p99_ns", p99},
-          {"p99_switched_ns", p99_of(a.calls, scratch, [](const CallTimes& c) { return c.switched; },
-                                     [](const CallTimes& c) { return c.dur_ns; })},
-          {"p99_unswitched_ns", p99_of(a.calls, scratch, [](const CallTimes& c) { return !c.switched; },
-                                       [](const CallTimes& c) { return c.dur_ns; })},
-          {"p99_without_off_cpu_ns", p99_no_off},
-          {"p99_without_runq_ns", p99_no_runq},
-          {"tail_calls", tail},
-          {"tail_descheduled_calls", tail_switched},
+          {"calls", s.calls},
+          {"descheduled_calls", s.descheduled},
+          {"descheduled_pct", pct(static_cast<double>(s.descheduled), calls)},
+          {"total_ns", s.total_ns},
+          {"off_cpu_ns", s.off_cpu_ns},
+          {"runq_ns", s.runq_ns},
+          {"off_cpu_pct", pct(static_cast<double>(s.off_cpu_ns), total)},
+          {"runq_pct", pct(static_cast<double>(s.runq_ns), total)},
+          {"p50_ns", s.p50_ns},
+          {"p99_ns", s.p99_ns},
+          {"p99_switched_ns", optional_ns(s.p99_switched_ns)},
+          {"p99_unswitched_ns", optional_ns(s.p99_unswitched_ns)},
+          {"p99_without_off_cpu_ns", s.p99_without_off_cpu_ns},
+          {"p99_without_runq_ns", s.p99_without_runq_ns},
+          {"tail_calls", s.tail_calls},
+          {"tail_descheduled_calls", s.tail_descheduled},
           {"verdict", verdict},
-          {"slowest_descheduled_call_id", a.slowest_switched_ns >= 0 ? json(a.slowest_switched_call_id) : json()},
+          {"slowest_descheduled_call_id", optional_ns(s.slowest_descheduled_call_id)},
           {"preemptors", std::move(preemptors)}};
 }
 
@@ -174,34 +120,15 @@ Result<ToolOutput> run(const ToolInput& in) {
   auto filter = build_call_filter(in.db, *apis, *session, *window, in.args);
   if (!filter) return filter.error();
 
-  std::unordered_map<std::int64_t, ApiCalls> by_api;
-  std::int64_t calls = 0, descheduled = 0;
-  Status st = in.db.query(
-      "SELECT api_id, dur_ns, off_cpu_ns, runq_ns, switches, preempted_by, preempted_by_comm, longest_off_ns, id "
-      "FROM call_rows WHERE " + filter->where,
-      filter->params, [&](const store::Row& r) {
-        ApiCalls& a = by_api[r.i64(0)];
-        bool switched = r.i64(4) > 0;
-        a.calls.push_back({r.i64(1), r.i64(2), r.i64(3), switched});
-        ++calls;
-        if (!switched) return;
-        ++descheduled;
-        if (r.i64(1) > a.slowest_switched_ns) {
-          a.slowest_switched_ns = r.i64(1);
-          a.slowest_switched_call_id = r.i64(8);
-        }
-        if (r.is_null(5)) return;
-        Preemptor& p = a.preemptors[{r.i64(5), r.text(6)}];
-        ++p.calls;
-        p.longest_off_total_ns += r.i64(7);
-      });
-  if (!st) return Error{st.message()};
-
+  auto stats = per_api_stats(in.db, *session, *window, *filter);
+  if (!stats) return stats.error();
   json rows = json::array();
-  std::vector<std::int64_t> scratch;
-  for (const auto& [api_id, api_calls] : by_api) {
+  std::int64_t calls = 0, descheduled = 0;
+  for (const auto& [api_id, api_stats] : *stats) {
     if (in.progress.stop_requested()) return Error{"cancelled"};
-    rows.push_back(attribute((*apis)[api_id], api_calls, scratch));
+    calls += api_stats.calls;
+    descheduled += api_stats.descheduled;
+    rows.push_back(attribute((*apis)[api_id], api_stats));
   }
   std::sort(rows.begin(), rows.end(), [](const json& a, const json& b) {
     return a["off_cpu_ns"] != b["off_cpu_ns"] ? a["off_cpu_ns"] > b["off_cpu_ns"] : a["api"] < b["api"];

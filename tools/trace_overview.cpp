@@ -7,7 +7,7 @@
 #include <map>
 #include <tuple>
 
-#include "tools/common.h"
+#include "tools/api_stats.h"
 #include "tools/timeline_model.h"
 
 namespace vs::tools {
@@ -130,37 +130,23 @@ Result<ToolOutput> run(const ToolInput& in) {
       });
   if (!st) return Error{st.message()};
 
-  // Calls per API: one sequential pass over the session's calls, summed here.
-  // O(calls), the one part of this tool that grows with the trace (about 3 s at
-  // 10 M calls; the report asks the writer for a per-API summary table). NOT
-  // INDEXED on purpose: grouping through call_rows(api_id, ts_ns) would fetch
-  // every row at random, and GROUP BY on a scan sorts all of them.
+  // Calls per API: from the session's summaries (built when it ended), or one
+  // pass over its calls when it has none (api_stats.h).
   in.progress(0, 2, "counting calls per API");
+  auto api_table = load_apis(in.db);
+  if (!api_table) return api_table.error();
+  auto stats = per_api_stats(in.db, s, *api_table);
+  if (!stats) return stats.error();
   struct ApiRow {
     std::string api, layer, op;
     std::int64_t calls = 0, failed = 0, nested = 0, bytes = 0;
   };
-  std::map<std::int64_t, ApiRow> per_api;
-  st = in.db.query("SELECT api_id, ret <> 0, parent_id IS NOT NULL, CASE WHEN ret = 0 THEN bytes END "
-                   "FROM call_rows NOT INDEXED WHERE session_id = ?",
-                   {s.id}, [&](const store::Row& r) {
-                     ApiRow& a = per_api[r.i64(0)];
-                     ++a.calls;
-                     a.failed += r.i64(1);
-                     a.nested += r.i64(2);
-                     a.bytes += r.i64(3);  // NULL reads as 0
-                   });
-  if (!st) return Error{st.message()};
-  st = in.db.query("SELECT id, name, layer, op FROM apis", {}, [&](const store::Row& r) {
-    if (auto it = per_api.find(r.i64(0)); it != per_api.end()) {
-      it->second.api = r.text(1);
-      it->second.layer = r.text(2);
-      it->second.op = r.text(3);
-    }
-  });
-  if (!st) return Error{st.message()};
   std::vector<ApiRow> apis;
-  for (auto& [id, a] : per_api) apis.push_back(std::move(a));
+  for (const auto& [api_id, api_stats] : *stats) {
+    const ApiInfo& info = (*api_table)[api_id];
+    apis.push_back({info.name, info.layer, info.op, api_stats.calls, api_stats.failed, api_stats.nested,
+                    api_stats.ok_bytes});
+  }
   std::sort(apis.begin(), apis.end(),
             [](const ApiRow& a, const ApiRow& b) { return std::tie(b.calls, a.api) < std::tie(a.calls, b.api); });
   if (in.progress.stop_requested()) return Error{"cancelled"};

@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "tests/tools/tool_check.h"
-#include "tools/percentiles.h"
+#include "common/percentiles.h"
 
 using nlohmann::json;
 
@@ -21,15 +21,15 @@ std::int64_t sql_nearest_rank(const vs::test::TraceFile& t, const std::string& a
 }  // namespace
 
 TEST_CASE("nearest-rank percentiles", "[tools][api_latency]") {
-  using vs::tools::nearest_rank;
-  CHECK(nearest_rank(1, vs::tools::kP50) == 1);
-  CHECK(nearest_rank(10, vs::tools::kP50) == 5);
-  CHECK(nearest_rank(10, vs::tools::kP99) == 10);
-  CHECK(nearest_rank(1000, vs::tools::kP999) == 999);
-  CHECK(nearest_rank(1001, vs::tools::kP999) == 1000);
+  using vs::nearest_rank;
+  CHECK(nearest_rank(1, vs::kP50) == 1);
+  CHECK(nearest_rank(10, vs::kP50) == 5);
+  CHECK(nearest_rank(10, vs::kP99) == 10);
+  CHECK(nearest_rank(1000, vs::kP999) == 999);
+  CHECK(nearest_rank(1001, vs::kP999) == 1000);
   std::vector<std::int64_t> v = {9, 1, 8, 2, 7, 3, 6, 4, 5, 10};
-  static constexpr int kRanks[] = {vs::tools::kP50, vs::tools::kP90, vs::tools::kMax};
-  CHECK(vs::tools::nearest_rank_percentiles(v, kRanks) == std::vector<std::int64_t>{5, 9, 10});
+  static constexpr int kRanks[] = {vs::kP50, vs::kP90, vs::kMax};
+  CHECK(vs::nearest_rank_percentiles(v, kRanks) == std::vector<std::int64_t>{5, 9, 10});
 }
 
 TEST_CASE("api_latency: every API of every shipped trace matches SQL", "[tools][api_latency]") {
@@ -48,10 +48,10 @@ TEST_CASE("api_latency: every API of every shipped trace matches SQL", "[tools][
       CHECK(a["errors"] == t.q("SELECT COUNT(*) FROM calls WHERE api = ? AND ret != 0", {api}));
       CHECK(a["max_ns"] == t.q("SELECT MAX(dur_ns) FROM calls WHERE api = ?", {api}));
       CHECK(a["total_ns"] == t.q("SELECT SUM(dur_ns) FROM calls WHERE api = ?", {api}));
-      CHECK(a["p50_ns"] == sql_nearest_rank(t, api, vs::tools::kP50));
-      CHECK(a["p90_ns"] == sql_nearest_rank(t, api, vs::tools::kP90));
-      CHECK(a["p99_ns"] == sql_nearest_rank(t, api, vs::tools::kP99));
-      CHECK(a["p999_ns"] == sql_nearest_rank(t, api, vs::tools::kP999));
+      CHECK(a["p50_ns"] == sql_nearest_rank(t, api, vs::kP50));
+      CHECK(a["p90_ns"] == sql_nearest_rank(t, api, vs::kP90));
+      CHECK(a["p99_ns"] == sql_nearest_rank(t, api, vs::kP99));
+      CHECK(a["p999_ns"] == sql_nearest_rank(t, api, vs::kP999));
       CHECK(t.q("SELECT dur_ns FROM calls WHERE id = ?", {a["slowest_call_id"].get<std::int64_t>()}) == a["max_ns"]);
     }
     // Ranked by total time, largest first.

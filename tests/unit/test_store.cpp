@@ -196,8 +196,11 @@ TEST_CASE("store: a session's rows, as plain SQLite sees them", "[store]") {
   }
 
   Sql db(file);
-  CHECK(db.one("PRAGMA user_version") == "1");
+  CHECK(db.one("PRAGMA user_version") == std::to_string(vs::store::kSchemaVersion));
   CHECK(db.one("PRAGMA journal_mode") == "wal");
+  // end_session summarized the session's calls (store/summaries.h).
+  CHECK(db.one("SELECT calls FROM summaries WHERE session_id = 1") == "8");
+  CHECK(db.one("SELECT SUM(calls) FROM call_stats WHERE session_id = 1 AND pid IS NULL") == "8");
 
   CHECK(db.one("SELECT count(*) FROM apis") == std::to_string(vs::all_apis().size()));
   CHECK(db.one("SELECT layer, op FROM apis WHERE name = 'cudaFreeHost'") == "runtime|free_host");

@@ -1,8 +1,8 @@
-#include "tools/percentiles.h"
+#include "common/percentiles.h"
 
 #include <algorithm>
 
-namespace vs::tools {
+namespace vs {
 
 std::size_t nearest_rank(std::size_t n, int per_mille) {
   std::size_t rank = (n * static_cast<std::size_t>(per_mille) + 999) / 1000;
@@ -26,4 +26,4 @@ std::vector<std::int64_t> nearest_rank_percentiles(std::vector<std::int64_t>& va
   return out;
 }
 
-}  // namespace vs::tools
+}  // namespace vs

@@ -3,13 +3,16 @@
 // ascending order. It is always one of the stored values (never interpolated),
 // and with n < 100 the p99 is the maximum — which is what an agent should be
 // told rather than a smoothed number that no call ever took.
+//
+// In common/ because the writer (per-API summaries at session end) and the
+// tools (scans of a selection) must take them the same way.
 #pragma once
 
 #include <cstdint>
 #include <span>
 #include <vector>
 
-namespace vs::tools {
+namespace vs {
 
 inline constexpr const char* kPercentileMethod =
     "exact nearest-rank over every stored call in the selection: pN is the value at rank ceil(N/100 x count) "
@@ -26,4 +29,4 @@ std::size_t nearest_rank(std::size_t n, int per_mille);
 // Empty `values` gives zeros.
 std::vector<std::int64_t> nearest_rank_percentiles(std::vector<std::int64_t>& values, std::span<const int> per_mille);
 
-}  // namespace vs::tools
+}  // namespace vs
