@@ -4,6 +4,7 @@
 // so that "nothing found" is an observation, not a silence.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <map>
 #include <set>
 
@@ -665,11 +666,17 @@ void nvml_context_overhead(Ctx& c, std::vector<Finding>& out, std::vector<std::s
     // kNvmlMaxSamples of them evenly spread: each costs one outstanding-bytes query.
     std::optional<std::int64_t> before_first;
     std::vector<std::pair<std::int64_t, std::int64_t>> after;
+    // After the exit, NVML still shows memory the driver is tearing down while the trace counts it released.
+    const auto proc = c.processes.find(pid);
+    const std::int64_t exit_ns = proc != c.processes.end() && proc->second.exited ? proc->second.end_ns : INT64_MAX;
     for (auto [ts, used] : all) {
       if (first_alloc > 0 && ts < first_alloc) before_first = used;
-      else after.push_back({ts, used});
+      else if (ts < exit_ns) after.push_back({ts, used});
     }
-    if (after.empty()) after = all;
+    if (after.empty()) {
+      notes.push_back(c.who(pid) + ": no NVML sample between its first allocation and its exit");
+      continue;
+    }
     std::vector<std::pair<std::int64_t, std::int64_t>> picked;
     const std::size_t n = std::min(after.size(), kNvmlMaxSamples);
     for (std::size_t i = 0; i < n; ++i) picked.push_back(after[i * after.size() / n]);
@@ -693,8 +700,7 @@ void nvml_context_overhead(Ctx& c, std::vector<Finding>& out, std::vector<std::s
       notes.push_back(c.who(pid) + ": NVML exceeds traced memory by " + fmt_bytes(median) + " (median)");
       continue;
     }
-    const auto it = c.processes.find(pid);
-    const bool attached = it != c.processes.end() && (it->second.how_found == "pid" || it->second.how_found == "running");
+    const bool attached = proc != c.processes.end() && (proc->second.how_found == "pid" || proc->second.how_found == "running");
     Finding f;
     f.kind = "nvml_context_overhead";
     f.severity = "info";
@@ -702,14 +708,14 @@ void nvml_context_overhead(Ctx& c, std::vector<Finding>& out, std::vector<std::s
     f.size = static_cast<double>(median);
     f.title = c.who(pid) + ": NVML sees " + fmt_bytes(median) + " more GPU memory than its traced allocations";
     f.summary = "Across " + std::to_string(picked.size()) + " of " + std::to_string(all.size()) +
-                " NVML samples (from its first allocation on), the process's used GPU memory exceeded its traced outstanding allocations by " +
+                " NVML samples (from its first allocation to its exit), the process's used GPU memory exceeded its traced outstanding allocations by " +
                 fmt_bytes(median) + " (median; " + fmt_bytes(sorted.front()) + " to " + fmt_bytes(sorted.back()) + ")" +
                 (before_first ? "; the last sample before its first allocation showed " + fmt_bytes(*before_first) : "") +
                 ". At NVML's peak (" + fmt_bytes(nvml_max) + ") the trace accounted for " + fmt_bytes(traced_at_max) +
                 ". The difference is the CUDA context, module images and driver overhead, which no allocation call "
                 "shows" + (attached ? ", plus memory allocated before tracing began (the process was attached)" : "") +
                 ".";
-    f.rule = "median over NVML per-process samples from the first allocation on of (used_bytes - traced outstanding GPU memory at the same instant) "
+    f.rule = "median over NVML per-process samples from the first allocation to the exit of (used_bytes - traced outstanding GPU memory at the same instant) "
              ">= " + fmt_bytes(kNvmlMinOverheadBytes);
     f.numbers = {{"overhead_median_bytes", median}, {"overhead_min_bytes", sorted.front()},
                  {"overhead_max_bytes", sorted.back()}, {"samples_compared", picked.size()},

@@ -127,7 +127,9 @@ TEST_CASE("findings empty_cache: cache held, cuBLAS outside the allocator, NVML 
 TEST_CASE("findings exit_holding: released at exit, not a leak", "[findings]") {
   Findings f("exit_holding");
   INFO(f.text);
-  CHECK(f.kinds() == std::set<std::string>{"released_at_exit", "nvml_context_overhead"});
+  // NVML's only sample after the allocations came after the exit (the driver still tearing down): no overhead claimed.
+  CHECK(f.kinds() == std::set<std::string>{"released_at_exit"});
+  CHECK(f.text.find("no NVML sample between its first allocation and its exit") != std::string::npos);
   auto exit = f.of("released_at_exit");
   REQUIRE(exit.size() == 1);
   CHECK(f.number(exit[0], "released_bytes") == 469762048);
