@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The main job, end to end: install dependencies, build, trace the bundled
-# fake CUDA workload with the real eBPF tracer, and print a summary.
+# fake CUDA workload with the real eBPF tracer, then investigate it -- and a
+# PyTorch trace recorded on an H100 -- through the MCP server the way an agent
+# does (examples/sessions/investigate.py: initialize, trace_overview, findings,
+# the first drill-down), printing what the tools answer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -12,7 +15,8 @@ db=${DB:-demo.db}
 rm -f "$db" "$db-wal" "$db-shm"
 "$build/vramscope" trace --db "$db" --cuda-lib "$fx/libcudart.so.13" --cuda-lib "$fx/libcuda.so.1" -- "$fx/workload" child
 echo
-echo "Trace written to $db. Allocations still held when each process ended:"
-sqlite3 -header -column "$db" \
-  "SELECT pid, kind, bytes, end_reason, (SELECT path FROM objects WHERE id = caller_id) AS caller
-   FROM allocations WHERE end_reason <> 'freed' ORDER BY pid, alloc_ts_ns"
+echo "######## $db (just traced, fake CUDA libraries), investigated over MCP (stdio)"
+python3 examples/sessions/investigate.py "$build/vramscope" mcp --db "$db"
+echo
+echo "######## the leak trace recorded on an H100 with PyTorch (examples/traces/leak), over MCP"
+python3 examples/sessions/investigate.py "$build/vramscope" mcp --demo leak

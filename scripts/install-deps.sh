@@ -7,6 +7,6 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
   cmake make g++ clang pkg-config \
   libbpf-dev bpftool libelf-dev zlib1g-dev \
-  libsqlite3-dev sqlite3 nlohmann-json3-dev libboost-dev libspdlog-dev libcli11-dev catch2 libbenchmark-dev \
+  python3 libsqlite3-dev sqlite3 nlohmann-json3-dev libboost-dev libspdlog-dev libcli11-dev catch2 libbenchmark-dev \
   >/dev/null
 bash "$(dirname "$0")/install-mcp-clients.sh"  # MCP clients for tests/mcp (npm)

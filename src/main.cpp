@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "src/mcp_command.h"
+#include "src/report_command.h"
 #include "src/trace_command.h"
 
 int main(int argc, char** argv) {
@@ -20,9 +22,15 @@ int main(int argc, char** argv) {
 
   vs::cli::TraceArgs trace_args;
   CLI::App* trace = vs::cli::add_trace_command(app, trace_args);
+  vs::cli::McpArgs mcp_args;
+  CLI::App* mcp = vs::cli::add_mcp_command(app, mcp_args);
+  vs::cli::ReportArgs report_args;
+  CLI::App* report = vs::cli::add_report_command(app, report_args);
 
   CLI11_PARSE(app, argc, argv);
   if (verbose) spdlog::set_level(spdlog::level::debug);
   if (trace->parsed()) return vs::cli::run_trace(trace_args);
+  if (mcp->parsed()) return vs::cli::run_mcp(mcp_args);
+  if (report->parsed()) return vs::cli::run_report(report_args);
   return 0;
 }

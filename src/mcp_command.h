@@ -1,0 +1,30 @@
+// `vramscope mcp`: serve a trace's analyses to AI agents over MCP, on stdio
+// (what client configs launch) or Streamable HTTP (--http HOST:PORT).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace vs::cli {
+
+struct McpArgs {
+  std::string db;
+  std::string demo;  // name of an embedded trace, instead of --db
+  std::string http;  // HOST:PORT; empty: stdio
+  std::string token_file;
+  std::vector<std::string> allow_hosts;
+  std::vector<std::string> allow_origins;
+  std::size_t max_sessions = 64;
+};
+
+CLI::App* add_mcp_command(CLI::App& app, McpArgs& args);
+int run_mcp(const McpArgs& args);
+
+// The trace file a command reads: --db PATH, or --demo NAME (an embedded
+// trace written to a private file). Shared by `mcp` and `report`.
+Result<std::string> trace_path(const std::string& db, const std::string& demo);
+
+}  // namespace vs::cli
