@@ -131,7 +131,7 @@ std::string clean_untrusted(std::string_view s, std::size_t max_chars) {
       ++i;
       continue;
     }
-    std::size_t len = ch >= 0xf0 && ch < 0xf5 ? 4 : ch >= 0xe0 ? 3 : ch >= 0xc2 && ch < 0xe0 ? 2 : 0;
+    std::size_t len = ch >= 0xf0 && ch < 0xf5 ? 4 : ch >= 0xe0 && ch < 0xf0 ? 3 : ch >= 0xc2 && ch < 0xe0 ? 2 : 0;
     bool valid = len > 0 && i + len <= s.size();
     for (std::size_t k = 1; valid && k < len; ++k) valid = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
     if (valid && len > 2) {  // no overlong forms, surrogates or code points past U+10FFFF

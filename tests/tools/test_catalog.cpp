@@ -41,4 +41,5 @@ TEST_CASE("untrusted strings cannot break out of their quotes", "[tools]") {
   CHECK(vs::tools::clean_untrusted("bad\xff\xfe utf8 \xc3\xa9") == "bad?? utf8 \xc3\xa9");
   CHECK(vs::tools::clean_untrusted("abcdef", 3) == "abc…");
   CHECK(nlohmann::json(vs::tools::clean_untrusted("\xed\xa0\x80")).dump() == "\"???\"");
+  CHECK(vs::tools::clean_untrusted("\xff\x80\x80 \xf8\x88\x80\x80\x80") == "??? ?????");
 }
