@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 
 #include "store/call_stats.h"
 #include "tools/call_filter.h"
@@ -15,11 +16,18 @@
 namespace vs::tools {
 
 // Keyed by apis.id; APIs without a call in the selection are absent.
-Result<std::map<std::int64_t, store::CallStats>> per_api_stats(const store::TraceReader& db, const Session& session,
-                                                                const Window& window, const CallFilter& filter);
+using PerApiStats = std::map<std::int64_t, store::CallStats>;
+
+// From the summaries only: nullopt when they do not cover the selection or were not built.
+Result<std::optional<PerApiStats>> summarized_per_api_stats(const store::TraceReader& db, const Session& session,
+                                                            const Window& window, const CallFilter& filter);
+
+// From the summaries, or else by scanning the selected calls.
+Result<PerApiStats> per_api_stats(const store::TraceReader& db, const Session& session,
+                                   const Window& window, const CallFilter& filter);
 
 // The whole session, no filter: what trace_overview and compare_sessions summarize.
-Result<std::map<std::int64_t, store::CallStats>> per_api_stats(const store::TraceReader& db, const Session& session,
-                                                                const ApiTable& apis);
+Result<PerApiStats> per_api_stats(const store::TraceReader& db, const Session& session,
+                                   const ApiTable& apis);
 
 }  // namespace vs::tools

@@ -1,10 +1,38 @@
 // slowest_calls: the N longest calls of a selection, each with the context
 // that explains it (off-CPU time and who took the CPU, caller, enclosing call,
 // the allocation it freed and how old it was).
+#include "store/summaries.h"
+#include "tools/api_stats.h"
 #include "tools/call_records.h"
 
 namespace vs::tools {
 namespace {
+
+// The planner reads a process's or an API's calls through its own index and
+// sorts them all (3 M calls of one process: 1 s). When the selection is a large
+// share of the session, walking call_rows_dur downwards until `limit` calls match
+// passes about limit x session calls / selected calls rows instead; for a small
+// share that walk would pass most of the session. The summaries give both counts.
+constexpr std::int64_t kMaxDurationIndexWalk = 100000;
+
+Result<bool> walk_duration_index(const store::TraceReader& db, const Session& session, const Window& window,
+                                 const CallFilter& filter, std::int64_t limit) {
+  if (filter.applied.empty()) return false;  // the planner walks it already
+  auto selected = summarized_per_api_stats(db, session, window, filter);
+  if (!selected) return selected.error();
+  if (!*selected) return false;
+  auto all = store::read_summaries(db, session.id, std::nullopt);
+  if (!all) return all.error();
+  std::int64_t selected_calls = 0, session_calls = 0;
+  for (const auto& [api, s] : **selected) selected_calls += s.calls;
+  for (const auto& [api, s] : **all) session_calls += s.calls;
+  if (selected_calls == 0 || limit * session_calls / selected_calls > kMaxDurationIndexWalk) return false;
+  bool indexed = false;  // files upgraded by build_summaries may lack it
+  Status st = db.query("SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = 'call_rows_dur'", {},
+                       [&](const store::Row&) { indexed = true; });
+  if (!st) return Error{st.message()};
+  return indexed;
+}
 
 Result<ToolOutput> run(const ToolInput& in) {
   auto session = resolve_session(in.db, in.args);
@@ -20,7 +48,10 @@ Result<ToolOutput> run(const ToolInput& in) {
   std::vector<CallRow> rows;
   auto params = filter->params;
   params.push_back(limit);
-  Status st = in.db.query(std::string("SELECT ") + kCallColumns + " FROM call_rows WHERE " + filter->where +
+  auto by_duration = walk_duration_index(in.db, *session, *window, *filter, limit);
+  if (!by_duration) return by_duration.error();
+  Status st = in.db.query(std::string("SELECT ") + kCallColumns + " FROM call_rows " +
+                              (*by_duration ? "INDEXED BY call_rows_dur " : "") + "WHERE " + filter->where +
                               " ORDER BY dur_ns DESC, id LIMIT ?",
                           params, [&](const store::Row& r) { rows.push_back(read_call_row(r)); });
   if (!st) return Error{st.message()};
