@@ -257,7 +257,7 @@ def summarize(data):
     print("\n== probed-call rates of workloads and the overhead they give")
     cands = {m: [v for (mm, _), v in per_hit.items() if mm == m] for m in order[1:]}
     hit_cost = {m: max(v) for m, v in cands.items() if v}
-    print(f"{'workload':<28} {'span s':>7} {'hits/s':>9} {'(r / d)':>15} {"launch hits/s":>14} {'attach':>7} {'detach':>7} {'overhead %':>11}")
+    print(f"{'workload':<28} {'span s':>7} {'hits/s':>9} {'(r / d)':>15} {'launch hits/s':>14} {'attach':>7} {'detach':>7} {'overhead %':>11}")
     for name, m, h, launches, secs, s in data.get("rates", []):
         rate = sum(h.values()) / secs
         ov = rate * hit_cost.get(m, float("nan")) / 1e9 * 100
