@@ -9,7 +9,7 @@
 #include <set>
 
 #include "common/json_schema.h"
-#include "common/percentiles.h"
+#include "tools/api_stats.h"
 #include "tools/common.h"
 
 namespace vs::tools {
@@ -83,10 +83,7 @@ class Ctx {
   std::map<std::int64_t, Process> processes;
   std::map<std::int64_t, std::string> callers;  // objects.id -> file name
   std::set<std::int64_t> framework_callers;
-  struct Api {
-    std::string name, layer, op;
-  };
-  std::map<std::int64_t, Api> apis;  // by apis.id
+  ApiTable apis;
   Status status;
 
   // Runs a query unless an earlier one failed (the first error is kept).
@@ -122,12 +119,29 @@ class Ctx {
     query(sql, params, [&](const store::Row& r) { out.push_back(r.i64(0)); });
     return out;
   }
+  // Per-API stats of the selection (the session, or its one process), by apis.id, computed once: from the
+  // summaries when they were built, else from one scan of the calls (tools/api_stats.h: the same numbers).
+  const std::map<std::int64_t, store::CallStats>& call_stats() {
+    if (!call_stats_ && status.ok()) {
+      const Window whole{session.start_ns, session.end_ns, true};
+      auto filter = build_call_filter(db, apis, session, whole, pid ? json{{"pid", *pid}} : json::object());
+      auto stats = filter ? per_api_stats(db, session, whole, *filter)
+                          : Result<std::map<std::int64_t, store::CallStats>>(filter.error());
+      if (stats) call_stats_ = std::move(*stats);
+      else status = Status(stats.error());
+    }
+    static const std::map<std::int64_t, store::CallStats> none;
+    return call_stats_ ? *call_stats_ : none;
+  }
   // Where to drill down: only tools of this build, with arguments their schemas accept.
   void drill(Finding& f, const char* tool, json args, const char* why) const {
     args["session_id"] = session.id;
     if (!find_tool(tool) || json_schema::validate(input_schema(tool), args)) return;
     f.next.push_back({{"tool", tool}, {"arguments", std::move(args)}, {"why", why}});
   }
+
+ private:
+  std::optional<std::map<std::int64_t, store::CallStats>> call_stats_;
 };
 
 void load_context(Ctx& c) {
@@ -144,8 +158,10 @@ void load_context(Ctx& c) {
     for (const auto& fw : kFrameworks)
       if (name.find(fw.library) != std::string::npos) c.framework_callers.insert(r.i64(0));
   });
-  c.query("SELECT id, name, layer, op FROM apis", {},
-          [&](const store::Row& r) { c.apis[r.i64(0)] = {r.text(1), r.text(2), r.text(3)}; });
+  if (!c.status.ok()) return;
+  auto apis = load_apis(c.db);
+  if (apis) c.apis = std::move(*apis);
+  else c.status = Status(apis.error());
 }
 
 // outstanding_allocations arguments for what a process held at its end: a
@@ -271,38 +287,74 @@ void leak_growth(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& no
   }
 }
 
+// The calls at or above one API's p99, summed for the preemption_tail rule.
+struct Tail {
+  std::int64_t p99_ns = 0;
+  std::int64_t calls = 0, nested = 0, dur = 0, off = 0, runq = 0, descheduled = 0;
+  std::map<std::string, std::int64_t> preemptors;  // comm -> off-CPU ns
+  std::vector<std::pair<std::int64_t, std::int64_t>> slowest;  // (-dur_ns, id): the slowest first, then the lowest id
+};
+
+// Whether call_rows has an index on (api_id, dur_ns): then each API's tail is one index range.
+bool has_api_dur_index(Ctx& c) {
+  return c.value("SELECT COUNT(*) FROM pragma_index_list('call_rows') l WHERE (SELECT group_concat(name, ',') FROM "
+                 "(SELECT name FROM pragma_index_info(l.name) ORDER BY seqno LIMIT 2)) = 'api_id,dur_ns'",
+                 {}) > 0;
+}
+
+// Reads the calls at or above each API's p99 into `tails` (keyed by api_id): one index range per API when
+// (api_id, dur_ns) is indexed; otherwise one scan of the selection's calls, as the (api_id, ts_ns) index would
+// visit every call of each API anyway.
+void read_tails(Ctx& c, std::map<std::int64_t, Tail>& tails) {
+  const std::string columns =
+      "SELECT api_id, id, dur_ns, off_cpu_ns, runq_ns, switches, COALESCE(preempted_by_comm, ''), parent_id IS NOT "
+      "NULL FROM call_rows WHERE " + c.scope();
+  auto add = [&](const store::Row& r) {
+    auto it = tails.find(r.i64(0));
+    if (it == tails.end() || r.i64(2) < it->second.p99_ns) return;
+    Tail& t = it->second;
+    ++t.calls;
+    t.slowest.push_back({-r.i64(2), r.i64(1)});
+    t.dur += r.i64(2);
+    t.off += r.i64(3);
+    t.runq += r.i64(4);
+    t.descheduled += r.i64(5) > 0;
+    if (!r.text(6).empty()) t.preemptors[r.text(6)] += r.i64(3);
+    t.nested += r.i64(7);
+  };
+  if (has_api_dur_index(c)) {
+    for (const auto& [api_id, t] : tails) c.query(columns + " AND api_id = ? AND dur_ns >= ?", c.params({api_id, t.p99_ns}), add);
+  } else if (!tails.empty()) {
+    const auto lowest = std::min_element(tails.begin(), tails.end(), [](const auto& a, const auto& b) {
+      return a.second.p99_ns < b.second.p99_ns;
+    });
+    c.query(columns + " AND dur_ns >= ?", c.params({lowest->second.p99_ns}), add);
+  }
+  for (auto& [api_id, t] : tails) {
+    const auto kept = std::min(t.slowest.size(), kMaxIds);
+    std::partial_sort(t.slowest.begin(), t.slowest.begin() + static_cast<std::ptrdiff_t>(kept), t.slowest.end());
+    t.slowest.resize(kept);
+  }
+}
+
 // Per API: is the slowest 1% slow because the thread was waiting for a CPU?
 void preemption_tail(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
-  std::map<std::int64_t, std::vector<std::int64_t>> durations;
-  c.query("SELECT api_id, dur_ns FROM call_rows WHERE " + c.scope(), c.params(),
-          [&](const store::Row& r) { durations[r.i64(0)].push_back(r.i64(1)); });
-  int checked = 0;
-  for (auto& [api_id, durs] : durations) {
-    const auto n = static_cast<std::int64_t>(durs.size());
-    if (n < kTailMinCalls) continue;
-    ++checked;
-    static constexpr int kRanks[] = {kP50, kP99};
-    auto p = nearest_rank_percentiles(durs, kRanks);
+  const auto& stats = c.call_stats();
+  std::map<std::int64_t, Tail> tails;
+  for (const auto& [api_id, s] : stats)
+    if (s.calls >= kTailMinCalls) tails[api_id].p99_ns = s.p99_ns;
+  read_tails(c, tails);
+  for (const auto& [api_id, t] : tails) {
+    const store::CallStats& s = stats.at(api_id);
+    const std::int64_t n = s.calls, p50 = s.p50_ns, p99 = s.p99_ns;
     const std::string& api = c.apis[api_id].name;
-    std::int64_t tail_n = 0, nested = 0, dur = 0, off = 0, runq = 0, descheduled = 0;
-    std::map<std::string, std::int64_t> preemptors;  // comm -> off-CPU ns
-    std::vector<std::int64_t> ids;
-    c.query("SELECT id, dur_ns, off_cpu_ns, runq_ns, switches, COALESCE(preempted_by_comm, ''), parent_id IS NOT NULL "
-            "FROM call_rows WHERE " + c.scope() + " AND api_id = ? AND dur_ns >= ? ORDER BY dur_ns DESC",
-            c.params({api_id, p[1]}), [&](const store::Row& r) {
-              ++tail_n;
-              if (ids.size() < kMaxIds) ids.push_back(r.i64(0));
-              dur += r.i64(1);
-              off += r.i64(2);
-              runq += r.i64(3);
-              descheduled += r.i64(4) > 0;
-              nested += r.i64(6);
-              if (!r.text(5).empty()) preemptors[r.text(5)] += r.i64(2);
-            });
+    const std::int64_t tail_n = t.calls, nested = t.nested, dur = t.dur, off = t.off, runq = t.runq,
+                       descheduled = t.descheduled;
+    const auto& preemptors = t.preemptors;
     const double runq_share = dur > 0 ? static_cast<double>(runq) / static_cast<double>(dur) : 0;
-    if (runq_share < kTailMinRunqShare || p[1] < kTailMinRatio * p[0] || nested == tail_n) {
+    if (runq_share < kTailMinRunqShare || p99 < kTailMinRatio * p50 || nested == tail_n) {
       if (nested < tail_n)
-        notes.push_back(api + ": p99 " + fmt_ns(p[1]) + " (p50 " + fmt_ns(p[0]) + "), " + pct(runq_share) +
+        notes.push_back(api + ": p99 " + fmt_ns(p99) + " (p50 " + fmt_ns(p50) + "), " + pct(runq_share) +
                         " of the tail waiting for a CPU");
       continue;
     }
@@ -311,11 +363,11 @@ void preemption_tail(Ctx& c, std::vector<Finding>& out, std::vector<std::string>
     Finding f;
     f.kind = "preemption_tail";
     f.severity = "medium";
-    f.size = static_cast<double>(p[1]);
-    f.title = api + "'s tail is CPU preemption: p99 " + fmt_ns(p[1]) + " vs p50 " + fmt_ns(p[0]) + ", " +
+    f.size = static_cast<double>(p99);
+    f.title = api + "'s tail is CPU preemption: p99 " + fmt_ns(p99) + " vs p50 " + fmt_ns(p50) + ", " +
               pct(runq_share) + " of the tail spent waiting for a CPU";
     f.summary = "Of " + std::to_string(n) + " " + api + " calls, the slowest " + std::to_string(tail_n) +
-                " (>= p99 = " + fmt_ns(p[1]) + "; p50 = " + fmt_ns(p[0]) + ") took " + fmt_ns(dur) + " in all, " +
+                " (>= p99 = " + fmt_ns(p99) + "; p50 = " + fmt_ns(p50) + ") took " + fmt_ns(dur) + " in all, " +
                 fmt_ns(off) + " of it off-CPU and " + fmt_ns(runq) + " runnable but waiting for a CPU (" +
                 pct(runq_share) + "); switched out: " + std::to_string(descheduled) + " of " + std::to_string(tail_n) +
                 (top != preemptors.end() ? ", the CPU held mostly by " + quote_untrusted(top->first, 32) : "") +
@@ -323,16 +375,16 @@ void preemption_tail(Ctx& c, std::vector<Finding>& out, std::vector<std::string>
     f.rule = "an API with >= " + std::to_string(kTailMinCalls) + " calls whose calls at or above p99 spent >= " +
              pct(kTailMinRunqShare) + " of their duration runnable but off-CPU (runq_ns), with p99 >= " +
              std::to_string(kTailMinRatio) + " x p50";
-    f.numbers = {{"calls", n},           {"p50_ns", p[0]},       {"p99_ns", p[1]},
+    f.numbers = {{"calls", n},           {"p50_ns", p50},       {"p99_ns", p99},
                  {"tail_calls", tail_n}, {"tail_dur_ns", dur},   {"tail_off_cpu_ns", off},
                  {"tail_runq_ns", runq}, {"tail_runq_pct", std::round(runq_share * 1000) / 10},
                  {"tail_descheduled_calls", descheduled}};
-    f.call_ids = ids;
+    for (auto [neg_dur, id] : t.slowest) f.call_ids.push_back(id);
     c.drill(f, "offcpu_attribution", {{"api", api}}, "off-CPU share, p99 with vs without switches, who took the CPU");
     c.drill(f, "slowest_calls", {{"api", api}}, "the slowest calls with their scheduling details");
     out.push_back(std::move(f));
   }
-  if (checked == 0) notes.push_back("no API has >= " + std::to_string(kTailMinCalls) + " calls");
+  if (tails.empty()) notes.push_back("no API has >= " + std::to_string(kTailMinCalls) + " calls");
 }
 
 const char* error_name(const std::string& layer, std::int64_t ret) {
@@ -356,13 +408,18 @@ void call_errors(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& no
   struct Group {
     std::int64_t api_id, ret, count, max_bytes, first_id, first_ts, pid;
   };
+  // Only the APIs whose stats count failed top-level calls: their calls are read through the (api_id, ts_ns) index.
+  std::string failing;
+  for (const auto& [api_id, s] : c.call_stats())
+    if (s.top_level_failed > 0) failing += (failing.empty() ? "" : ",") + std::to_string(api_id);
   std::vector<Group> groups;
-  c.query("SELECT c.api_id, c.ret, COUNT(*), COALESCE(MAX(c.bytes), 0), MIN(c.id), MIN(c.ts_ns), MIN(c.pid) "
-          "FROM call_rows c WHERE " + c.scope("c") + " AND c.ret != 0 AND c.parent_id IS NULL GROUP BY c.api_id, c.ret "
-          "ORDER BY COUNT(*) DESC",
-          c.params(), [&](const store::Row& r) {
-            groups.push_back({r.i64(0), r.i64(1), r.i64(2), r.i64(3), r.i64(4), r.i64(5), r.i64(6)});
-          });
+  if (!failing.empty())
+    c.query("SELECT api_id, ret, COUNT(*), COALESCE(MAX(bytes), 0), MIN(id), MIN(ts_ns), MIN(pid) FROM call_rows "
+            "WHERE " + c.scope() + " AND api_id IN (" + failing + ") AND ret != 0 AND parent_id IS NULL "
+            "GROUP BY api_id, ret ORDER BY COUNT(*) DESC, api_id, ret",
+            c.params(), [&](const store::Row& r) {
+              groups.push_back({r.i64(0), r.i64(1), r.i64(2), r.i64(3), r.i64(4), r.i64(5), r.i64(6)});
+            });
   if (groups.empty()) notes.push_back("no call returned an error");
   for (bool oom : {true, false}) {
     std::vector<const Group*> sel;
@@ -658,12 +715,25 @@ void nvml_context_overhead(Ctx& c, std::vector<Finding>& out, std::vector<std::s
     notes.push_back("no NVML per-process samples (NVML: " + quote_untrusted(nvml, 120) + ")");
     return;
   }
+  // Per sampled process, its traced GPU memory as changes in time order: +bytes at each allocation, -bytes at
+  // each free; outstanding bytes at an instant are the sum of the changes up to it.
+  std::map<std::int64_t, std::vector<std::pair<std::int64_t, std::int64_t>>> changes;  // pid -> (ts, bytes)
+  std::map<std::int64_t, std::int64_t> first_allocs;
+  c.query("SELECT pid, alloc_ts_ns, free_ts_ns, bytes FROM allocations WHERE " + c.scope() + " AND " + kGpuKinds,
+          c.params(), [&](const store::Row& r) {
+            const std::int64_t pid = r.i64(0), alloc_ns = r.i64(1), bytes = r.i64(3);
+            if (!samples.count(pid)) return;
+            auto& list = changes[pid];
+            list.push_back({alloc_ns, bytes});
+            if (!r.is_null(2)) list.push_back({r.i64(2), -bytes});
+            auto [first, inserted] = first_allocs.emplace(pid, alloc_ns);
+            if (!inserted) first->second = std::min(first->second, alloc_ns);
+          });
+  for (auto& [pid, list] : changes) std::sort(list.begin(), list.end());
   for (auto& [pid, all] : samples) {
-    const std::int64_t first_alloc =
-        c.value("SELECT MIN(alloc_ts_ns) FROM allocations WHERE session_id = ? AND pid = ? AND " +
-                    std::string(kGpuKinds), {c.session.id, pid});
+    const std::int64_t first_alloc = first_allocs.count(pid) ? first_allocs[pid] : 0;
     // The samples from the first allocation on (before it, NVML sees the context being created), at most
-    // kNvmlMaxSamples of them evenly spread: each costs one outstanding-bytes query.
+    // kNvmlMaxSamples of them evenly spread.
     std::optional<std::int64_t> before_first;
     std::vector<std::pair<std::int64_t, std::int64_t>> after;
     // After the exit, NVML still shows memory the driver is tearing down while the trace counts it released.
@@ -681,12 +751,11 @@ void nvml_context_overhead(Ctx& c, std::vector<Finding>& out, std::vector<std::s
     const std::size_t n = std::min(after.size(), kNvmlMaxSamples);
     for (std::size_t i = 0; i < n; ++i) picked.push_back(after[i * after.size() / n]);
     std::vector<std::int64_t> overhead;
-    std::int64_t nvml_max = 0, traced_at_max = 0;
-    for (auto [ts, used] : picked) {
-      std::int64_t traced = c.value("SELECT COALESCE(SUM(bytes), 0) FROM allocations WHERE session_id = ? AND pid = ? "
-                                    "AND " + std::string(kGpuKinds) +
-                                        " AND alloc_ts_ns <= ? AND (free_ts_ns IS NULL OR free_ts_ns > ?)",
-                                    {c.session.id, pid, ts, ts});
+    std::int64_t nvml_max = 0, traced_at_max = 0, traced = 0;
+    const auto& pid_changes = changes[pid];
+    auto next_change = pid_changes.begin();
+    for (auto [ts, used] : picked) {  // in time order, as the samples are
+      for (; next_change != pid_changes.end() && next_change->first <= ts; ++next_change) traced += next_change->second;
       overhead.push_back(used - traced);
       if (used > nvml_max) {
         nvml_max = used;

@@ -1,8 +1,13 @@
 // findings on the recorded H100 traces: each README's "what a good
 // investigation finds" fires, nothing is invented where the trace does not
 // show it, and every drill-down points at a tool that accepts its arguments.
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <filesystem>
 #include <set>
 
+#include "store/summaries.h"
 #include "tests/tools/tool_check.h"
 
 namespace {
@@ -160,4 +165,55 @@ TEST_CASE("findings: pid filter and errors the model can fix", "[findings]") {
   CHECK(one.structured["left_out"].get<int>() > 0);
   CHECK(vs::test::run_tool_error(*t.reader, "findings", {{"pid", 1}}).find("its processes: 476") != std::string::npos);
   CHECK(vs::test::run_tool_error(*t.reader, "findings", {{"session_id", 9}}).find("sessions: 1") != std::string::npos);
+}
+
+namespace {
+
+// A shipped trace copied to a temporary directory, to add summaries or an index to.
+struct TempCopy {
+  std::filesystem::path dir, file;
+  explicit TempCopy(const std::string& source) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "vs_findings_XXXXXX").string();
+    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
+    dir = tmpl;
+    file = dir / "trace.db";
+    std::filesystem::copy_file(source, file);
+  }
+  ~TempCopy() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  std::vector<vs::tools::ToolOutput> run(const std::vector<json>& cases) const {
+    auto t = vs::test::open_trace(file.string());
+    std::vector<vs::tools::ToolOutput> outs;
+    for (const auto& args : cases) outs.push_back(vs::test::run_tool_checked(*t.reader, "findings", args));
+    return outs;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("findings: the same from the calls, from the summaries, and with an (api_id, dur_ns) index", "[findings]") {
+  for (const char* name : {"attach", "contention", "empty_cache", "exit_holding", "expandable", "leak"}) {
+    INFO(name);
+    TempCopy copy(vs::test::example_trace(name));
+    const std::int64_t pid = vs::test::open_trace(copy.file.string()).q("SELECT pid FROM call_rows LIMIT 1");
+    const std::vector<json> cases = {json::object(), {{"limit", 50}}, {{"pid", pid}, {"limit", 50}}};
+    const auto scanned = copy.run(cases);  // the shipped traces predate the summaries
+    REQUIRE(vs::store::build_summaries(copy.file.string(), 1).ok());
+    const auto summarized = copy.run(cases);
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(copy.file.c_str(), &db) == SQLITE_OK);
+    const int rc = sqlite3_exec(db, "CREATE INDEX call_rows_api_dur ON call_rows(api_id, dur_ns)", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+    REQUIRE(rc == SQLITE_OK);
+    const auto indexed = copy.run(cases);
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      INFO(cases[i].dump());
+      CHECK(scanned[i].structured == summarized[i].structured);
+      CHECK(scanned[i].text == summarized[i].text);
+      CHECK(scanned[i].structured == indexed[i].structured);
+      CHECK(scanned[i].text == indexed[i].text);
+    }
+  }
 }
