@@ -54,23 +54,18 @@ std::string render(const json& out) {
 }
 
 Result<ToolOutput> run(const ToolInput& in) {
-  auto session = resolve_session(in.db, in.args);
-  if (!session) return session.error();
-  auto window = resolve_window(*session, in.args);
-  if (!window) return window.error();
-  auto apis = load_apis(in.db);
-  if (!apis) return apis.error();
-  auto filter = build_call_filter(in.db, *apis, *session, *window, in.args);
-  if (!filter) return filter.error();
+  auto selection = resolve_selection(in.db, in.args);
+  if (!selection) return selection.error();
+  const auto& [session, window, apis, filter] = *selection;
 
-  auto stats = per_api_stats(in.db, *session, *window, *filter);
+  auto stats = per_api_stats(in.db, session, window, filter);
   if (!stats) return stats.error();
   json rows = json::array();
   std::int64_t calls = 0;
   for (const auto& [api_id, api_stats] : *stats) {
     if (in.progress.stop_requested()) return Error{"cancelled"};
     calls += api_stats.calls;
-    rows.push_back(latency_row((*apis)[api_id], api_stats));
+    rows.push_back(latency_row(apis.at(api_id), api_stats));
   }
   std::string sort_by = arg_string(in.args, "sort_by", "total_time");
   const char* key = sort_by == "tail" ? "tail_ratio" : sort_by == "p99" ? "p99_ns" : sort_by == "count" ? "count" : "total_ns";
@@ -82,15 +77,15 @@ Result<ToolOutput> run(const ToolInput& in) {
   auto limit = static_cast<std::size_t>(arg_int(in.args, "limit", 20));
   if (rows.size() > limit) rows.erase(rows.begin() + static_cast<std::ptrdiff_t>(limit), rows.end());
 
-  json out = {{"session_id", session->id},
-              {"window", {{"from_ms", session->t_ms(window->from_ns)}, {"to_ms", session->t_ms(window->to_ns)}}},
-              {"filter", filter->applied},
+  json out = {{"session_id", session.id},
+              {"window", {{"from_ms", session.t_ms(window.from_ns)}, {"to_ms", session.t_ms(window.to_ns)}}},
+              {"filter", filter.applied},
               {"sort_by", sort_by},
               {"percentile_method", kPercentileMethod},
               {"calls", calls},
               {"apis_total", apis_total},
               {"apis", std::move(rows)}};
-  auto cov = coverage(in.db, *session);
+  auto cov = coverage(in.db, session);
   if (!cov) return cov.error();
   out["coverage"] = *cov;
   std::string text = render(out);

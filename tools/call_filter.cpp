@@ -16,6 +16,18 @@ Result<ApiTable> load_apis(const store::TraceReader& db) {
   return apis;
 }
 
+Result<CallSelection> resolve_selection(const store::TraceReader& db, const json& args) {
+  auto session = resolve_session(db, args);
+  if (!session) return session.error();
+  auto window = resolve_window(*session, args);
+  if (!window) return window.error();
+  auto apis = load_apis(db);
+  if (!apis) return apis.error();
+  auto filter = build_call_filter(db, *apis, *session, *window, args);
+  if (!filter) return filter.error();
+  return CallSelection{std::move(*session), *window, std::move(*apis), std::move(*filter)};
+}
+
 std::string hex_ptr(std::int64_t ptr) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "0x%" PRIx64, static_cast<std::uint64_t>(ptr));

@@ -41,6 +41,16 @@ struct CallFilter {
 Result<CallFilter> build_call_filter(const store::TraceReader& db, const ApiTable& apis, const Session& session,
                                      const Window& window, const json& args);
 
+// What a call-level tool works on: its session, window, the API table and the
+// filter its arguments describe, resolved in that order (the first Error is returned).
+struct CallSelection {
+  Session session;
+  Window window;
+  ApiTable apis;
+  CallFilter filter;
+};
+Result<CallSelection> resolve_selection(const store::TraceReader& db, const json& args);
+
 // "0x7f3a00000000": pointers are stored as signed 64-bit; agents read them as hex.
 std::string hex_ptr(std::int64_t ptr);
 

@@ -39,18 +39,13 @@ std::optional<Cursor> decode(const std::string& s) {
 }
 
 Result<ToolOutput> run(const ToolInput& in) {
-  auto session = resolve_session(in.db, in.args);
-  if (!session) return session.error();
-  auto window = resolve_window(*session, in.args);
-  if (!window) return window.error();
-  auto apis = load_apis(in.db);
-  if (!apis) return apis.error();
-  auto filter = build_call_filter(in.db, *apis, *session, *window, in.args);
-  if (!filter) return filter.error();
-  std::uint64_t filter_hash = fnv1a(std::to_string(session->id) + filter->applied.dump());
+  auto selection = resolve_selection(in.db, in.args);
+  if (!selection) return selection.error();
+  const auto& [session, window, apis, filter] = *selection;
+  std::uint64_t filter_hash = fnv1a(std::to_string(session.id) + filter.applied.dump());
 
-  std::string where = filter->where;
-  auto params = filter->params;
+  std::string where = filter.where;
+  auto params = filter.params;
   if (in.args.contains("cursor")) {
     auto cursor = decode(in.args["cursor"].get<std::string>());
     if (!cursor || cursor->filter_hash != filter_hash)
@@ -67,10 +62,10 @@ Result<ToolOutput> run(const ToolInput& in) {
   // scans instead of sorting every call of the session for each page.
   std::int64_t limit = arg_int(in.args, "limit", 25);
   std::vector<std::optional<std::int64_t>> per_api;
-  if (filter->api_ids) per_api.assign(filter->api_ids->begin(), filter->api_ids->end());
+  if (filter.api_ids) per_api.assign(filter.api_ids->begin(), filter.api_ids->end());
   else if (in.args.contains("pid")) per_api.push_back(std::nullopt);
   else
-    for (const auto& [id, api] : *apis) per_api.push_back(id);
+    for (const auto& [id, api] : apis) per_api.push_back(id);
   std::vector<CallRow> rows;
   for (const auto& api_id : per_api) {
     if (in.progress.stop_requested()) return Error{"cancelled"};
@@ -87,20 +82,20 @@ Result<ToolOutput> run(const ToolInput& in) {
   bool more = static_cast<std::int64_t>(rows.size()) > limit;
   if (more) rows.resize(static_cast<std::size_t>(limit));
 
-  auto calls = describe_calls(in.db, *session, *apis, rows);
+  auto calls = describe_calls(in.db, session, apis, rows);
   if (!calls) return calls.error();
-  json out = {{"session_id", session->id},
-              {"window", {{"from_ms", session->t_ms(window->from_ns)}, {"to_ms", session->t_ms(window->to_ns)}}},
-              {"filter", filter->applied},
+  json out = {{"session_id", session.id},
+              {"window", {{"from_ms", session.t_ms(window.from_ns)}, {"to_ms", session.t_ms(window.to_ns)}}},
+              {"filter", filter.applied},
               {"order", "entry time (t_ms), then id"},
               {"calls", std::move(*calls)},
               {"next_cursor", more ? json(encode({rows.back().ts_ns, rows.back().id, filter_hash})) : json()}};
-  auto cov = coverage(in.db, *session);
+  auto cov = coverage(in.db, session);
   if (!cov) return cov.error();
   out["coverage"] = *cov;
 
-  std::string text = "find_calls: session " + std::to_string(session->id) + ", " + std::to_string(rows.size()) +
-                     " calls" + (filter->applied.empty() ? "" : " with " + filter->applied.dump()) +
+  std::string text = "find_calls: session " + std::to_string(session.id) + ", " + std::to_string(rows.size()) +
+                     " calls" + (filter.applied.empty() ? "" : " with " + filter.applied.dump()) +
                      (in.args.contains("cursor") ? " (continued)" : "") + ", in entry-time order\n";
   text += more ? "more calls match: pass cursor \"" + out["next_cursor"].get<std::string>() + "\" for the next page\n"
                : "this is the last page\n";

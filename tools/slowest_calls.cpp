@@ -35,40 +35,35 @@ Result<bool> walk_duration_index(const store::TraceReader& db, const Session& se
 }
 
 Result<ToolOutput> run(const ToolInput& in) {
-  auto session = resolve_session(in.db, in.args);
-  if (!session) return session.error();
-  auto window = resolve_window(*session, in.args);
-  if (!window) return window.error();
-  auto apis = load_apis(in.db);
-  if (!apis) return apis.error();
-  auto filter = build_call_filter(in.db, *apis, *session, *window, in.args);
-  if (!filter) return filter.error();
+  auto selection = resolve_selection(in.db, in.args);
+  if (!selection) return selection.error();
+  const auto& [session, window, apis, filter] = *selection;
 
   std::int64_t limit = arg_int(in.args, "limit", 10);
   std::vector<CallRow> rows;
-  auto params = filter->params;
+  auto params = filter.params;
   params.push_back(limit);
-  auto by_duration = walk_duration_index(in.db, *session, *window, *filter, limit);
+  auto by_duration = walk_duration_index(in.db, session, window, filter, limit);
   if (!by_duration) return by_duration.error();
   Status st = in.db.query(std::string("SELECT ") + kCallColumns + " FROM call_rows " +
-                              (*by_duration ? "INDEXED BY call_rows_dur " : "") + "WHERE " + filter->where +
+                              (*by_duration ? "INDEXED BY call_rows_dur " : "") + "WHERE " + filter.where +
                               " ORDER BY dur_ns DESC, id LIMIT ?",
                           params, [&](const store::Row& r) { rows.push_back(read_call_row(r)); });
   if (!st) return Error{st.message()};
-  auto calls = describe_calls(in.db, *session, *apis, rows);
+  auto calls = describe_calls(in.db, session, apis, rows);
   if (!calls) return calls.error();
 
-  json out = {{"session_id", session->id},
-              {"window", {{"from_ms", session->t_ms(window->from_ns)}, {"to_ms", session->t_ms(window->to_ns)}}},
-              {"filter", filter->applied},
+  json out = {{"session_id", session.id},
+              {"window", {{"from_ms", session.t_ms(window.from_ns)}, {"to_ms", session.t_ms(window.to_ns)}}},
+              {"filter", filter.applied},
               {"calls", std::move(*calls)}};
-  auto cov = coverage(in.db, *session);
+  auto cov = coverage(in.db, session);
   if (!cov) return cov.error();
   out["coverage"] = *cov;
 
-  std::string text = "slowest_calls: session " + std::to_string(session->id) + ", the " +
+  std::string text = "slowest_calls: session " + std::to_string(session.id) + ", the " +
                      std::to_string(out["calls"].size()) + " longest calls";
-  if (!filter->applied.empty()) text += " with " + filter->applied.dump();
+  if (!filter.applied.empty()) text += " with " + filter.applied.dump();
   text += ", longest first\n";
   for (const auto& c : out["calls"]) text += call_line(c) + "\n";
   if (out["calls"].empty()) text += "no calls in this selection\n";
