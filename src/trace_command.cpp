@@ -326,8 +326,8 @@ CLI::App* add_trace_command(CLI::App& app, TraceArgs& args) {
   cmd->add_option("--duration", args.duration,
                   "Stop after this long (90s, 500ms, 2m); default: when the command exits, or on Ctrl-C");
   cmd->add_option("--cuda-lib", args.cuda_libs,
-                  "Probe this libcudart/libcuda (or a file with a CUDA runtime linked in) instead of searching "
-                  "(repeatable)");
+                  "Probe this libcudart/libcuda (or a file with a CUDA runtime linked in) instead of searching the "
+                  "disk (repeatable); CUDA libraries a traced process maps are still probed as it maps them");
   cmd->add_flag("--launches", args.launches,
                 "Also probe kernel launches (cudaLaunchKernel, cuLaunchKernel[Ex]): costs ~1-3 us per launch");
   cmd->add_flag("--sched-events", args.sched_events, "Also store every context switch of traced threads");
