@@ -42,7 +42,7 @@ const std::vector<Workflow>& workflows() {
         {"slowest_calls", "", "the slowest calls with their context."},
         {"find_calls", "", "specific calls by API, pointer, caller, error or duration."},
         {"compare_sessions", "", "only when the file holds a before and an after session."},
-        {"run_sql", "",
+        {"run_sql", "\"sql\": \"SELECT ...\"",
          "only for a question no tool answers; the schema is the vramscope://schema resource."}},
        "Follow the `next` drill-downs of the findings that matter (steps 3 to 11 are the tools they point to; skip "
        "those no finding or question needs). Then explain, finding by finding and in plain words, what happened, with "
@@ -170,7 +170,6 @@ Result<std::vector<PromptMessage>> get_prompt(const store::TraceReader& db, std:
     scope["pid"] = *pid;
   }
 
-  std::string scope_args = scope.dump();
   std::string text = std::string(w->goal) + "\n\nThe trace is a vramscope recording: the CUDA memory calls of GPU programs "
                      "(allocations, frees, copies, synchronizations) traced with eBPF, each with its duration, calling "
                      "library and the CPU scheduling during the call, plus NVML's view of device memory when it was "
@@ -180,9 +179,14 @@ Result<std::vector<PromptMessage>> get_prompt(const store::TraceReader& db, std:
                      ".\n\nSteps:\n";
   int n = 0;
   for (const auto& s : w->steps) {
-    std::string args = scope_args;
-    if (!s.extra_args.empty()) args = args.substr(0, args.size() - 1) + "," + std::string(s.extra_args) + "}";
-    text += std::to_string(++n) + ". Call `" + std::string(s.tool) + "` with " + args + ": " + std::string(s.purpose) + "\n";
+    // Only the scope arguments the tool takes (compare_sessions takes two sessions, not one).
+    json args = json::object();
+    const json& accepted = input_schema(s.tool)["properties"];
+    for (const auto& [k, v] : scope.items())
+      if (accepted.contains(k)) args[k] = v;
+    if (!s.extra_args.empty()) args.update(json::parse("{" + std::string(s.extra_args) + "}"));
+    text += std::to_string(++n) + ". Call `" + std::string(s.tool) + "` with " + args.dump() + ": " +
+            std::string(s.purpose) + "\n";
   }
   text += "\n" + std::string(w->conclusion) + "\n\n" + std::string(kRules);
   return std::vector<PromptMessage>{{"user", text}};

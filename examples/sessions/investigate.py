@@ -2,13 +2,16 @@
 """A scripted MCP session over stdio: what an agent does first with a trace.
 
 Starts `vramscope mcp` with the given arguments, initializes, lists the tools,
-calls trace_overview and findings, then follows the first finding's first `next`
+prints the `investigate` prompt, calls trace_overview and findings, then follows the first finding's first `next`
 drill-down (a tool and the arguments it names), and prints each tool's
 text -- the same `content` a model reads. Every message is logged to stderr
 with --verbose. Python standard library only.
 
     examples/sessions/investigate.py build/vramscope mcp --demo leak
     examples/sessions/investigate.py vramscope mcp --db run.db
+
+investigate-leak.txt is its output on the H100 leak trace: the scripted
+equivalent of an agent's first steps, not a model's answer.
 """
 import json
 import subprocess
@@ -70,6 +73,9 @@ def main():
     print(f"== {info['name']} {info['version']}, protocol {init['protocolVersion']}, "
           f"{len(tools)} tools: {', '.join(t['name'] for t in tools)}\n")
 
+    prompt = client.request("prompts/get", {"name": "investigate", "arguments": {}})
+    print("== prompts/get investigate (the workflow a model is given)\n"
+          + "\n".join(m["content"]["text"] for m in prompt["messages"]) + "\n")
     _, overview = client.call_tool("trace_overview")
     print("== trace_overview\n" + overview + "\n")
     findings, text = client.call_tool("findings")

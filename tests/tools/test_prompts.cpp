@@ -36,6 +36,20 @@ TEST_CASE("prompts: each workflow names tools of the catalog, with the scope's a
       CHECK(vs::tools::find_tool(tool) != nullptr);
       CHECK(m.text.find("`" + std::string(tool) + "`") != std::string::npos);
     }
+    // Every step's arguments are ones its tool accepts: an agent that follows the prompt gets no argument error.
+    std::size_t at = 0;
+    int steps = 0;
+    while ((at = m.text.find(". Call `", at)) != std::string::npos) {
+      std::size_t name_end = m.text.find('`', at + 8);
+      std::string tool = m.text.substr(at + 8, name_end - at - 8);
+      std::size_t args_begin = m.text.find('{', name_end), args_end = m.text.find("}: ", args_begin);
+      auto args = nlohmann::json::parse(m.text.substr(args_begin, args_end - args_begin + 1));
+      INFO(tool << " " << args.dump());
+      CHECK_FALSE(vs::json_schema::validate(vs::tools::input_schema(tool), args).has_value());
+      at = args_end;
+      ++steps;
+    }
+    CHECK(steps == static_cast<int>(tools.size()));
   }
   auto investigate = vs::tools::prompt_tools("investigate");
   CHECK(investigate[0] == "trace_overview");
