@@ -51,7 +51,7 @@ int run_report(const ReportArgs& args) {
   }
   auto db = store::TraceReader::open(*path);
   if (!db) {
-    spdlog::error("cannot read {} as a vramscope trace: {}", *path, db.error().message);
+    spdlog::error("{}", db.error().message);
     return 2;
   }
   tools::json scope = tools::json::object();

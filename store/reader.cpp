@@ -24,7 +24,7 @@ Result<std::unique_ptr<TraceReader>> TraceReader::open(const std::string& path) 
                  " (is it a vramscope trace file, and readable?)"};
   std::int64_t version = -1;
   Status s = r->query("PRAGMA user_version", {}, [&](const Row& row) { version = row.i64(0); });
-  if (!s) return Error{s.message()};
+  if (!s) return Error{"cannot read " + path + " as a vramscope trace: " + s.message()};
   if (version == 0) return Error{path + " is not a vramscope trace (no schema version)"};
   if (version > kSchemaVersion)
     return Error{path + " was written by a newer vramscope (schema " + std::to_string(version) + "); upgrade vramscope"};
