@@ -384,12 +384,11 @@ Result<ToolOutput> run(const ToolInput& in) {
                   fmt_bytes(total_sampled.value[last]).c_str(), fmt_bytes(hi).c_str());
     text += buf;
   }
-  text += coverage_line(result["coverage"]);
 
   ToolOutput out;
   if (arg_string(in.args, "image", "none") == "svg") out.images.push_back({"image/svg+xml", svg_chart(result)});
+  out.text = bound_text(std::move(text), coverage_line(result["coverage"]));
   out.structured = std::move(result);
-  out.text = bound_text(std::move(text));
   return out;
 }
 

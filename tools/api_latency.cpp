@@ -89,8 +89,7 @@ Result<ToolOutput> run(const ToolInput& in) {
   if (!cov) return cov.error();
   out["coverage"] = *cov;
   std::string text = render(out);
-  text += coverage_line(*cov);
-  return ToolOutput{std::move(out), bound_text(std::move(text)), {}};
+  return ToolOutput{std::move(out), bound_text(std::move(text), coverage_line(*cov)), {}};
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "tools/common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -175,13 +176,14 @@ std::string fmt_ns(std::int64_t ns) {
   return buf;
 }
 
-std::string bound_text(std::string text) {
-  if (text.size() <= kMaxTextChars) return text;
-  std::size_t cut = text.rfind('\n', kMaxTextChars - 80);
-  if (cut == std::string::npos) cut = kMaxTextChars - 80;
-  text.resize(cut);
-  text += "\n… (cut at " + std::to_string(kMaxTextChars) + " characters; narrow the query or lower `limit`)";
-  return text;
+std::string bound_text(std::string body, const std::string& footer) {
+  if (body.size() + footer.size() <= kMaxTextChars) return body + footer;
+  const std::string notice =
+      "… (cut at " + std::to_string(kMaxTextChars) + " characters; narrow the query or lower `limit`)\n";
+  std::size_t room = kMaxTextChars - std::min(kMaxTextChars, footer.size() + notice.size());
+  std::size_t cut = body.rfind('\n', room);
+  body.resize(cut == std::string::npos ? room : cut + 1);
+  return body + notice + footer;
 }
 
 std::int64_t arg_int(const json& args, const char* name, std::int64_t fallback) {

@@ -67,8 +67,10 @@ std::string clean_untrusted(std::string_view s, std::size_t max_chars = 160);
 std::string fmt_bytes(std::int64_t bytes);
 std::string fmt_ns(std::int64_t ns);
 
-// Cuts a text rendering to kMaxTextChars, saying so at the end.
-std::string bound_text(std::string text);
+// A tool's text rendering: `body` cut (saying so) so that it fits in
+// kMaxTextChars together with `footer` -- the coverage line(s) -- which is
+// always kept whole at the end.
+std::string bound_text(std::string body, const std::string& footer);
 
 // Typed argument access with the tool's default (arguments are already
 // schema-checked, so a present value has the right type).

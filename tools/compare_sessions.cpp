@@ -131,8 +131,7 @@ std::string render(const json& out) {
   }
   if (out["left_out"].get<std::int64_t>() > 0)
     text += "(" + std::to_string(out["left_out"].get<std::int64_t>()) + " smaller changes left out; raise `limit`)\n";
-  text += "a: " + coverage_line(out["coverage_a"]) + "\n";
-  return bound_text(text + coverage_line(out["coverage"]));
+  return bound_text(std::move(text), "a: " + coverage_line(out["coverage_a"]) + "\n" + coverage_line(out["coverage"]));
 }
 
 Result<ToolOutput> run(const ToolInput& in) {

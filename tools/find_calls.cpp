@@ -101,8 +101,7 @@ Result<ToolOutput> run(const ToolInput& in) {
                : "this is the last page\n";
   for (const auto& c : out["calls"]) text += call_line(c) + "\n";
   if (rows.empty()) text += "no calls match\n";
-  text += coverage_line(*cov);
-  return ToolOutput{std::move(out), bound_text(std::move(text)), {}};
+  return ToolOutput{std::move(out), bound_text(std::move(text), coverage_line(*cov)), {}};
 }
 
 }  // namespace

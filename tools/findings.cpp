@@ -874,7 +874,7 @@ std::string render(const json& out, const Session& s) {
   for (const auto& c : out["checked"])
     text += "- " + c["kind"].get<std::string>() + ": " + std::to_string(c["fired"].get<int>()) + " fired" +
             (c["notes"].empty() ? "" : "; " + c["notes"][0].get<std::string>()) + "\n";
-  return bound_text(text + coverage_line(out["coverage"]));
+  return bound_text(std::move(text), coverage_line(out["coverage"]));
 }
 
 Result<ToolOutput> run(const ToolInput& in) {

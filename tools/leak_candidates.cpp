@@ -370,11 +370,10 @@ Result<ToolOutput> run(const ToolInput& in) {
           pct(kMinGrownIterationsPct) + " of intervals grew; else growing if slope > 0, R² >= " +
           std::to_string(kMinR2).substr(0, 3) + ", >= " + std::to_string(kMinNewHighs) + " new highs over >= " +
           pct(kMinRiseSpanPct) + " of the span; otherwise plateau (grew once, then flat)\n";
-  text += coverage_line(result["coverage"]);
 
   ToolOutput out;
+  out.text = bound_text(std::move(text), coverage_line(result["coverage"]));
   out.structured = std::move(result);
-  out.text = bound_text(std::move(text));
   return out;
 }
 

@@ -144,8 +144,8 @@ Result<ToolOutput> run(const ToolInput& in) {
   auto cov = coverage(in.db, session);
   if (!cov) return cov.error();
   out["coverage"] = *cov;
-  std::string text = render(out) + coverage_line(*cov);
-  return ToolOutput{std::move(out), bound_text(std::move(text)), {}};
+  std::string text = render(out);
+  return ToolOutput{std::move(out), bound_text(std::move(text), coverage_line(*cov)), {}};
 }
 
 }  // namespace

@@ -194,11 +194,10 @@ Result<ToolOutput> run(const ToolInput& in) {
   render(result["held"], "held by live processes:");
   render(result["released_at_exit"], "released at process exit (never freed by a call):");
   text += "(* not GPU memory: host is pinned RAM, vmm_reserved address space, vmm_mapped maps vmm_physical)\n";
-  text += coverage_line(result["coverage"]);
 
   ToolOutput out;
+  out.text = bound_text(std::move(text), coverage_line(result["coverage"]));
   out.structured = std::move(result);
-  out.text = bound_text(std::move(text));
   return out;
 }
 

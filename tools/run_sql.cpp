@@ -92,8 +92,7 @@ Result<ToolOutput> run(const ToolInput& in) {
   for (const auto& c : columns) header += (header.empty() ? "" : " | ") + c.get<std::string>();
   text += header + "\n";
   for (const auto& line : text_rows) text += line + "\n";
-  text += coverage_line(*cov);
-  return ToolOutput{std::move(out), bound_text(std::move(text)), {}};
+  return ToolOutput{std::move(out), bound_text(std::move(text), coverage_line(*cov)), {}};
 }
 
 }  // namespace

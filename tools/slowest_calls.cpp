@@ -67,8 +67,7 @@ Result<ToolOutput> run(const ToolInput& in) {
   text += ", longest first\n";
   for (const auto& c : out["calls"]) text += call_line(c) + "\n";
   if (out["calls"].empty()) text += "no calls in this selection\n";
-  text += coverage_line(*cov);
-  return ToolOutput{std::move(out), bound_text(std::move(text)), {}};
+  return ToolOutput{std::move(out), bound_text(std::move(text), coverage_line(*cov)), {}};
 }
 
 }  // namespace

@@ -304,11 +304,10 @@ Result<ToolOutput> run(const ToolInput& in) {
               std::to_string(o["calls_recorded"].get<std::int64_t>()) + " calls)";
     text += "\n";
   }
-  text += coverage_line(result["coverage"]);
 
   ToolOutput out;
+  out.text = bound_text(std::move(text), coverage_line(result["coverage"]));
   out.structured = std::move(result);
-  out.text = bound_text(std::move(text));
   return out;
 }
 

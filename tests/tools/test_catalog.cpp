@@ -43,3 +43,15 @@ TEST_CASE("untrusted strings cannot break out of their quotes", "[tools]") {
   CHECK(nlohmann::json(vs::tools::clean_untrusted("\xed\xa0\x80")).dump() == "\"???\"");
   CHECK(vs::tools::clean_untrusted("\xff\x80\x80 \xf8\x88\x80\x80\x80") == "??? ?????");
 }
+
+TEST_CASE("bound_text: a long rendering is cut, its coverage line kept whole", "[tools]") {
+  std::string body;
+  for (int i = 0; body.size() < 3 * vs::tools::kMaxTextChars; ++i) body += "row " + std::to_string(i) + "\n";
+  const std::string footer = "coverage: session 1 (complete)";
+  std::string text = vs::tools::bound_text(body, footer);
+  CHECK(text.size() <= vs::tools::kMaxTextChars);
+  CHECK(text.substr(text.size() - footer.size()) == footer);
+  CHECK(text.find("… (cut at 20000 characters") != std::string::npos);
+  CHECK(text.rfind("row ", 0) == 0);
+  CHECK(vs::tools::bound_text("short\n", footer) == "short\n" + footer);
+}
