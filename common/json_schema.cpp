@@ -13,7 +13,8 @@ const std::set<std::string_view> kValidationKeywords = {
     "type",      "enum",      "const",     "properties", "required",         "additionalProperties",
     "items",     "minItems",  "maxItems",  "minimum",    "maximum",          "exclusiveMinimum",
     "exclusiveMaximum",       "minLength", "maxLength",  "pattern",          "anyOf",
-    "oneOf",     "allOf",     "$ref",      "$defs",      "definitions"};
+    "oneOf",     "allOf",     "if",        "then",       "else",             "$ref",
+    "$anchor",   "$defs",     "definitions"};
 const std::set<std::string_view> kAnnotations = {"title",   "description", "default", "examples",
                                                  "format",  "$schema",     "$id",     "$comment",
                                                  "readOnly", "deprecated"};
@@ -146,6 +147,13 @@ class Validator {
       for (const auto& s : *it) matches += run(s, v, path) ? 0 : 1;
       if (matches != 1) return fail(path, "must match exactly one of oneOf, matches " + std::to_string(matches));
     }
+    if (auto it = schema.find("if"); it != schema.end()) {
+      bool holds = !run(*it, v, path);
+      auto branch = schema.find(holds ? "then" : "else");
+      if (branch != schema.end())
+        if (auto e = run(*branch, v, path))
+          return *e + (holds ? " (\"then\": its \"if\" holds)" : " (\"else\": its \"if\" fails)");
+    }
     return std::nullopt;
   }
 
@@ -154,6 +162,7 @@ class Validator {
     return (path.empty() ? std::string("(root)") : path) + ": " + what;
   }
   const json* resolve(const std::string& ref) const {
+    if (ref.size() > 1 && ref[0] == '#' && ref[1] != '/') return find_anchor(root_, ref.substr(1));
     for (std::string_view prefix : {"#/$defs/", "#/definitions/"}) {
       if (ref.rfind(prefix, 0) == 0) {
         std::string name = ref.substr(prefix.size());
@@ -161,6 +170,14 @@ class Validator {
         if (root_.contains(section) && root_[section].contains(name)) return &root_[section][name];
       }
     }
+    return nullptr;
+  }
+  // The subschema declaring `"$anchor": name`, searched depth-first.
+  static const json* find_anchor(const json& schema, const std::string& name) {
+    if (!schema.is_object() && !schema.is_array()) return nullptr;
+    if (schema.is_object() && schema.value("$anchor", json()) == name) return &schema;
+    for (const auto& child : schema)
+      if (const json* found = find_anchor(child, name)) return found;
     return nullptr;
   }
   const json& root_;
@@ -176,7 +193,7 @@ std::optional<std::string> check(const json& schema, const std::string& path) {
     if (key == "properties" || key == "$defs" || key == "definitions") {
       for (const auto& [name, s] : value.items())
         if (auto e = check(s, sub + "/" + escape_pointer(name))) return e;
-    } else if (key == "items" || key == "additionalProperties") {
+    } else if (key == "items" || key == "additionalProperties" || key == "if" || key == "then" || key == "else") {
       if (auto e = check(value, sub)) return e;
     } else if (key == "anyOf" || key == "oneOf" || key == "allOf") {
       for (size_t i = 0; i < value.size(); ++i)

@@ -6,7 +6,8 @@
 // Supported: type (string or array), enum, const, properties, required,
 // additionalProperties (bool or schema), items, minItems, maxItems, minimum,
 // maximum, exclusiveMinimum, exclusiveMaximum, minLength, maxLength, pattern,
-// anyOf, oneOf, allOf, $ref to "#/$defs/<name>" (or "#/definitions/<name>").
+// anyOf, oneOf, allOf, if/then/else, $ref to "#/$defs/<name>" (or
+// "#/definitions/<name>") or to "#<anchor>" (a subschema's $anchor).
 // Annotations (title, description, default, examples, format, $schema, $id)
 // are accepted and ignored. An unknown keyword is an error in `check_schema`,
 // so a typo in a schema file fails a test instead of validating nothing.

@@ -1,6 +1,6 @@
 // The dispatcher over the stdio transport, on real pipes: lifecycle, version
 // negotiation, errors, pagination, cancellation, progress, logging,
-// concurrency, and EOF.
+// concurrency, and EOF; check_arguments on 2020-12 conditionals.
 #include <catch2/catch.hpp>
 
 #include "tests/mcp/mcp_test_support.h"
@@ -236,4 +236,26 @@ TEST_CASE_METHOD(StdioFixture, "end of input stops the server, cancelling runnin
   peer.close_input();
   CHECK(peer.finished(2s));
   CHECK(observed->slow_saw_cancel);
+}
+
+TEST_CASE("check_arguments: 2020-12 if/then/else and $anchor references", "[registry]") {
+  const json schema = R"({
+    "type": "object",
+    "$defs": {"place": {"$anchor": "placeDef", "type": "object", "properties": {"city": {"type": "string"}}}},
+    "properties": {"contactMethod": {"enum": ["phone", "email"]}, "phone": {"type": "string"},
+                   "email": {"type": "string"}, "address": {"$ref": "#placeDef"}},
+    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+    "then": {"required": ["phone"]},
+    "else": {"required": ["email"]}})"_json;
+  CHECK_FALSE(check_arguments(schema, {{"contactMethod", "phone"}, {"phone", "555"}}));
+  CHECK_FALSE(check_arguments(schema, {{"email", "a@example.com"}, {"address", {{"city", "Lyon"}}}}));
+  auto then_missing = check_arguments(schema, {{"contactMethod", "phone"}, {"email", "a@example.com"}});
+  REQUIRE(then_missing);
+  CHECK_THAT(then_missing->message, Catch::Contains("missing required property \"phone\"") && Catch::Contains("then"));
+  auto else_missing = check_arguments(schema, {{"contactMethod", "email"}});
+  REQUIRE(else_missing);
+  CHECK_THAT(else_missing->message, Catch::Contains("missing required property \"email\"") && Catch::Contains("else"));
+  auto bad_city = check_arguments(schema, {{"email", "a@example.com"}, {"address", {{"city", 3}}}});
+  REQUIRE(bad_city);
+  CHECK_THAT(bad_city->message, Catch::Contains("/address/city: must be string"));
 }
