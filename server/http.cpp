@@ -663,7 +663,9 @@ bool HttpServer::State::handle_post(TimedSocket& stream, Request& request, std::
     response.erase(http::field::content_type);
     return send(stream, std::move(response));
   }
-  auto answer = sse->json_answer();
+  // A stream needs a session to resume in; a rejected message is answered with JSON and a 400.
+  bool stream_answer = options.sse_responses && session && !received.invalid && mcp_session->initialized();
+  auto answer = stream_answer ? std::nullopt : sse->json_answer();
   if (answer) {
     if (session) session->forget_stream(sse->id());
     Response response = reply(request, received.invalid ? http::status::bad_request : http::status::ok, *answer);

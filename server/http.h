@@ -1,7 +1,8 @@
 // The Streamable HTTP transport (MCP 2025-11-25) on one endpoint:
 //   POST    a JSON-RPC message; answered with application/json, or with an
 //           SSE stream when the server sends something before the result
-//           (progress, log, sampling); 202 for notifications and responses.
+//           (progress, log, sampling) or `sse_responses` is set; 202 for
+//           notifications and responses.
 //   GET     an SSE stream of the session's messages unrelated to a request,
 //           or, with Last-Event-ID, the rest of a stream that was cut.
 //   DELETE  ends the session.
@@ -45,6 +46,11 @@ struct HttpOptions {
   std::chrono::seconds read_timeout{60};           // an idle or stalled connection is closed
   std::chrono::seconds write_timeout{30};          // a client that stops reading is dropped
   std::chrono::seconds session_idle_timeout{1800};  // a session without requests or streams ends
+  // Answer every POST that carries a request with an SSE stream (priming
+  // event, then the messages), as the TypeScript SDK's server does, instead
+  // of plain JSON when nothing comes before the result. Both are valid
+  // Streamable HTTP; JSON is simpler for curl and cheaper.
+  bool sse_responses = false;
   std::chrono::milliseconds sse_retry{1000};       // SSE `retry`: how soon a cut stream is resumed
   std::chrono::seconds sse_keepalive{15};          // comment lines on quiet streams
   size_t max_events_per_stream = 1000;             // kept for resumption; older ones are dropped

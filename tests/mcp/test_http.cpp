@@ -1,6 +1,6 @@
 // The Streamable HTTP transport on a real socket: sessions, header checks
 // (Host/Origin, token, Accept, protocol version), limits, SSE answers with
-// progress, concurrency and cancellation.
+// progress or for every request, concurrency and cancellation.
 #include <catch2/catch.hpp>
 
 #include <future>
@@ -133,6 +133,32 @@ TEST_CASE_METHOD(HttpFixture, "progress turns the answer into an SSE stream with
   CHECK(messages.front()["params"]["progressToken"] == 9);
   CHECK(messages.back()["id"] == 2);
   CHECK(messages.back()["result"]["content"][0]["text"] == "slept 100 ms");
+}
+
+TEST_CASE("sse_responses: every request is answered with an SSE stream, errors and notifications are not", "[http]") {
+  HttpFixture fixture(with([](HttpOptions& o) { o.sse_responses = true; }));
+  HttpReply init = http_post(fixture.port, initialize_request(1));
+  REQUIRE(init.status == 200);
+  CHECK(init.header("content-type") == "text/event-stream");
+  std::string session = init.header("mcp-session-id");
+  CHECK(session.size() >= 32);
+  // The priming event comes first: an id and retry, no message.
+  CHECK(init.body.rfind("id: ", 0) == 0);
+  CHECK_THAT(init.body, Catch::Contains("retry: "));
+  REQUIRE(init.messages().size() == 1);
+  CHECK(init.messages()[0]["result"]["protocolVersion"] == "2025-11-25");
+
+  CHECK(http_post(fixture.port, notification("notifications/initialized"), session).status == 202);
+  HttpReply tools = http_post(fixture.port, request(2, "tools/list"), session);
+  REQUIRE(tools.status == 200);
+  CHECK(tools.header("content-type") == "text/event-stream");
+  REQUIRE(tools.messages().size() == 1);
+  CHECK(tools.messages()[0]["id"] == 2);
+  CHECK(tools.messages()[0]["result"]["tools"].size() == 2);
+  // A message the server cannot take is still a plain 400.
+  HttpReply parse_error = http_call(fixture.port, "POST", "{not json", {{"Mcp-Session-Id", session}});
+  CHECK(parse_error.status == 400);
+  CHECK(parse_error.header("content-type") == "application/json");
 }
 
 TEST_CASE_METHOD(HttpFixture, "a slow tool blocks neither pings nor other sessions", "[http]") {
