@@ -3,6 +3,7 @@
 // the tool, on one read-only TraceReader).
 //
 //     tool_bench --db /tmp/trace-10m.db [--repeat N] [--tool NAME]... [--case 'NAME JSON']... [--drop-caches]
+//     (--help lists the options)
 //
 // Each tool runs with its default arguments, and with a window (the middle
 // 10 % of the session) and a pid (the process with the most calls) where its
@@ -27,6 +28,8 @@
 #include <thread>
 #include <unistd.h>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "store/reader.h"
 #include "tools/tool.h"
@@ -197,53 +200,30 @@ std::string shorten(std::string s, std::size_t n) {
   return s;
 }
 
-void usage() {
-  std::puts(
-      "usage: tool_bench --db PATH [--repeat N] [--tool NAME]... [--case 'NAME JSON']... [--drop-caches]\n"
-      "  --db PATH            the trace file (opened read-only)\n"
-      "  --repeat N           warm runs per case after the first (default 5)\n"
-      "  --max-seconds S      stop a case's warm runs after S seconds (default 30; at least one runs)\n"
-      "  --tool NAME          only this tool (repeatable)\n"
-      "  --case 'NAME JSON'   one more argument set for tool NAME, e.g. --case 'api_latency {\"pid\": 41200}'\n"
-      "  --drop-caches        empty the kernel's page cache before each case's first run (root)");
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        usage();
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--db") o.db = val();
-    else if (a == "--repeat") o.repeat = std::max(0, std::stoi(val()));
-    else if (a == "--max-seconds") o.max_seconds_per_case = std::stod(val());
-    else if (a == "--tool") o.only.push_back(val());
-    else if (a == "--case") {
-      std::string c = val();
-      const auto space = c.find(' ');
-      const std::string args_text = space == std::string::npos ? "{}" : c.substr(space + 1);
-      json args = json::parse(args_text, nullptr, false);
-      if (args.is_discarded() || !args.is_object()) {
-        std::fprintf(stderr, "tool_bench: --case '%s': arguments must be a JSON object\n", c.c_str());
-        return 2;
-      }
-      o.extra_cases.emplace_back(c.substr(0, space), std::move(args));
-    } else if (a == "--drop-caches") o.drop_caches = true;
-    else {
-      usage();
-      return a == "-h" || a == "--help" ? 0 : 2;
+  std::vector<std::string> case_texts;
+  CLI::App app{"tool_bench: latency of every tool in the catalog on one trace file (bench/README.md)"};
+  app.add_option("--db", o.db, "The trace file (opened read-only)")->required()->check(CLI::ExistingFile);
+  app.add_option("--repeat", o.repeat, "Warm runs per case after the first")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--max-seconds", o.max_seconds_per_case, "Stop a case's warm runs after S seconds (at least one runs)")
+      ->capture_default_str();
+  app.add_option("--tool", o.only, "Only this tool (repeatable)");
+  app.add_option("--case", case_texts,
+                 "One more argument set 'NAME JSON' for tool NAME, e.g. --case 'api_latency {\"pid\": 41200}' "
+                 "(repeatable)");
+  app.add_flag("--drop-caches", o.drop_caches, "Empty the kernel's page cache before each case's first run (root)");
+  CLI11_PARSE(app, argc, argv);
+  for (const std::string& c : case_texts) {
+    const auto space = c.find(' ');
+    json args = json::parse(space == std::string::npos ? "{}" : c.substr(space + 1), nullptr, false);
+    if (args.is_discarded() || !args.is_object()) {
+      std::fprintf(stderr, "tool_bench: --case '%s': arguments must be a JSON object\n", c.c_str());
+      return 2;
     }
-  }
-  if (o.db.empty()) {
-    usage();
-    return 2;
+    o.extra_cases.emplace_back(c.substr(0, space), std::move(args));
   }
   auto db = vs::store::TraceReader::open(o.db);
   if (!db) {

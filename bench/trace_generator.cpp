@@ -49,6 +49,7 @@
 #include <tuple>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "common/cuda_api.h"
@@ -798,51 +799,43 @@ void Generator::print_processes() const {
                 static_cast<unsigned long long>(p.steps), p.exited ? "exited" : "running at the end");
 }
 
-std::uint64_t parse_count(const std::string& s) {
+// "10M", "250k" or a plain number.
+std::uint64_t parse_count(const std::string& text) {
+  std::string digits = text;
   double mult = 1;
-  std::string digits = s;
   if (!digits.empty() && (digits.back() == 'M' || digits.back() == 'm')) mult = 1e6, digits.pop_back();
   else if (!digits.empty() && (digits.back() == 'k' || digits.back() == 'K')) mult = 1e3, digits.pop_back();
   return static_cast<std::uint64_t>(std::stod(digits) * mult);
-}
-
-void usage() {
-  std::puts(
-      "usage: trace_generator --db PATH [--calls N] [--seed N] [--processes P] [--sessions S]\n"
-      "  --db PATH        the trace file to write (must not exist)\n"
-      "  --calls N        call rows to write, e.g. 10000000 or 10M (default 10M)\n"
-      "  --seed N         seed of the generator (default 1): the same arguments write the same file\n"
-      "  --processes P    traced processes (default 5: train, train-leak, serve, async, eval; more repeat the roles)\n"
-      "  --sessions S     split the calls over S sessions, one after the other (default 1)");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        usage();
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--db") o.db = val();
-    else if (a == "--calls") o.calls = parse_count(val());
-    else if (a == "--seed") o.seed = std::stoull(val());
-    else if (a == "--sessions") o.sessions = std::max(1u, static_cast<std::uint32_t>(std::stoul(val())));
-    else if (a == "--processes") o.processes = std::max(1u, static_cast<std::uint32_t>(std::stoul(val())));
-    else {
-      usage();
-      return a == "-h" || a == "--help" ? 0 : 2;
-    }
-  }
-  if (o.db.empty()) {
-    usage();
-    return 2;
-  }
+  std::string calls_text = "10M";
+  CLI::App app{"trace_generator: a large realistic trace written through the real store (bench/README.md)"};
+  app.add_option("--db", o.db, "The trace file to write (must not exist)")->required();
+  app.add_option("--calls", calls_text, "Call rows to write, e.g. 10000000 or 10M")
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            try {
+              return parse_count(v) > 0 ? "" : "must be at least 1";
+            } catch (const std::exception&) {
+              return "not a count: " + v;
+            }
+          },
+          "COUNT"));
+  app.add_option("--seed", o.seed, "Seed of the generator: the same arguments write the same file")->capture_default_str();
+  app.add_option("--processes", o.processes,
+                 "Traced processes (5: train, train-leak, serve, async, eval; more repeat the roles)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--sessions", o.sessions, "Split the calls over S sessions, one after the other")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  CLI11_PARSE(app, argc, argv);
+  o.calls = parse_count(calls_text);
   if (std::filesystem::exists(o.db)) {
     std::fprintf(stderr, "trace_generator: %s exists; give a new path\n", o.db.c_str());
     return 1;
