@@ -1,6 +1,7 @@
 #include "store/call_stats.h"
 
 #include <algorithm>
+#include <numeric>
 #include <tuple>
 
 #include "common/percentiles.h"
@@ -101,8 +102,20 @@ void CallStatsBuilder::merge(const CallStatsBuilder& other) {
   }
   timings_.insert(timings_.end(), other.timings_.begin(), other.timings_.end());
   switched_.insert(switched_.end(), other.switched_.begin(), other.switched_.end());
+  merge_counters(other.sums_);
+  for (const auto& [key, g] : other.preemptors_) {
+    PreemptorGroup& mine = preemptors_[key];
+    mine.calls += g.calls;
+    mine.longest_off_total_ns += g.longest_off_total_ns;
+  }
+}
+
+void CallStatsBuilder::merge_counters(const CallStats& o) {
   CallStats& s = sums_;
-  const CallStats& o = other.sums_;
+  if (s.calls == 0) {
+    s = o;
+    return;
+  }
   s.calls += o.calls;
   s.failed += o.failed;
   s.nested += o.nested;
@@ -120,11 +133,6 @@ void CallStatsBuilder::merge(const CallStatsBuilder& other) {
   s.top_level_ns += o.top_level_ns;
   s.top_level_off_cpu_ns += o.top_level_off_cpu_ns;
   s.top_level_runq_ns += o.top_level_runq_ns;
-  for (const auto& [key, g] : other.preemptors_) {
-    PreemptorGroup& mine = preemptors_[key];
-    mine.calls += g.calls;
-    mine.longest_off_total_ns += g.longest_off_total_ns;
-  }
 }
 
 CallStats CallStatsBuilder::finish() const {
@@ -169,6 +177,149 @@ CallStats CallStatsBuilder::finish() const {
   }
   rank_preemptors(s.preemptors);
   return s;
+}
+
+namespace {
+
+// The counters an encoding carries (everything add() sets; percentiles and tails are finish()'s).
+using Counter = std::int64_t CallStats::*;
+constexpr Counter kCounters[] = {
+    &CallStats::calls,        &CallStats::failed,          &CallStats::nested,
+    &CallStats::ok_bytes,     &CallStats::total_ns,        &CallStats::max_ns,
+    &CallStats::max_call_id,  &CallStats::descheduled,     &CallStats::off_cpu_ns,
+    &CallStats::runq_ns,      &CallStats::first_ts_ns,     &CallStats::last_ts_ns,
+    &CallStats::top_level_calls, &CallStats::top_level_failed, &CallStats::top_level_ns,
+    &CallStats::top_level_off_cpu_ns, &CallStats::top_level_runq_ns};
+
+// LEB128 varints of zigzagged values: small magnitudes of either sign take one byte.
+void put(std::string& out, std::int64_t v) {
+  auto u = (static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63);
+  while (u >= 0x80) {
+    out.push_back(static_cast<char>(u | 0x80));
+    u >>= 7;
+  }
+  out.push_back(static_cast<char>(u));
+}
+
+class Reader {
+ public:
+  explicit Reader(std::string_view bytes) : bytes_(bytes) {}
+  bool ok() const { return ok_; }
+  bool at_end() const { return pos_ == bytes_.size(); }
+  std::int64_t get() {
+    std::uint64_t u = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (pos_ >= bytes_.size()) break;
+      const auto b = static_cast<unsigned char>(bytes_[pos_++]);
+      u |= static_cast<std::uint64_t>(b & 0x7f) << shift;
+      if (b < 0x80) return static_cast<std::int64_t>(u >> 1) ^ -static_cast<std::int64_t>(u & 1);
+    }
+    ok_ = false;
+    return 0;
+  }
+  std::string get_string() {
+    const auto n = static_cast<std::size_t>(get());
+    if (!ok_ || n > bytes_.size() - pos_) {
+      ok_ = false;
+      return {};
+    }
+    std::string s(bytes_.substr(pos_, n));
+    pos_ += n;
+    return s;
+  }
+
+ private:
+  std::string_view bytes_;
+  std::size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+// Per call: the duration as a step from the previous one (calls in duration order), then a tag.
+constexpr std::int64_t kSwitched = 1, kOffCpu = 2;  // tag bits; kOffCpu: off_cpu_ns and runq_ns follow
+
+}  // namespace
+
+std::string CallStatsBuilder::encode() const {
+  std::string out;
+  out.reserve(16 * std::size(kCounters) + 3 * timings_.size());
+  for (Counter c : kCounters) put(out, sums_.*c);
+  put(out, sums_.slowest_descheduled_ns.has_value());
+  if (sums_.slowest_descheduled_ns) {
+    put(out, *sums_.slowest_descheduled_ns);
+    put(out, *sums_.slowest_descheduled_call_id);
+  }
+  std::vector<std::uint32_t> order(timings_.size());
+  std::iota(order.begin(), order.end(), 0u);
+  std::sort(order.begin(), order.end(), [&](auto a, auto b) { return timings_[a].dur_ns < timings_[b].dur_ns; });
+  put(out, static_cast<std::int64_t>(timings_.size()));
+  std::int64_t previous = 0;
+  for (std::uint32_t i : order) {
+    const Timing& t = timings_[i];
+    put(out, t.dur_ns - previous);
+    previous = t.dur_ns;
+    const bool off = t.off_cpu_ns != 0 || t.runq_ns != 0;
+    put(out, (switched_[i] ? kSwitched : 0) | (off ? kOffCpu : 0));
+    if (off) {
+      put(out, t.off_cpu_ns);
+      put(out, t.runq_ns);
+    }
+  }
+  put(out, static_cast<std::int64_t>(preemptors_.size()));
+  for (const auto& [key, g] : preemptors_) {
+    put(out, key.first);
+    put(out, static_cast<std::int64_t>(key.second.size()));
+    out += key.second;
+    put(out, g.calls);
+    put(out, g.longest_off_total_ns);
+  }
+  return out;
+}
+
+Status CallStatsBuilder::merge_encoded(std::string_view bytes) {
+  Reader in(bytes);
+  CallStats counters;
+  for (Counter c : kCounters) counters.*c = in.get();
+  if (in.get() != 0) {
+    counters.slowest_descheduled_ns = in.get();
+    counters.slowest_descheduled_call_id = in.get();
+  }
+  const std::int64_t calls = in.get();
+  if (!in.ok() || calls != counters.calls || static_cast<std::size_t>(calls) > bytes.size())
+    return Error{"corrupt call stats encoding: its call count"};
+  const std::size_t first = timings_.size();  // (no reserve: exact reserves per merge would copy quadratically)
+  std::int64_t dur = 0;
+  for (std::int64_t i = 0; i < calls && in.ok(); ++i) {
+    dur += in.get();
+    const std::int64_t tag = in.get();
+    Timing t{dur, 0, 0};
+    if (tag & kOffCpu) {
+      t.off_cpu_ns = in.get();
+      t.runq_ns = in.get();
+    }
+    timings_.push_back(t);
+    switched_.push_back((tag & kSwitched) != 0);
+  }
+  std::vector<std::pair<std::pair<std::int64_t, std::string>, PreemptorGroup>> preemptors;
+  for (std::int64_t n = in.get(); n > 0 && in.ok(); --n) {
+    std::int64_t pid = in.get();
+    std::string comm = in.get_string();
+    PreemptorGroup g;
+    g.calls = in.get();
+    g.longest_off_total_ns = in.get();
+    preemptors.push_back({{pid, std::move(comm)}, g});
+  }
+  if (!in.ok() || !in.at_end()) {
+    timings_.resize(first);
+    switched_.resize(first);
+    return Error{"corrupt call stats encoding (" + std::to_string(bytes.size()) + " bytes)"};
+  }
+  merge_counters(counters);
+  for (auto& [key, g] : preemptors) {
+    PreemptorGroup& mine = preemptors_[key];
+    mine.calls += g.calls;
+    mine.longest_off_total_ns += g.longest_off_total_ns;
+  }
+  return {};
 }
 
 }  // namespace vs::store

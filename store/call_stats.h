@@ -14,9 +14,11 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
+#include "common/result.h"
 #include "store/reader.h"
 
 namespace vs::store {
@@ -86,7 +88,14 @@ class CallStatsBuilder {
   // Adds another builder's calls (the summaries' all-process row is the union of the per-process ones).
   void merge(const CallStatsBuilder& other);
   bool empty() const { return timings_.empty(); }
+  // The counters, sums and extremes of the calls so far (no percentiles, tails or preemptors: finish()'s).
+  const CallStats& counters() const { return sums_; }
   CallStats finish() const;
+
+  // The builder's calls and counters in a few bytes per call (call_bucket_stats.state), and
+  // merge() from such bytes: the same result as merging the builder they came from.
+  std::string encode() const;
+  Status merge_encoded(std::string_view bytes);
 
  private:
   struct Timing {
@@ -96,6 +105,8 @@ class CallStatsBuilder {
   std::vector<bool> switched_;
   CallStats sums_;  // the counters, sums and extremes; percentiles and preemptors are left to finish()
   std::map<std::pair<std::int64_t, std::string>, PreemptorGroup> preemptors_;
+
+  void merge_counters(const CallStats& other);
 };
 
 }  // namespace vs::store

@@ -15,6 +15,11 @@ std::string Row::text(int col) const {
   return p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col))) : std::string();
 }
 
+std::string_view Row::blob(int col) const {
+  const auto* p = static_cast<const char*>(sqlite3_column_blob(stmt_, col));
+  return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col))) : std::string_view();
+}
+
 Result<std::unique_ptr<TraceReader>> TraceReader::open(const std::string& path) {
   std::unique_ptr<TraceReader> r(new TraceReader());
   r->path_ = path;

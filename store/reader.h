@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -25,6 +26,7 @@ class Row {
   std::int64_t i64(int col) const { return sqlite3_column_int64(stmt_, col); }
   double f64(int col) const { return sqlite3_column_double(stmt_, col); }
   std::string text(int col) const;  // also a blob's bytes
+  std::string_view blob(int col) const;  // without a copy: valid until the query moves to the next row
   int type(int col) const { return sqlite3_column_type(stmt_, col); }  // SQLITE_INTEGER, _FLOAT, _TEXT, _BLOB, _NULL
 
  private:

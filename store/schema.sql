@@ -1,6 +1,7 @@
--- vramscope trace store, schema version 2 (PRAGMA user_version = 2). Version 2 added
--- summaries, call_stats and call_stats_preemptors; readers accept version 1 files
--- (without them), and a writer or `build_summaries` opening one adds the tables.
+-- vramscope trace store, schema version 3 (PRAGMA user_version = 3). Version 2 added
+-- summaries, call_stats and call_stats_preemptors; version 3 call_buckets and
+-- call_bucket_stats. Readers accept older files (without them), and a writer or
+-- `build_summaries` opening one adds the tables.
 --
 -- One SQLite file holds one or more trace sessions. Every table carries
 -- session_id. Times are nanoseconds on one clock, CLOCK_MONOTONIC of the traced
@@ -261,4 +262,34 @@ CREATE TABLE IF NOT EXISTS call_stats_preemptors (
   preempted_by_comm TEXT NOT NULL,    -- its comm ('' if not recorded; data, not instructions)
   calls             INTEGER NOT NULL,
   longest_off_total_ns INTEGER NOT NULL -- SUM(longest_off_ns) of those calls
+);
+
+-- The same summaries per run of consecutive calls, so that a time window is
+-- answered from the runs that lie wholly inside it plus a scan of the few that
+-- straddle its edges (exact: nothing is interpolated). Built with the other
+-- summaries; a session with summaries but no call_buckets rows (built before
+-- version 3) is scanned instead.
+-- One row per run of ~8192 consecutive call ids of a session.
+CREATE TABLE IF NOT EXISTS call_buckets (
+  session_id    INTEGER NOT NULL REFERENCES sessions(id),
+  first_call_id INTEGER NOT NULL,  -- the run: the session's calls with first_call_id <= id <= last_call_id
+  last_call_id  INTEGER NOT NULL,
+  first_ts_ns   INTEGER NOT NULL,  -- the earliest and the latest call entry (ts_ns) among them
+  last_ts_ns    INTEGER NOT NULL,
+  calls         INTEGER NOT NULL,
+  PRIMARY KEY (session_id, first_call_id)
+);
+-- One row per (run, pid, api) with calls.
+CREATE TABLE IF NOT EXISTS call_bucket_stats (
+  session_id    INTEGER NOT NULL REFERENCES sessions(id),
+  first_call_id INTEGER NOT NULL,  -- the call_buckets row
+  pid           INTEGER NOT NULL,
+  api_id        INTEGER NOT NULL REFERENCES apis(id),
+  calls         INTEGER NOT NULL,
+  failed        INTEGER NOT NULL,  -- ret != 0
+  total_ns      INTEGER NOT NULL,  -- SUM(dur_ns)
+  max_ns        INTEGER NOT NULL,
+  state         BLOB NOT NULL,     -- every call's dur/off-CPU/runq and the counters, for exact merging;
+                                   -- vramscope's own encoding (store/call_stats.h), not for queries
+  PRIMARY KEY (session_id, first_call_id, pid, api_id)
 );

@@ -21,8 +21,9 @@
 
 namespace vs::store {
 
-// 2: per-API summaries (summaries, call_stats, call_stats_preemptors). Readers accept 1.
-inline constexpr int kSchemaVersion = 2;
+// 2: per-API summaries (summaries, call_stats, call_stats_preemptors).
+// 3: the same per run of calls (call_buckets, call_bucket_stats), for time windows. Readers accept 1 and 2.
+inline constexpr int kSchemaVersion = 3;
 
 // The schema text (store/schema.sql, embedded at build time).
 std::string_view schema_sql();

@@ -1,5 +1,6 @@
 #include "store/summaries.h"
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -10,6 +11,10 @@
 
 namespace vs::store {
 namespace {
+
+// Calls per call_buckets row: a window's edges are scanned a bucket at a time (a few ms each), and a
+// window reads one call_bucket_stats row per (bucket, pid, API) inside it.
+constexpr std::int64_t kBucketCalls = 8192;
 
 // call_stats' measure columns and the CallStats fields they hold: the one
 // mapping that writing and reading both use.
@@ -121,24 +126,84 @@ Status write_stats(Statement& ins_stats, Statement& ins_preemptor, std::int64_t 
   return {};
 }
 
+// The calls of one call_buckets row being collected by the scan (rowid order: one bucket at a time).
+struct Bucket {
+  std::int64_t number = -1;  // id / kBucketCalls
+  std::int64_t first_call_id = 0, last_call_id = 0, first_ts_ns = 0, last_ts_ns = 0, calls = 0;
+  std::map<std::pair<std::int64_t, std::int64_t>, CallStatsBuilder> by_pid_api;
+};
+
+Status write_bucket(Statement& ins_bucket, Statement& ins_bucket_stats, std::int64_t session_id, const Bucket& b) {
+  sqlite3_stmt* s = ins_bucket.get();
+  sqlite3_bind_int64(s, 1, session_id);
+  sqlite3_bind_int64(s, 2, b.first_call_id);
+  sqlite3_bind_int64(s, 3, b.last_call_id);
+  sqlite3_bind_int64(s, 4, b.first_ts_ns);
+  sqlite3_bind_int64(s, 5, b.last_ts_ns);
+  sqlite3_bind_int64(s, 6, b.calls);
+  if (Status st = ins_bucket.run(); !st) return st;
+  for (const auto& [key, builder] : b.by_pid_api) {
+    const CallStats& c = builder.counters();
+    const std::string state = builder.encode();
+    sqlite3_stmt* r = ins_bucket_stats.get();
+    sqlite3_bind_int64(r, 1, session_id);
+    sqlite3_bind_int64(r, 2, b.first_call_id);
+    sqlite3_bind_int64(r, 3, key.first);
+    sqlite3_bind_int64(r, 4, key.second);
+    sqlite3_bind_int64(r, 5, c.calls);
+    sqlite3_bind_int64(r, 6, c.failed);
+    sqlite3_bind_int64(r, 7, c.total_ns);
+    sqlite3_bind_int64(r, 8, c.max_ns);
+    sqlite3_bind_blob(r, 9, state.data(), static_cast<int>(state.size()), SQLITE_STATIC);
+    if (Status st = ins_bucket_stats.run(); !st) return st;
+  }
+  return {};
+}
+
 Status build_in_transaction(sqlite3* db, std::int64_t session_id) {
-  for (const char* table : {"summaries", "call_stats", "call_stats_preemptors"}) {
+  for (const char* table : {"summaries", "call_stats", "call_stats_preemptors", "call_buckets", "call_bucket_stats"}) {
     Statement del(db, std::string("DELETE FROM ") + table + " WHERE session_id = ?");
     sqlite3_bind_int64(del.get(), 1, session_id);
     if (Status st = del.run(); !st) return Error{std::string("clearing ") + table + ": " + st.message()};
   }
 
-  // One scan in rowid order (no index is faster for every row), grouped here.
+  // One scan in rowid order (no index is faster for every row), grouped here: per (API, pid) for
+  // call_stats, and per (pid, API) of each run of kBucketCalls ids for call_bucket_stats.
   std::map<std::pair<std::int64_t, std::int64_t>, CallStatsBuilder> by_api_pid;
   std::int64_t calls = 0;
+  Statement ins_bucket(db, "INSERT INTO call_buckets (session_id, first_call_id, last_call_id, first_ts_ns, "
+                           "last_ts_ns, calls) VALUES (?,?,?,?,?,?)");
+  Statement ins_bucket_stats(db, "INSERT INTO call_bucket_stats (session_id, first_call_id, pid, api_id, calls, "
+                                 "failed, total_ns, max_ns, state) VALUES (?,?,?,?,?,?,?,?,?)");
+  Bucket bucket;
+  Status bucket_status;
+  auto flush_bucket = [&] {
+    if (bucket.calls > 0 && bucket_status.ok())
+      bucket_status = write_bucket(ins_bucket, ins_bucket_stats, session_id, bucket);
+    bucket = Bucket{};
+  };
   Statement scan(db, std::string("SELECT api_id, pid, ") + kCallSampleColumns +
                          " FROM call_rows NOT INDEXED WHERE session_id = ?");
   sqlite3_bind_int64(scan.get(), 1, session_id);
   Status st = scan.run([&](const Row& r) {
-    by_api_pid[{r.i64(0), r.i64(1)}].add(read_call_sample(r, 2));
+    const CallSample call = read_call_sample(r, 2);
+    by_api_pid[{r.i64(0), r.i64(1)}].add(call);
     ++calls;
+    if (call.id / kBucketCalls != bucket.number) {
+      flush_bucket();
+      bucket.number = call.id / kBucketCalls;
+      bucket.first_call_id = call.id;
+      bucket.first_ts_ns = bucket.last_ts_ns = call.ts_ns;
+    }
+    bucket.last_call_id = call.id;
+    bucket.first_ts_ns = std::min(bucket.first_ts_ns, call.ts_ns);
+    bucket.last_ts_ns = std::max(bucket.last_ts_ns, call.ts_ns);
+    ++bucket.calls;
+    bucket.by_pid_api[{r.i64(1), r.i64(0)}].add(call);
   });
   if (!st) return Error{"reading the calls: " + st.message()};
+  flush_bucket();
+  if (!bucket_status) return Error{"writing call_buckets: " + bucket_status.message()};
 
   std::string placeholders;
   for (int i = 0; i < kColumnCount; ++i) placeholders += ",?";
@@ -265,6 +330,44 @@ Result<std::optional<std::map<std::int64_t, CallStats>>> read_summaries(const Tr
   if (!st) return Error{"reading the summaries of session " + std::to_string(session_id) + ": " + st.message()};
   for (auto& [api, stats] : by_api) rank_preemptors(stats.preemptors);
   return Out{std::move(by_api)};
+}
+
+Result<std::vector<CallBucket>> read_call_buckets(const TraceReader& db, std::int64_t session_id) {
+  std::vector<CallBucket> out;
+  bool built = false;
+  Status st = db.query("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'call_buckets'", {},
+                       [&](const Row&) { built = true; });
+  if (st && built)
+    st = db.query("SELECT first_call_id, last_call_id, first_ts_ns, last_ts_ns, calls FROM call_buckets "
+                  "WHERE session_id = ? ORDER BY first_call_id",
+                  {session_id}, [&](const Row& r) {
+                    out.push_back({r.i64(0), r.i64(1), r.i64(2), r.i64(3), r.i64(4)});
+                  });
+  if (!st) return Error{"reading the call buckets of session " + std::to_string(session_id) + ": " + st.message()};
+  return out;
+}
+
+Status merge_bucket_states(const TraceReader& db, std::int64_t session_id, std::int64_t from_call_id,
+                           std::int64_t to_call_id, std::optional<std::int64_t> pid,
+                           const std::function<CallStatsBuilder*(std::int64_t, std::int64_t)>& builder_for) {
+  std::string sql =
+      "SELECT first_call_id, api_id, state FROM call_bucket_stats WHERE session_id = ? AND first_call_id BETWEEN ? AND ?";
+  std::vector<SqlValue> params{session_id, from_call_id, to_call_id};
+  if (pid) {
+    sql += " AND pid = ?";
+    params.push_back(*pid);
+  }
+  Status merged;
+  Status st = db.query(sql, params, [&](const Row& r) {
+    CallStatsBuilder* builder = merged ? builder_for(r.i64(0), r.i64(1)) : nullptr;
+    if (builder == nullptr) return;
+    if (Status m = builder->merge_encoded(r.blob(2)); !m)
+      merged = Error{m.message() + " in call_bucket_stats (first_call_id " + std::to_string(r.i64(0)) + ", api_id " +
+                     std::to_string(r.i64(1)) + ")"};
+  });
+  if (st) st = merged;
+  if (!st) return Error{"reading the call buckets of session " + std::to_string(session_id) + ": " + st.message()};
+  return {};
 }
 
 }  // namespace vs::store

@@ -8,9 +8,11 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "store/call_stats.h"
@@ -35,5 +37,21 @@ Status build_summaries(const std::string& path, std::int64_t session_id);
 // recording). A pid without calls gives an empty map.
 Result<std::optional<std::map<std::int64_t, CallStats>>> read_summaries(const TraceReader& db, std::int64_t session_id,
                                                                           std::optional<std::int64_t> pid);
+
+// A call_buckets row: the session's calls with first_call_id <= id <= last_call_id, whose entries
+// (ts_ns) span [first_ts_ns, last_ts_ns].
+struct CallBucket {
+  std::int64_t first_call_id = 0, last_call_id = 0, first_ts_ns = 0, last_ts_ns = 0, calls = 0;
+};
+// The session's buckets by first_call_id; empty when they were not built (a file or session from before
+// schema 3, a session still recording).
+Result<std::vector<CallBucket>> read_call_buckets(const TraceReader& db, std::int64_t session_id);
+
+// Merges each call_bucket_stats row of the buckets whose first_call_id is in [from_call_id, to_call_id],
+// of one process or (pid nullopt) all of them, into the builder builder_for(first_call_id, api_id) gives
+// (nullptr: skip the row).
+Status merge_bucket_states(const TraceReader& db, std::int64_t session_id, std::int64_t from_call_id,
+                           std::int64_t to_call_id, std::optional<std::int64_t> pid,
+                           const std::function<CallStatsBuilder*(std::int64_t, std::int64_t)>& builder_for);
 
 }  // namespace vs::store

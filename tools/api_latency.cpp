@@ -1,6 +1,5 @@
 // api_latency: per CUDA function, how long calls took — exact percentiles
 // over every stored call of the selection, not a sample.
-#include <algorithm>
 #include <cstdio>
 
 #include "common/percentiles.h"
@@ -60,36 +59,17 @@ Result<ToolOutput> run(const ToolInput& in) {
 
   auto stats = per_api_stats(in.db, session, window, filter);
   if (!stats) return stats.error();
-  json rows = json::array();
-  std::int64_t calls = 0;
-  for (const auto& [api_id, api_stats] : *stats) {
-    if (in.progress.stop_requested()) return Error{"cancelled"};
-    calls += api_stats.calls;
-    rows.push_back(latency_row(apis.at(api_id), api_stats));
-  }
-  std::string sort_by = arg_string(in.args, "sort_by", "total_time");
+  const std::string sort_by = arg_string(in.args, "sort_by", "total_time");
   const char* key = sort_by == "tail" ? "tail_ratio" : sort_by == "p99" ? "p99_ns" : sort_by == "count" ? "count" : "total_ns";
-  std::sort(rows.begin(), rows.end(), [&](const json& a, const json& b) {
-    return a[key].get<double>() != b[key].get<double>() ? a[key].get<double>() > b[key].get<double>()
-                                                        : a["api"] < b["api"];
-  });
-  std::size_t apis_total = rows.size();
-  auto limit = static_cast<std::size_t>(arg_int(in.args, "limit", 20));
-  if (rows.size() > limit) rows.erase(rows.begin() + static_cast<std::ptrdiff_t>(limit), rows.end());
-
-  json out = {{"session_id", session.id},
-              {"window", {{"from_ms", session.t_ms(window.from_ns)}, {"to_ms", session.t_ms(window.to_ns)}}},
-              {"filter", filter.applied},
-              {"sort_by", sort_by},
-              {"percentile_method", kPercentileMethod},
-              {"calls", calls},
-              {"apis_total", apis_total},
-              {"apis", std::move(rows)}};
+  auto out = ranked_api_rows(in, *selection, *stats, latency_row, key);
+  if (!out) return out.error();
+  (*out)["sort_by"] = sort_by;
+  (*out)["percentile_method"] = kPercentileMethod;
   auto cov = coverage(in.db, session);
   if (!cov) return cov.error();
-  out["coverage"] = *cov;
-  std::string text = render(out);
-  return ToolOutput{std::move(out), bound_text(std::move(text), coverage_line(*cov)), {}};
+  (*out)["coverage"] = *cov;
+  std::string text = render(*out);
+  return ToolOutput{std::move(*out), bound_text(std::move(text), coverage_line(*cov)), {}};
 }
 
 }  // namespace

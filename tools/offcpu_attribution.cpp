@@ -1,7 +1,6 @@
 // offcpu_attribution: is a latency tail the CUDA call itself, or the OS taking
 // the CPU away while it ran? Per API, from the off-CPU accounting the tracer
 // does in the kernel for every call (off_cpu_ns, runq_ns, switches, preemptor).
-#include <algorithm>
 #include <cstdio>
 
 #include "common/percentiles.h"
@@ -117,35 +116,18 @@ Result<ToolOutput> run(const ToolInput& in) {
 
   auto stats = per_api_stats(in.db, session, window, filter);
   if (!stats) return stats.error();
-  json rows = json::array();
-  std::int64_t calls = 0, descheduled = 0;
-  for (const auto& [api_id, api_stats] : *stats) {
-    if (in.progress.stop_requested()) return Error{"cancelled"};
-    calls += api_stats.calls;
-    descheduled += api_stats.descheduled;
-    rows.push_back(attribute(apis.at(api_id), api_stats));
-  }
-  std::sort(rows.begin(), rows.end(), [](const json& a, const json& b) {
-    return a["off_cpu_ns"] != b["off_cpu_ns"] ? a["off_cpu_ns"] > b["off_cpu_ns"] : a["api"] < b["api"];
-  });
-  std::size_t apis_total = rows.size();
-  auto limit = static_cast<std::size_t>(arg_int(in.args, "limit", 20));
-  if (rows.size() > limit) rows.erase(rows.begin() + static_cast<std::ptrdiff_t>(limit), rows.end());
-
-  json out = {{"session_id", session.id},
-              {"window", {{"from_ms", session.t_ms(window.from_ns)}, {"to_ms", session.t_ms(window.to_ns)}}},
-              {"filter", filter.applied},
-              {"verdict_rule", kVerdictRule},
-              {"percentile_method", kPercentileMethod},
-              {"calls", calls},
-              {"descheduled_calls", descheduled},
-              {"apis_total", apis_total},
-              {"apis", std::move(rows)}};
+  auto out = ranked_api_rows(in, *selection, *stats, attribute, "off_cpu_ns");
+  if (!out) return out.error();
+  std::int64_t descheduled = 0;
+  for (const auto& [api_id, api_stats] : *stats) descheduled += api_stats.descheduled;
+  (*out)["descheduled_calls"] = descheduled;
+  (*out)["verdict_rule"] = kVerdictRule;
+  (*out)["percentile_method"] = kPercentileMethod;
   auto cov = coverage(in.db, session);
   if (!cov) return cov.error();
-  out["coverage"] = *cov;
-  std::string text = render(out);
-  return ToolOutput{std::move(out), bound_text(std::move(text), coverage_line(*cov)), {}};
+  (*out)["coverage"] = *cov;
+  std::string text = render(*out);
+  return ToolOutput{std::move(*out), bound_text(std::move(text), coverage_line(*cov)), {}};
 }
 
 }  // namespace
