@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 namespace {
@@ -274,42 +275,28 @@ void http_rates(const Options& o) {
   close(child.from_child);
 }
 
-void usage() {
-  std::puts(
-      "usage: mcp_roundtrip --vramscope PATH --db TRACE [--seconds S] [--tool NAME] [--args JSON]\n"
-      "  --vramscope PATH   the vramscope binary (runs `vramscope mcp`)\n"
-      "  --db TRACE         the trace it serves (a small one: this measures the protocol, not the tool)\n"
-      "  --seconds S        per measurement (default 3)\n"
-      "  --tool NAME        the tool called (default trace_overview), with --args JSON (default {})");
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        usage();
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--vramscope") o.vramscope = val();
-    else if (a == "--db") o.db = val();
-    else if (a == "--seconds") o.seconds = std::stod(val());
-    else if (a == "--tool") o.tool = val();
-    else if (a == "--args") o.tool_args = json::parse(val());
-    else {
-      usage();
-      return a == "-h" || a == "--help" ? 0 : 2;
-    }
-  }
-  if (o.vramscope.empty() || o.db.empty()) {
-    usage();
-    return 2;
-  }
+  std::string args_text = "{}";
+  CLI::App app{"mcp_roundtrip: ping and tools/call round trips per second of `vramscope mcp` over stdio and HTTP"};
+  app.add_option("--vramscope", o.vramscope, "The vramscope binary (runs `vramscope mcp`)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--db", o.db, "The trace it serves (a small one: this measures the protocol, not the tool)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--seconds", o.seconds, "Seconds per measurement")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--tool", o.tool, "The tool called")->capture_default_str();
+  app.add_option("--args", args_text, "The tool's arguments, a JSON object")
+      ->capture_default_str()
+      ->check([](const std::string& text) {
+        json parsed = json::parse(text, nullptr, false);
+        return parsed.is_object() ? std::string() : "not a JSON object: " + text;
+      });
+  CLI11_PARSE(app, argc, argv);
+  o.tool_args = json::parse(args_text);
   signal(SIGPIPE, SIG_IGN);
   std::printf("mcp_roundtrip: %s mcp --db %s; one request in flight; %.1f s per row\n", o.vramscope.c_str(),
               o.db.c_str(), o.seconds);
