@@ -49,25 +49,35 @@ expect() {
   fi
 }
 
-# count_checks RESULTS_DIR LABEL: prints the conformance checks passed and
-# failed under RESULTS_DIR; fails when any failed or none ran.
+# count_checks RESULTS_DIR LABEL EXPECTED: prints the conformance checks
+# passed, failed and not scored (SKIPPED, or INFO from a check, not a log
+# entry) under RESULTS_DIR; fails when any failed or warned, or when the
+# number passed is not EXPECTED.
 count_checks() {
   "$node" -e '
   const fs = require("fs"), path = require("path");
   const files = [];
   (function walk(d) { for (const e of fs.readdirSync(d, {withFileTypes: true})) {
     const p = path.join(d, e.name); if (e.isDirectory()) walk(p); else if (e.name === "checks.json") files.push(p); } })(process.argv[1]);
-  let passed = 0, failed = [], warned = [];
+  // INFO entries with these ids log the HTTP exchange; any other INFO is a check the suite did not score.
+  const log_entries = new Set(["outgoing-request", "incoming-response", "incoming-sse-event", "stream-closed"]);
+  let passed = 0, failed = [], warned = [], unscored = [];
   for (const f of files) for (const c of JSON.parse(fs.readFileSync(f, "utf8"))) {
+    const where = `${path.basename(path.dirname(f))}: ${c.id}: ${c.errorMessage || c.details?.message || ""}`;
     if (c.status === "SUCCESS") passed++;
-    else if (c.status === "FAILURE") failed.push(`${path.basename(path.dirname(f))}: ${c.id}: ${c.errorMessage || ""}`);
-    else if (c.status === "WARNING") warned.push(`${path.basename(path.dirname(f))}: ${c.id}: ${c.errorMessage || ""}`);
+    else if (c.status === "FAILURE") failed.push(where);
+    else if (c.status === "WARNING") warned.push(where);
+    else if (c.status === "SKIPPED" || (c.status === "INFO" && !log_entries.has(c.id))) unscored.push(`${c.status} ${where}`);
   }
-  console.log(`${process.argv[2]}: ${passed} checks passed, ${failed.length} failed, ${warned.length} warnings (${files.length} scenarios)`);
-  for (const w of warned) console.log("  warning: " + w);
+  const expected = Number(process.argv[3]);
+  console.log(`${process.argv[2]}: ${passed} checks passed (expected ${expected}), ${failed.length} failed, ` +
+              `${warned.length} warnings, ${unscored.length} not scored (${files.length} scenarios)`);
+  for (const u of unscored) console.log("  not scored: " + u);
+  for (const w of warned) console.log("  WARNING: " + w);
   for (const f of failed) console.log("  FAILED: " + f);
-  process.exit(files.length === 0 || failed.length ? 1 : 0);
-  ' "$1" "$2"
+  if (passed !== expected) console.log(`  FAILED: ${passed} checks passed, expected ${expected}`);
+  process.exit(files.length === 0 || failed.length || warned.length || passed !== expected ? 1 : 0);
+  ' "$1" "$2" "$3"
 }
 
 # expect_tool_error DESCRIPTION NEEDLE -- INSPECTOR ARGS...: the call must come

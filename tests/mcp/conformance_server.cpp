@@ -3,8 +3,11 @@
 // server scenarios call, with the names and behaviour they check, built on
 // vs_server like `vramscope mcp`.
 //
-//   mcp_conformance_server http [PORT]   prints "listening on URL", serves until SIGINT/SIGTERM
-//   mcp_conformance_server stdio         serves stdin/stdout until EOF
+//   mcp_conformance_server http [--sse-responses] [PORT]
+//       prints "listening on URL", serves until SIGINT/SIGTERM; --sse-responses
+//       answers every request with an SSE stream (HttpOptions::sse_responses)
+//   mcp_conformance_server stdio
+//       serves stdin/stdout until EOF
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -186,13 +189,23 @@ void add_tools(Registry& r) {
                                      {{"type", "object"}, {"properties", properties}, {"required", json::array()}},
                                      "Elicitation completed: ");
                      }});
-  json schema_2020_12 = {
-      {"$schema", "https://json-schema.org/draft/2020-12/schema"},
-      {"type", "object"},
-      {"$defs", {{"address", {{"type", "object"}, {"properties", {{"street", {{"type", "string"}}}, {"city", {{"type", "string"}}}}}}}}},
-      {"properties", {{"name", {{"type", "string"}}}, {"address", {{"$ref", "#/$defs/address"}}}}},
-      {"additionalProperties", false}};
-  add_or_die(r, Tool{"json_schema_2020_12_tool", "", "Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613)",
+  // The suite's own schema: 2020-12 keywords a server must pass through
+  // untouched (SEP-1613: $schema, $defs, additionalProperties; SEP-2106:
+  // allOf/anyOf, if/then/else, $anchor).
+  json schema_2020_12 = R"({
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "$defs": {"address": {"$anchor": "addressDef", "type": "object",
+                          "properties": {"street": {"type": "string"}, "city": {"type": "string"}}}},
+    "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"},
+                   "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+                   "phone": {"type": "string"}, "email": {"type": "string"}},
+    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+    "then": {"required": ["phone"]},
+    "else": {"required": ["email"]},
+    "additionalProperties": false})"_json;
+  add_or_die(r, Tool{"json_schema_2020_12_tool", "", "Tool with JSON Schema 2020-12 features for conformance testing (SEP-1613, SEP-2106)",
                      schema_2020_12, nullptr, nullptr,
                      [schema_2020_12](const json& args, RequestContext&) -> Result<json> {
                        if (auto invalid = check_arguments(schema_2020_12, args)) return *invalid;
@@ -263,8 +276,14 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("mcp"));
   spdlog::set_level(std::getenv("VS_MCP_DEBUG") ? spdlog::level::debug : spdlog::level::warn);
   std::string mode = argc > 1 ? argv[1] : "";
+  HttpOptions options;
+  for (int i = 2; i < argc && mode == "http"; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--sse-responses") options.sse_responses = true;
+    else options.port = static_cast<uint16_t>(std::stoi(arg));
+  }
   if (mode != "http" && mode != "stdio") {
-    std::cerr << "usage: mcp_conformance_server http [PORT] | stdio\n";
+    std::cerr << "usage: mcp_conformance_server http [--sse-responses] [PORT] | stdio\n";
     return 2;
   }
   Registry registry;
@@ -285,8 +304,6 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  HttpOptions options;
-  options.port = argc > 2 ? static_cast<uint16_t>(std::stoi(argv[2])) : 0;
   HttpServer http(server, options);
   auto port = http.start();
   if (!port) {

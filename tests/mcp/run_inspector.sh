@@ -17,7 +17,10 @@ for transport in stdio http; do
   expect "$transport tools/call" 'This is a simple text response for testing.' -- "${target[@]}" \
     --method tools/call --tool-name test_simple_text
   expect "$transport tools/call with arguments" '\"name\":\"inspector\"' -- "${target[@]}" \
-    --method tools/call --tool-name json_schema_2020_12_tool --tool-arg name=inspector
+    --method tools/call --tool-name json_schema_2020_12_tool --tool-arg name=inspector email=i@example.com
+  # The schema's if/then: contactMethod "phone" requires a phone.
+  expect_tool_error "$transport tools/call checks if/then" 'missing required property \"phone\"' -- "${target[@]}" \
+    --method tools/call --tool-name json_schema_2020_12_tool --tool-arg contactMethod=phone email=i@example.com
   expect "$transport resources/read" 'static text resource' -- "${target[@]}" \
     --method resources/read --uri test://static-text
   expect "$transport prompts/get" "arg1='a'" -- "${target[@]}" \

@@ -15,10 +15,11 @@ trap 'kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null; rm -rf "$s
 start_server "$scratch/server.log" '.*mcp http: serving \(http[^ ]*\).*' "$vramscope" mcp --demo contention --http 127.0.0.1:0
 
 rm -rf "$results" && mkdir -p "$results"
+# 8 checks: one per scenario, two for dns-rebinding-protection.
 for scenario in server-initialize ping logging-set-level tools-list resources-list prompts-list dns-rebinding-protection; do
   "$node" "$cli" server --url "$url" --scenario "$scenario" -o "$results" >>"$results/output.txt" 2>&1 || true
 done
-count_checks "$results" "conformance on vramscope mcp" || { tail -40 "$results/output.txt"; failures=$((failures + 1)); }
+count_checks "$results" "conformance on vramscope mcp" 8 || { tail -40 "$results/output.txt"; failures=$((failures + 1)); }
 
 for transport in stdio http; do
   if [ "$transport" = stdio ]; then target=("$vramscope" mcp --demo contention); else target=("$url"); fi
