@@ -4,7 +4,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <map>
+#include <utility>
+#include <vector>
 
 #include "tools/api_stats.h"
 
@@ -53,25 +56,39 @@ Result<Profile> profile(const store::TraceReader& db, std::int64_t session_id) {
   m["calls.off_cpu_pct"] = dur > 0 ? 100.0 * static_cast<double>(top_level_off_cpu_ns) / dur : 0;
   m["calls.runq_pct"] = dur > 0 ? 100.0 * static_cast<double>(top_level_runq_ns) / dur : 0;
   m["calls.errors"] = static_cast<double>(top_level_failed);
-  query("SELECT kind, COUNT(*), SUM(bytes), COALESCE(SUM(CASE WHEN end_reason = 'freed' THEN bytes END), 0), "
-        "COALESCE(SUM(CASE WHEN end_reason IS NULL THEN bytes END), 0), "
-        "COALESCE(SUM(CASE WHEN end_reason = 'process_exit' THEN bytes END), 0) "
-        "FROM allocations WHERE session_id = ? GROUP BY kind",
+  // Per kind, one pass over the allocations: counts, bytes by how they ended, and the peak outstanding
+  // bytes (a running sum over allocation and release events, releases first at equal times so that a
+  // free-then-reuse is not a peak). In C++: SQL's window function took 0.7 s for 100 k allocations.
+  struct KindTotals {
+    std::int64_t allocations = 0, allocated = 0, freed = 0, outstanding = 0, released_at_exit = 0;
+    std::vector<std::pair<std::int64_t, std::int64_t>> events;  // (ts_ns, +/- bytes)
+  };
+  std::map<std::string, KindTotals> kinds;
+  query("SELECT kind, bytes, alloc_ts_ns, free_ts_ns, COALESCE(end_reason, '') FROM allocations WHERE session_id = ?",
         [&](const store::Row& r) {
-          const std::string k = "memory." + r.text(0);
-          m[k + ".allocations"] = static_cast<double>(r.i64(1));
-          m[k + ".allocated_bytes"] = static_cast<double>(r.i64(2));
-          m[k + ".freed_bytes"] = static_cast<double>(r.i64(3));
-          m[k + ".outstanding_at_end_bytes"] = static_cast<double>(r.i64(4));
-          m[k + ".released_at_exit_bytes"] = static_cast<double>(r.i64(5));
+          KindTotals& k = kinds[r.text(0)];
+          const std::int64_t bytes = r.i64(1);
+          const std::string end_reason = r.text(4);
+          ++k.allocations;
+          k.allocated += bytes;
+          if (end_reason == "freed") k.freed += bytes;
+          else if (end_reason.empty()) k.outstanding += bytes;
+          else if (end_reason == "process_exit") k.released_at_exit += bytes;
+          k.events.emplace_back(r.i64(2), bytes);
+          if (!r.is_null(3)) k.events.emplace_back(r.i64(3), -bytes);
         });
-  // Peak outstanding per kind: a running sum over allocation and release events,
-  // releases first at equal times so that a free-then-reuse is not a peak.
-  query("WITH ev AS (SELECT kind, alloc_ts_ns AS ts, bytes AS d FROM allocations WHERE session_id = ?1 "
-        "UNION ALL SELECT kind, free_ts_ns, -bytes FROM allocations WHERE session_id = ?1 AND free_ts_ns IS NOT NULL) "
-        "SELECT kind, MAX(o) FROM (SELECT kind, SUM(d) OVER (PARTITION BY kind ORDER BY ts, d ROWS UNBOUNDED "
-        "PRECEDING) AS o FROM ev) GROUP BY kind",
-        [&](const store::Row& r) { m["memory." + r.text(0) + ".peak_outstanding_bytes"] = static_cast<double>(r.i64(1)); });
+  for (auto& [kind, k] : kinds) {
+    std::sort(k.events.begin(), k.events.end());
+    std::int64_t outstanding = 0, peak = std::numeric_limits<std::int64_t>::min();
+    for (const auto& [ts, delta] : k.events) peak = std::max(peak, outstanding += delta);
+    const std::string name = "memory." + kind;
+    m[name + ".allocations"] = static_cast<double>(k.allocations);
+    m[name + ".allocated_bytes"] = static_cast<double>(k.allocated);
+    m[name + ".freed_bytes"] = static_cast<double>(k.freed);
+    m[name + ".outstanding_at_end_bytes"] = static_cast<double>(k.outstanding);
+    m[name + ".released_at_exit_bytes"] = static_cast<double>(k.released_at_exit);
+    m[name + ".peak_outstanding_bytes"] = static_cast<double>(peak);
+  }
   if (!st) return Error{st.message()};
   m["session.duration_ms"] = p.session.t_ms(p.session.end_ns);
   m["session.calls"] = static_cast<double>(calls);
