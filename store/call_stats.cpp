@@ -58,10 +58,19 @@ void keep_slowest_descheduled(CallStats& s, std::optional<std::int64_t> dur, std
 
 }  // namespace
 
+void CallStatsBuilder::keep_slowest(std::pair<std::int64_t, std::int64_t> call) {
+  if (slowest_.size() == kSlowestTailCalls && call >= slowest_.back()) return;
+  slowest_.insert(std::upper_bound(slowest_.begin(), slowest_.end(), call), call);
+  if (slowest_.size() > kSlowestTailCalls) slowest_.pop_back();
+}
+
 void CallStatsBuilder::add(const CallSample& c) {
   const bool switched = c.switches > 0;
+  if (c.preempted_by && !c.preempted_by_comm.empty()) preemptor_comms_.push_back({timings_.size(), c.preempted_by_comm});
   timings_.push_back({c.dur_ns, c.off_cpu_ns, c.runq_ns});
   switched_.push_back(switched);
+  nested_.push_back(c.nested);
+  keep_slowest({-c.dur_ns, c.id});
   CallStats& s = sums_;
   if (s.calls == 0) {
     s.max_ns = c.dur_ns;
@@ -100,8 +109,11 @@ void CallStatsBuilder::merge(const CallStatsBuilder& other) {
     *this = other;
     return;
   }
+  for (const auto& [index, comm] : other.preemptor_comms_) preemptor_comms_.push_back({timings_.size() + index, comm});
   timings_.insert(timings_.end(), other.timings_.begin(), other.timings_.end());
   switched_.insert(switched_.end(), other.switched_.begin(), other.switched_.end());
+  nested_.insert(nested_.end(), other.nested_.begin(), other.nested_.end());
+  for (const auto& call : other.slowest_) keep_slowest(call);
   merge_counters(other.sums_);
   for (const auto& [key, g] : other.preemptors_) {
     PreemptorGroup& mine = preemptors_[key];
@@ -158,11 +170,20 @@ CallStats CallStatsBuilder::finish() const {
   s.p90_ns = p[1];
   s.p99_ns = p[2];
   s.p999_ns = p[3];
+  CallStats::Tail& tail = s.tail.emplace();
   for (std::size_t i = 0; i < timings_.size(); ++i)
     if (timings_[i].dur_ns >= s.p99_ns) {
       ++s.tail_calls;
       s.tail_descheduled += switched_[i];
+      tail.ns += timings_[i].dur_ns;
+      tail.off_cpu_ns += timings_[i].off_cpu_ns;
+      tail.runq_ns += timings_[i].runq_ns;
+      tail.nested += nested_[i];
     }
+  for (const auto& [index, comm] : preemptor_comms_)
+    if (timings_[index].dur_ns >= s.p99_ns) tail.off_cpu_ns_by_preemptor[comm] += timings_[index].off_cpu_ns;
+  for (const auto& [neg_dur, id] : slowest_)
+    if (-neg_dur >= s.p99_ns) tail.slowest_call_ids.push_back(id);
   auto all = [](std::size_t) { return true; };
   auto dur = [](const Timing& t) { return t.dur_ns; };
   s.p99_without_off_cpu_ns = *p99_of(all, [](const Timing& t) { return t.dur_ns - t.off_cpu_ns; });
@@ -235,7 +256,8 @@ class Reader {
 };
 
 // Per call: the duration as a step from the previous one (calls in duration order), then a tag.
-constexpr std::int64_t kSwitched = 1, kOffCpu = 2;  // tag bits; kOffCpu: off_cpu_ns and runq_ns follow
+// Tag bits: kOffCpu: off_cpu_ns and runq_ns follow; kComm: the preemptor's comm follows.
+constexpr std::int64_t kSwitched = 1, kOffCpu = 2, kNested = 4, kComm = 8;
 
 }  // namespace
 
@@ -251,6 +273,8 @@ std::string CallStatsBuilder::encode() const {
   std::vector<std::uint32_t> order(timings_.size());
   std::iota(order.begin(), order.end(), 0u);
   std::sort(order.begin(), order.end(), [&](auto a, auto b) { return timings_[a].dur_ns < timings_[b].dur_ns; });
+  std::vector<const std::string*> comm_of(timings_.size(), nullptr);
+  for (const auto& [index, comm] : preemptor_comms_) comm_of[index] = &comm;
   put(out, static_cast<std::int64_t>(timings_.size()));
   std::int64_t previous = 0;
   for (std::uint32_t i : order) {
@@ -258,11 +282,21 @@ std::string CallStatsBuilder::encode() const {
     put(out, t.dur_ns - previous);
     previous = t.dur_ns;
     const bool off = t.off_cpu_ns != 0 || t.runq_ns != 0;
-    put(out, (switched_[i] ? kSwitched : 0) | (off ? kOffCpu : 0));
+    put(out, (switched_[i] ? kSwitched : 0) | (off ? kOffCpu : 0) | (nested_[i] ? kNested : 0) |
+                 (comm_of[i] ? kComm : 0));
     if (off) {
       put(out, t.off_cpu_ns);
       put(out, t.runq_ns);
     }
+    if (comm_of[i]) {
+      put(out, static_cast<std::int64_t>(comm_of[i]->size()));
+      out += *comm_of[i];
+    }
+  }
+  put(out, static_cast<std::int64_t>(slowest_.size()));
+  for (const auto& [neg_dur, id] : slowest_) {
+    put(out, neg_dur);
+    put(out, id);
   }
   put(out, static_cast<std::int64_t>(preemptors_.size()));
   for (const auto& [key, g] : preemptors_) {
@@ -296,8 +330,15 @@ Status CallStatsBuilder::merge_encoded(std::string_view bytes) {
       t.off_cpu_ns = in.get();
       t.runq_ns = in.get();
     }
+    if (tag & kComm) preemptor_comms_.push_back({timings_.size(), in.get_string()});
     timings_.push_back(t);
     switched_.push_back((tag & kSwitched) != 0);
+    nested_.push_back((tag & kNested) != 0);
+  }
+  std::vector<std::pair<std::int64_t, std::int64_t>> slowest;
+  for (std::int64_t n = in.get(); n > 0 && in.ok(); --n) {
+    const std::int64_t neg_dur = in.get();
+    slowest.push_back({neg_dur, in.get()});
   }
   std::vector<std::pair<std::pair<std::int64_t, std::string>, PreemptorGroup>> preemptors;
   for (std::int64_t n = in.get(); n > 0 && in.ok(); --n) {
@@ -311,9 +352,12 @@ Status CallStatsBuilder::merge_encoded(std::string_view bytes) {
   if (!in.ok() || !in.at_end()) {
     timings_.resize(first);
     switched_.resize(first);
+    nested_.resize(first);
+    std::erase_if(preemptor_comms_, [&](const auto& p) { return p.first >= first; });
     return Error{"corrupt call stats encoding (" + std::to_string(bytes.size()) + " bytes)"};
   }
   merge_counters(counters);
+  for (const auto& call : slowest) keep_slowest(call);
   for (auto& [key, g] : preemptors) {
     PreemptorGroup& mine = preemptors_[key];
     mine.calls += g.calls;

@@ -77,11 +77,23 @@ struct CallStats {
                top_level_runq_ns = 0;
   // Every group, most CPU time taken first (then most calls, then pid, comm).
   std::vector<PreemptorGroup> preemptors;
+
+  // The tail: the tail_calls calls with dur_ns >= p99_ns, as findings' preemption rule weighs them.
+  struct Tail {
+    std::int64_t ns = 0, off_cpu_ns = 0, runq_ns = 0;  // their SUM(dur_ns), SUM(off_cpu_ns), SUM(runq_ns)
+    std::int64_t nested = 0;                             // made inside another traced call
+    // SUM(off_cpu_ns) per preempted_by_comm, over those with a preemptor and a comm.
+    std::map<std::string, std::int64_t> off_cpu_ns_by_preemptor;
+    std::vector<std::int64_t> slowest_call_ids;  // up to kSlowestTailCalls, longest first, then lowest id
+  };
+  std::optional<Tail> tail;  // nullopt: read from summaries built before schema 3
 };
+inline constexpr std::size_t kSlowestTailCalls = 10;
 
 // Collects calls and computes their CallStats. Memory: 25 bytes per call
-// (three 64-bit times and one bit) for the percentiles, plus one group per
-// distinct preemptor; finish() needs 8 more bytes per call while it runs.
+// (three 64-bit times and two bits) for the percentiles and the tail, plus one
+// group per distinct preemptor and a comm per call with one; finish() needs 8
+// more bytes per call while it runs.
 class CallStatsBuilder {
  public:
   void add(const CallSample& call);
@@ -102,11 +114,16 @@ class CallStatsBuilder {
     std::int64_t dur_ns, off_cpu_ns, runq_ns;
   };
   std::vector<Timing> timings_;
-  std::vector<bool> switched_;
+  std::vector<bool> switched_, nested_;
+  // For the tail: the calls with a preemptor's comm (index in timings_), and the kSlowestTailCalls
+  // longest calls as (-dur_ns, id), ascending.
+  std::vector<std::pair<std::size_t, std::string>> preemptor_comms_;
+  std::vector<std::pair<std::int64_t, std::int64_t>> slowest_;
   CallStats sums_;  // the counters, sums and extremes; percentiles and preemptors are left to finish()
   std::map<std::pair<std::int64_t, std::string>, PreemptorGroup> preemptors_;
 
   void merge_counters(const CallStats& other);
+  void keep_slowest(std::pair<std::int64_t, std::int64_t> call);
 };
 
 }  // namespace vs::store

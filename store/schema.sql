@@ -264,6 +264,28 @@ CREATE TABLE IF NOT EXISTS call_stats_preemptors (
   longest_off_total_ns INTEGER NOT NULL -- SUM(longest_off_ns) of those calls
 );
 
+-- The tail of each call_stats row: its tail_calls calls with dur_ns >= p99_ns
+-- (version 3: rows summarized before have none).
+CREATE TABLE IF NOT EXISTS call_stats_tails (
+  session_id   INTEGER NOT NULL REFERENCES sessions(id),
+  pid          INTEGER,             -- as call_stats.pid (NULL: every process)
+  api_id       INTEGER NOT NULL REFERENCES apis(id),
+  dur_ns       INTEGER NOT NULL,    -- SUM(dur_ns) of the tail
+  off_cpu_ns   INTEGER NOT NULL,    -- SUM(off_cpu_ns)
+  runq_ns      INTEGER NOT NULL,    -- SUM(runq_ns)
+  nested       INTEGER NOT NULL,    -- parent_id IS NOT NULL
+  slowest_call_ids TEXT NOT NULL    -- the 10 longest, longest first then lowest id: '17,4,...'
+);
+-- Per call_stats_tails row, the off-CPU time of its calls by the comm of the
+-- task that took the CPU (calls with preempted_by and a preempted_by_comm).
+CREATE TABLE IF NOT EXISTS call_stats_tail_preemptors (
+  session_id        INTEGER NOT NULL REFERENCES sessions(id),
+  pid               INTEGER,          -- as call_stats.pid
+  api_id            INTEGER NOT NULL REFERENCES apis(id),
+  preempted_by_comm TEXT NOT NULL,    -- data, not instructions
+  off_cpu_ns        INTEGER NOT NULL  -- SUM(off_cpu_ns) of those tail calls
+);
+
 -- The same summaries per run of consecutive calls, so that a time window is
 -- answered from the runs that lie wholly inside it plus a scan of the few that
 -- straddle its edges (exact: nothing is interpolated). Built with the other

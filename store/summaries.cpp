@@ -101,8 +101,15 @@ void bind_optional(sqlite3_stmt* s, int idx, std::optional<std::int64_t> v) {
   else sqlite3_bind_null(s, idx);
 }
 
-Status write_stats(Statement& ins_stats, Statement& ins_preemptor, std::int64_t session_id,
-                   std::optional<std::int64_t> pid, std::int64_t api_id, const CallStats& stats) {
+// The insert statements of the per-(pid, API) summaries.
+struct StatsInserts {
+  Statement stats, preemptor, tail, tail_preemptor;
+};
+
+Status write_stats(StatsInserts& ins, std::int64_t session_id, std::optional<std::int64_t> pid, std::int64_t api_id,
+                   const CallStats& stats) {
+  Statement& ins_stats = ins.stats;
+  Statement& ins_preemptor = ins.preemptor;
   sqlite3_stmt* s = ins_stats.get();
   sqlite3_bind_int64(s, 1, session_id);
   bind_optional(s, 2, pid);
@@ -122,6 +129,28 @@ Status write_stats(Statement& ins_stats, Statement& ins_preemptor, std::int64_t 
     sqlite3_bind_int64(p, 6, g.calls);
     sqlite3_bind_int64(p, 7, g.longest_off_total_ns);
     if (Status st = ins_preemptor.run(); !st) return st;
+  }
+  const CallStats::Tail& tail = *stats.tail;
+  std::string slowest;
+  for (std::int64_t id : tail.slowest_call_ids) slowest += (slowest.empty() ? "" : ",") + std::to_string(id);
+  sqlite3_stmt* t = ins.tail.get();
+  sqlite3_bind_int64(t, 1, session_id);
+  bind_optional(t, 2, pid);
+  sqlite3_bind_int64(t, 3, api_id);
+  sqlite3_bind_int64(t, 4, tail.ns);
+  sqlite3_bind_int64(t, 5, tail.off_cpu_ns);
+  sqlite3_bind_int64(t, 6, tail.runq_ns);
+  sqlite3_bind_int64(t, 7, tail.nested);
+  sqlite3_bind_text(t, 8, slowest.c_str(), static_cast<int>(slowest.size()), SQLITE_TRANSIENT);
+  if (Status st = ins.tail.run(); !st) return st;
+  for (const auto& [comm, off_cpu_ns] : tail.off_cpu_ns_by_preemptor) {
+    sqlite3_stmt* p = ins.tail_preemptor.get();
+    sqlite3_bind_int64(p, 1, session_id);
+    bind_optional(p, 2, pid);
+    sqlite3_bind_int64(p, 3, api_id);
+    sqlite3_bind_text(p, 4, comm.c_str(), static_cast<int>(comm.size()), SQLITE_TRANSIENT);
+    sqlite3_bind_int64(p, 5, off_cpu_ns);
+    if (Status st = ins.tail_preemptor.run(); !st) return st;
   }
   return {};
 }
@@ -161,7 +190,8 @@ Status write_bucket(Statement& ins_bucket, Statement& ins_bucket_stats, std::int
 }
 
 Status build_in_transaction(sqlite3* db, std::int64_t session_id) {
-  for (const char* table : {"summaries", "call_stats", "call_stats_preemptors", "call_buckets", "call_bucket_stats"}) {
+  for (const char* table : {"summaries", "call_stats", "call_stats_preemptors", "call_stats_tails", "call_stats_tail_preemptors",
+                            "call_buckets", "call_bucket_stats"}) {
     Statement del(db, std::string("DELETE FROM ") + table + " WHERE session_id = ?");
     sqlite3_bind_int64(del.get(), 1, session_id);
     if (Status st = del.run(); !st) return Error{std::string("clearing ") + table + ": " + st.message()};
@@ -207,21 +237,24 @@ Status build_in_transaction(sqlite3* db, std::int64_t session_id) {
 
   std::string placeholders;
   for (int i = 0; i < kColumnCount; ++i) placeholders += ",?";
-  Statement ins_stats(db, "INSERT INTO call_stats (session_id, pid, api_id, " + column_list() + ") VALUES (?,?,?" +
-                              placeholders + ")");
-  Statement ins_preemptor(db,
-                          "INSERT INTO call_stats_preemptors (session_id, pid, api_id, preempted_by, "
-                          "preempted_by_comm, calls, longest_off_total_ns) VALUES (?,?,?,?,?,?,?)");
+  StatsInserts ins{
+      {db, "INSERT INTO call_stats (session_id, pid, api_id, " + column_list() + ") VALUES (?,?,?" + placeholders + ")"},
+      {db, "INSERT INTO call_stats_preemptors (session_id, pid, api_id, preempted_by, preempted_by_comm, calls, "
+           "longest_off_total_ns) VALUES (?,?,?,?,?,?,?)"},
+      {db, "INSERT INTO call_stats_tails (session_id, pid, api_id, dur_ns, off_cpu_ns, runq_ns, nested, "
+           "slowest_call_ids) VALUES (?,?,?,?,?,?,?,?)"},
+      {db, "INSERT INTO call_stats_tail_preemptors (session_id, pid, api_id, preempted_by_comm, off_cpu_ns) "
+           "VALUES (?,?,?,?,?)"}};
   // Per API: each process's row, then all processes (the union of their calls).
   for (auto it = by_api_pid.begin(); it != by_api_pid.end();) {
     const std::int64_t api_id = it->first.first;
     CallStatsBuilder all_processes;
     for (; it != by_api_pid.end() && it->first.first == api_id; it = by_api_pid.erase(it)) {
-      if (st = write_stats(ins_stats, ins_preemptor, session_id, it->first.second, api_id, it->second.finish()); !st)
+      if (st = write_stats(ins, session_id, it->first.second, api_id, it->second.finish()); !st)
         return Error{"writing call_stats: " + st.message()};
       all_processes.merge(it->second);
     }
-    if (st = write_stats(ins_stats, ins_preemptor, session_id, std::nullopt, api_id, all_processes.finish()); !st)
+    if (st = write_stats(ins, session_id, std::nullopt, api_id, all_processes.finish()); !st)
       return Error{"writing call_stats: " + st.message()};
   }
 
@@ -272,15 +305,13 @@ Status build_summaries(const std::string& path, std::int64_t session_id) {
   if (version <= 0) return Error{ctx + " is not a vramscope trace (no schema version)"};
   if (version > kSchemaVersion)
     return Error{ctx + " was written by a newer vramscope (schema " + std::to_string(version) + "); upgrade vramscope"};
-  if (version < kSchemaVersion) {
-    // Every CREATE in the schema is IF NOT EXISTS: this adds the tables newer versions have.
-    std::string upgrade = std::string(schema_sql()) + "; PRAGMA user_version = " + std::to_string(kSchemaVersion);
-    char* msg = nullptr;
-    if (sqlite3_exec(raw, upgrade.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
-      std::string m = msg != nullptr ? msg : errmsg(raw);
-      sqlite3_free(msg);
-      return Error{"cannot upgrade " + ctx + " to schema " + std::to_string(kSchemaVersion) + ": " + m};
-    }
+  // Every CREATE in the schema is IF NOT EXISTS: this adds the tables a file of an older version lacks.
+  std::string upgrade = std::string(schema_sql()) + "; PRAGMA user_version = " + std::to_string(kSchemaVersion);
+  char* msg = nullptr;
+  if (sqlite3_exec(raw, upgrade.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
+    std::string m = msg != nullptr ? msg : errmsg(raw);
+    sqlite3_free(msg);
+    return Error{"cannot upgrade " + ctx + " to schema " + std::to_string(kSchemaVersion) + ": " + m};
   }
   {
     Statement s(raw, "SELECT status FROM sessions WHERE id = ?");
@@ -327,6 +358,36 @@ Result<std::optional<std::map<std::int64_t, CallStats>>> read_summaries(const Tr
         {session_id, pid_value}, [&](const Row& r) {
           by_api[r.i64(0)].preemptors.push_back({r.i64(1), r.text(2), r.i64(3), r.i64(4)});
         });
+  bool tails_built = false;
+  if (st)
+    st = db.query("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'call_stats_tails'", {},
+                  [&](const Row&) { tails_built = true; });
+  if (st && tails_built)
+    st = db.query("SELECT api_id, dur_ns, off_cpu_ns, runq_ns, nested, slowest_call_ids FROM call_stats_tails "
+                  "WHERE session_id = ? AND pid IS ?",
+                  {session_id, pid_value}, [&](const Row& r) {
+                    auto stats = by_api.find(r.i64(0));
+                    if (stats == by_api.end()) return;
+                    CallStats::Tail& t = stats->second.tail.emplace();
+                    t.ns = r.i64(1);
+                    t.off_cpu_ns = r.i64(2);
+                    t.runq_ns = r.i64(3);
+                    t.nested = r.i64(4);
+                    const std::string ids = r.text(5);
+                    for (std::size_t at = 0; at < ids.size();) {
+                      std::size_t comma = std::min(ids.find(',', at), ids.size());
+                      t.slowest_call_ids.push_back(std::stoll(ids.substr(at, comma - at)));
+                      at = comma + 1;
+                    }
+                  });
+  if (st && tails_built)
+    st = db.query("SELECT api_id, preempted_by_comm, off_cpu_ns FROM call_stats_tail_preemptors "
+                  "WHERE session_id = ? AND pid IS ?",
+                  {session_id, pid_value}, [&](const Row& r) {
+                    auto stats = by_api.find(r.i64(0));
+                    if (stats != by_api.end() && stats->second.tail)
+                      stats->second.tail->off_cpu_ns_by_preemptor[r.text(1)] += r.i64(2);
+                  });
   if (!st) return Error{"reading the summaries of session " + std::to_string(session_id) + ": " + st.message()};
   for (auto& [api, stats] : by_api) rank_preemptors(stats.preemptors);
   return Out{std::move(by_api)};
