@@ -4,9 +4,11 @@ set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then echo "install-deps.sh: run as root (apt-get)" >&2; exit 1; fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# librsvg2-dev (pulls cairo): allocation_timeline's PNG chart, its SVG rasterized for clients that show only raster images.
 apt-get install -y -qq --no-install-recommends \
   cmake make g++ clang pkg-config \
   libbpf-dev bpftool libelf-dev zlib1g-dev \
   python3 libsqlite3-dev sqlite3 nlohmann-json3-dev libboost-dev libspdlog-dev libcli11-dev catch2 libbenchmark-dev \
+  librsvg2-dev \
   >/dev/null
 bash "$(dirname "$0")/install-mcp-clients.sh"  # MCP clients for tests/mcp (npm)

@@ -1,6 +1,11 @@
 // allocation_timeline on the shipped H100 traces: values at instants and peaks
 // equal torch.cuda.memory_stats() at the same instants; downsampling never
-// hides the peak; the SVG is well-formed.
+// hides the peak; the SVG is well-formed; the PNG decodes and draws the curve
+// where the data says.
+#include <cairo.h>
+
+#include <cstdint>
+#include <memory>
 #include <regex>
 #include <vector>
 
@@ -34,6 +39,43 @@ bool tags_balanced(const std::string& xml) {
     }
   }
   return open.empty();
+}
+
+// The big-endian 32-bit number at `offset` (PNG's byte order).
+std::uint32_t be32(const std::string& bytes, std::size_t offset) {
+  std::uint32_t v = 0;
+  for (std::size_t i = 0; i < 4; ++i) v = v << 8 | static_cast<unsigned char>(bytes.at(offset + i));
+  return v;
+}
+
+using Surface = std::unique_ptr<cairo_surface_t, decltype(&cairo_surface_destroy)>;
+
+// The PNG decoded by cairo (from memory).
+Surface decode_png(const std::string& png) {
+  struct Reader {
+    const std::string& bytes;
+    std::size_t at = 0;
+  } reader{png};
+  auto read = [](void* closure, unsigned char* data, unsigned int length) {
+    auto& r = *static_cast<Reader*>(closure);
+    if (r.at + length > r.bytes.size()) return CAIRO_STATUS_READ_ERROR;
+    std::copy_n(r.bytes.data() + r.at, length, data);
+    r.at += length;
+    return CAIRO_STATUS_SUCCESS;
+  };
+  return Surface(cairo_image_surface_create_from_png_stream(read, &reader), &cairo_surface_destroy);
+}
+
+// The topmost row of column x in [from, to) with ink (a channel darker than
+// 200: the curves, antialiased edges included, not the white background), or -1.
+int top_ink_row(cairo_surface_t* image, int x, int from, int to) {
+  const unsigned char* pixels = cairo_image_surface_get_data(image);
+  int stride = cairo_image_surface_get_stride(image);
+  for (int y = from; y < to; ++y) {
+    std::uint32_t p = *reinterpret_cast<const std::uint32_t*>(pixels + y * stride + x * 4);  // 0x(AA)RRGGBB
+    if (((p >> 16) & 0xff) < 200 || ((p >> 8) & 0xff) < 200 || (p & 0xff) < 200) return y;
+  }
+  return -1;
 }
 
 }  // namespace
@@ -119,4 +161,57 @@ TEST_CASE("allocation_timeline: SVG chart, limits and errors", "[tools][allocati
   CHECK(t.error("allocation_timeline", {{"from_ms", 100}, {"to_ms", 50}}).find("to_ms") != std::string::npos);
   CHECK(t.error("allocation_timeline", {{"caller", "libnothing"}}).find("libc10_cuda.so") != std::string::npos);
   CHECK(t.error("allocation_timeline", {{"points", 1}}).find("points") != std::string::npos);
+  CHECK(t.error("allocation_timeline", {{"image", "gif"}}).find("\"png\"") != std::string::npos);
+}
+
+TEST_CASE("allocation_timeline: PNG chart decodes and draws the curve where the data says", "[tools][allocation_timeline]") {
+  ExampleTrace t("leak");
+  // The leak's growth: from 40% of the peak up to it, a plateau, then the exit's drop to 0.
+  auto out = t.run("allocation_timeline", {{"image", "png"}, {"points", 20}, {"from_ms", 15000}, {"to_ms", 17000}});
+  REQUIRE(out.images.size() == 1);
+  CHECK(out.images[0].mime_type == "image/png");
+  const std::string& png = out.images[0].data;
+  INFO("PNG of " << png.size() << " bytes");
+  CHECK(png.size() < (1 << 20));  // the tool's bound
+  REQUIRE(png.size() > 33);
+  // Signature, then IHDR first: the size of the SVG it was drawn from.
+  CHECK(png.substr(0, 8) == std::string("\x89PNG\r\n\x1a\n", 8));
+  CHECK(png.substr(12, 4) == "IHDR");
+  CHECK(be32(png, 16) == 640);
+  CHECK(be32(png, 20) == 260);
+  Surface image = decode_png(png);
+  REQUIRE(cairo_surface_status(image.get()) == CAIRO_STATUS_SUCCESS);
+  REQUIRE(cairo_image_surface_get_width(image.get()) == 640);
+  REQUIRE(cairo_image_surface_get_height(image.get()) == 260);
+  cairo_surface_flush(image.get());
+
+  // The chart's plot area (svg_chart): x 70..630 over the window, y 230 (0 B) up to 24 (the largest value drawn,
+  // the total's peak since every series is part of the total).
+  const json& t_ms = out.structured["t_ms"];
+  const json& total = out.structured["gpu_total"]["max_bytes"];
+  REQUIRE(total.size() == 20);
+  const double t0 = t_ms.front().get<double>(), t1 = t_ms.back().get<double>();
+  const auto peak = static_cast<double>(max_of(total));
+  auto x = [&](std::size_t i) { return 70 + (t_ms[i].get<double>() - t0) / (t1 - t0) * 560; };
+  auto y = [&](std::size_t i) { return 230 - total[i].get<double>() / peak * 206; };
+  // Each sample off the y axis (x = 70, drawn grey from the top down): the highest ink in its column is the
+  // curve's point, within the 2 px stroke and antialiasing, plus how far a segment to a higher neighbour
+  // climbs within the column. Rows from 20: under the legend's text.
+  std::vector<int> top(total.size(), -1);
+  for (std::size_t i = 1; i < total.size(); ++i) {
+    int column = static_cast<int>(std::ceil(x(i))) - 1;  // the pixel column (c, c+1] holding x: the line ends at 630
+    top[i] = top_ink_row(image.get(), column, 20, 235);
+    double climb = 0;
+    for (std::size_t n : {i - 1, std::min(i + 1, total.size() - 1)})
+      if (n != i) climb = std::max(climb, (y(i) - y(n)) / (x(n) > x(i) ? x(n) - x(i) : x(i) - x(n)));
+    INFO("sample " << i << ": " << total[i].get<std::int64_t>() << " B at column " << column << ", top ink row "
+                   << top[i] << ", expected " << y(i) << " (climb " << climb << " px per column)");
+    CHECK(top[i] >= 0);
+    CHECK(std::abs(top[i] - y(i)) <= 2.5 + 1.5 * climb);
+  }
+  // The lowest sample before the plateau (40% of the peak) is drawn well below the peak.
+  const std::size_t peak_at = 5, low_at = 1;
+  REQUIRE(total[peak_at].get<double>() == peak);
+  REQUIRE(total[low_at].get<double>() < 0.45 * peak);
+  CHECK(top[low_at] > top[peak_at] + 100);
 }
