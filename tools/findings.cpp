@@ -197,25 +197,35 @@ std::string pct(double share) {
 // Per process: when outstanding GPU memory last grew, was it still growing
 // at the end of the process's activity, and was it given back?
 void leak_growth(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
-  std::map<std::int64_t, std::int64_t> first_alloc;
-  c.query("SELECT pid, MIN(alloc_ts_ns) FROM allocations WHERE " + c.scope() + " AND " + kGpuKinds + " GROUP BY pid",
-          c.params(), [&](const store::Row& r) { first_alloc[r.i64(0)] = r.i64(1); });
-  for (auto [pid, first] : first_alloc) {
+  // Every GPU allocation of the scope in one pass (per-process index ranges with a row lookup each took
+  // 0.5 s at 190 k allocations), sliced per process below.
+  struct Allocation {
+    std::int64_t alloc_ts;
+    std::optional<std::int64_t> free_ts;  // when freed or superseded
+    std::int64_t bytes;
+  };
+  std::map<std::int64_t, std::vector<Allocation>> by_pid;
+  c.query("SELECT pid, alloc_ts_ns, CASE WHEN end_reason IN ('freed', 'superseded') THEN free_ts_ns END, bytes "
+          "FROM allocations WHERE " + c.scope() + " AND " + kGpuKinds,
+          c.params(), [&](const store::Row& r) {
+            by_pid[r.i64(0)].push_back({r.i64(1), r.is_null(2) ? std::nullopt : std::optional(r.i64(2)), r.i64(3)});
+          });
+  for (const auto& [pid, allocations] : by_pid) {
+    std::int64_t first = allocations.front().alloc_ts;
+    for (const Allocation& a : allocations) first = std::min(first, a.alloc_ts);
     std::int64_t last = c.value(
         "SELECT ts_ns FROM call_rows WHERE pid = ? AND ts_ns <= ? AND session_id = ? ORDER BY ts_ns DESC LIMIT 1",
         {pid, c.session.end_ns, c.session.id});
     std::int64_t span = last - first + 1;
     if (span <= 1) continue;
     std::vector<std::int64_t> level(kLeakSlices, 0);
-    auto add = [&](const char* ts_col, const std::string& cond, int sign) {
-      c.query(std::string("SELECT MIN(") + std::to_string(kLeakSlices - 1) + ", (" + ts_col + " - ?) * " +
-                  std::to_string(kLeakSlices) + " / ?), SUM(bytes) FROM allocations WHERE session_id = ? AND pid = ? AND " +
-                  kGpuKinds + " AND " + cond + " AND " + ts_col + " <= ? GROUP BY 1",
-              {first, span, c.session.id, pid, last},
-              [&](const store::Row& r) { level[static_cast<std::size_t>(r.i64(0))] += sign * r.i64(1); });
+    auto slice = [&](std::int64_t ts) {
+      return static_cast<std::size_t>(std::min<std::int64_t>(kLeakSlices - 1, (ts - first) * kLeakSlices / span));
     };
-    add("alloc_ts_ns", "1", 1);
-    add("free_ts_ns", "end_reason IN ('freed', 'superseded')", -1);
+    for (const Allocation& a : allocations) {
+      if (a.alloc_ts <= last) level[slice(a.alloc_ts)] += a.bytes;
+      if (a.free_ts && *a.free_ts <= last) level[slice(*a.free_ts)] -= a.bytes;
+    }
     std::int64_t high = 0;
     int growing = 0, growing_late = 0, last_growing = -1;
     for (int i = 0; i < kLeakSlices; ++i) {
