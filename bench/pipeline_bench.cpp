@@ -152,6 +152,7 @@ class Synth {
   void fill_common(vs_call_event& ev, const Thread& th, std::uint16_t api, std::uint64_t seq, std::uint64_t start,
                    std::uint64_t dur, bool runtime) {
     std::memset(&ev, 0, sizeof ev);
+    ev.type = VS_REC_CALL;
     ev.seq = seq;
     ev.start_ns = start;
     ev.end_ns = start + dur;
@@ -164,7 +165,6 @@ class Synth {
       ev.caller_ino = runtime ? kInoWorkload : kInoCudart;
       ev.caller_dev = kDev;
       ev.caller_off = runtime ? 0x1a2bull : 0x4d1e7ull;
-      std::snprintf(ev.caller_name, sizeof ev.caller_name, "%s", runtime ? "workload" : "libcudart.so.13");
     }
   }
 

@@ -123,6 +123,8 @@ class Recorder : public tracer::EventSink {
       note_process(ev.pid, std::nullopt, std::nullopt, ev.start_ns, "first_call");
   }
 
+  void on_object(const vs_object_event& ev) override { decoder_.objects().add_object(ev); }
+
   void on_lifecycle(const vs_lifecycle_event& ev) override {
     auto ts = static_cast<std::int64_t>(ev.ts_ns);
     switch (ev.kind) {

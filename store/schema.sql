@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS sessions (
   detach_ms          REAL,              -- time to detach all probes
   calls_recorded     INTEGER NOT NULL DEFAULT 0,
   call_drops         INTEGER NOT NULL DEFAULT 0,  -- call records lost (ring buffer full)
-  lifecycle_drops    INTEGER NOT NULL DEFAULT 0,  -- process fork/exec/exit records lost
+  lifecycle_drops    INTEGER NOT NULL DEFAULT 0,  -- process fork/exec/exit records lost, and caller-file path records (then the path comes from /proc/PID/maps, or stays unknown)
   sched_drops        INTEGER NOT NULL DEFAULT 0,  -- raw switch records lost (--sched-events)
   unrecorded_calls   INTEGER NOT NULL DEFAULT 0,  -- calls seen but not recorded (nesting too deep, state map full)
   status             TEXT NOT NULL DEFAULT 'recording', -- 'recording' | 'complete' | 'interrupted'

@@ -21,6 +21,14 @@ void ObjectPaths::add_maps(const std::vector<MapsEntry>& maps) {
     if (e.inode != 0 && !e.path.empty() && e.path[0] == '/') add((e.dev_major << 20) | e.dev_minor, e.inode, e.path);
 }
 
+void ObjectPaths::add_object(const vs_object_event& ev) {
+  if (ev.flags & VS_OBJECT_TRUNCATED || ev.ncomponents == 0 || ev.ncomponents > VS_PATH_DEPTH) return;
+  std::string path;
+  for (std::uint32_t i = ev.ncomponents; i-- > 0;)
+    path.append("/").append(ev.components[i], strnlen(ev.components[i], VS_PATH_COMPONENT));
+  paths_.try_emplace({ev.dev, ev.ino}, std::move(path));  // a path from /proc/PID/maps stays
+}
+
 bool ObjectPaths::scan_process(std::uint32_t pid) {
   auto maps = read_maps(pid);
   if (!maps) return false;
@@ -42,16 +50,14 @@ void CallDecoder::forget_process(std::uint32_t pid) {
 std::optional<std::string> CallDecoder::caller_path(const vs_call_event& ev) {
   if (ev.caller_ino == 0) return std::nullopt;  // anonymous code (a JIT) or unknown
   if (const auto* p = objects_.find(ev.caller_dev, ev.caller_ino)) return *p;
-  // Not seen yet: read this process's mappings once per process and per unknown file.
+  // Its vs_object_event was lost (ring full) or came from another CPU an instant
+  // later: read this process's mappings, once per process and per unknown file.
   bool first_scan = scanned_pids_.insert(ev.pid).second;
   if (first_scan || unresolved_.insert({ev.caller_dev, ev.caller_ino}).second) {
     objects_.scan_process(ev.pid);
     if (const auto* p = objects_.find(ev.caller_dev, ev.caller_ino)) return *p;
   }
-  // The process is gone or the file is on another mount: its name is all we know.
-  std::string name(ev.caller_name, strnlen(ev.caller_name, sizeof(ev.caller_name)));
-  if (name.empty()) return std::nullopt;
-  return name;
+  return std::nullopt;  // unknown rather than a guess
 }
 
 store::CallRecord CallDecoder::decode(const vs_call_event& ev) {

@@ -21,6 +21,8 @@ class ObjectPaths {
   void add(std::uint32_t dev, std::uint64_t ino, const std::string& path);
   void add_stat_dev(std::uint64_t st_dev, std::uint64_t ino, const std::string& path);
   void add_maps(const std::vector<MapsEntry>& maps);
+  // A path read by the return probe from the file's dentries; ignored when incomplete.
+  void add_object(const vs_object_event& ev);
   // Reads /proc/PID/maps; returns false if the process is gone.
   bool scan_process(std::uint32_t pid);
   const std::string* find(std::uint32_t dev, std::uint64_t ino) const;

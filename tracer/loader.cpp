@@ -126,7 +126,13 @@ struct Tracer::Impl {
   Status make_rings() {
     auto on_call = [](void* ctx, void* data, size_t size) -> int {
       auto* self = static_cast<Impl*>(ctx);
-      if (size >= sizeof(vs_call_event)) self->sink->on_call(*static_cast<const vs_call_event*>(data));
+      if (size < sizeof(vs_u32)) return 0;
+      vs_u32 type;
+      std::memcpy(&type, data, sizeof type);
+      if (type == VS_REC_CALL && size >= sizeof(vs_call_event))
+        self->sink->on_call(*static_cast<const vs_call_event*>(data));
+      else if (type == VS_REC_OBJECT && size >= sizeof(vs_object_event))
+        self->sink->on_object(*static_cast<const vs_object_event*>(data));
       return 0;
     };
     auto on_lifecycle = [](void* ctx, void* data, size_t size) -> int {

@@ -88,7 +88,6 @@ struct caller_info {
   __u64 file_delta; /* file offset = addr + file_delta */
   __u32 dev;
   __u32 found;
-  char name[VS_OBJ_NAME_LEN];
 };
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -97,41 +96,111 @@ struct {
   __type(value, struct caller_info);
 } caller_cache SEC(".maps");
 
-struct vma_lookup {
-  struct caller_info *info;
-  __u64 addr;
+/* Files whose path was sent (vs_object_event), so each is sent once. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 8192);
+  __type(key, struct vs_file_key);
+  __type(value, __u8);
+} objects_sent SEC(".maps");
+
+/* The object record being built (1.5 KB: too big for the stack). */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct vs_object_event);
+} object_scratch SEC(".maps");
+
+struct path_walk {
+  __u64 dentry; /* struct dentry *, read with BPF_CORE_READ only */
+  __u64 mnt;    /* struct mount * */
+  struct vs_object_event *ob;
 };
 
-static long vs_caller_vma(struct task_struct *task, struct vm_area_struct *vma, void *data) {
-  struct vma_lookup *lk = data;
-  struct file *file = vma->vm_file;
-  if (!file) return 0;
-  lk->info->found = 1;
-  lk->info->ino = BPF_CORE_READ(file, f_inode, i_ino);
-  lk->info->dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
-  lk->info->file_delta = (BPF_CORE_READ(vma, vm_pgoff) << 12) - BPF_CORE_READ(vma, vm_start);
-  bpf_probe_read_kernel_str(lk->info->name, sizeof(lk->info->name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+/* One step of the walk from a file to the root: reads one name, or climbs
+ * out of one mount to its mount point. Returns 1 to stop. */
+static long vs_path_step(__u32 step, void *data) {
+  struct path_walk *w = data;
+  struct vs_object_event *ob = w->ob;
+  struct dentry *d = (struct dentry *)w->dentry;
+  struct mount *mnt = (struct mount *)w->mnt;
+  if (d == BPF_CORE_READ(mnt, mnt.mnt_root)) {
+    struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+    if (up == mnt) { /* the namespace's root: the path is complete */
+      ob->flags = 0;
+      return 1;
+    }
+    w->dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
+    w->mnt = (__u64)up;
+    return 0;
+  }
+  struct dentry *parent = BPF_CORE_READ(d, d_parent);
+  __u32 n = ob->ncomponents;
+  /* Cut off from its mount, too deep, or a name too long: no usable path. */
+  if (d == parent || n >= VS_PATH_DEPTH || BPF_CORE_READ(d, d_name.len) >= VS_PATH_COMPONENT) return 1;
+  bpf_probe_read_kernel_str(ob->components[n], VS_PATH_COMPONENT, BPF_CORE_READ(d, d_name.name));
+  ob->ncomponents = n + 1;
+  w->dentry = (__u64)parent;
   return 0;
 }
 
-static __always_inline void vs_resolve_caller(struct vs_call_event *ev) {
+/* Sends the path of a calling file the first time it is seen. Called with the
+ * vma (and so the file) pinned by bpf_find_vma, and before the caller_cache
+ * entry exists, so that any call record naming the file, on this CPU or
+ * another, comes after it in the ring. */
+static void vs_send_object(struct file *file, __u32 dev, __u64 ino) {
+  struct vs_file_key key = {.ino = ino, .dev = dev};
+  __u8 one = 1;
+  if (bpf_map_update_elem(&objects_sent, &key, &one, BPF_NOEXIST) != 0) return;
+  __u32 zero = 0;
+  struct vs_object_event *ob = bpf_map_lookup_elem(&object_scratch, &zero);
+  if (!ob) return;
+  ob->type = VS_REC_OBJECT;
+  ob->flags = VS_OBJECT_TRUNCATED; /* until the root is reached */
+  ob->ino = ino;
+  ob->dev = dev;
+  ob->pid = bpf_get_current_pid_tgid() >> 32;
+  ob->ncomponents = 0;
+  ob->pad = 0;
+  struct path_walk w = {
+      .dentry = (__u64)BPF_CORE_READ(file, f_path.dentry),
+      .mnt = (__u64)container_of(BPF_CORE_READ(file, f_path.mnt), struct mount, mnt),
+      .ob = ob,
+  };
+  bpf_loop(VS_PATH_DEPTH + 8, vs_path_step, &w, 0); /* + 8 mount crossings */
+  if (bpf_ringbuf_output(&calls_rb, ob, sizeof(*ob), 0) != 0) {
+    vs_count(VS_STAT_LIFECYCLE_DROPS);
+    bpf_map_delete_elem(&objects_sent, &key); /* sent with a later call */
+  }
+}
+
+static long vs_caller_vma(struct task_struct *task, struct vm_area_struct *vma, void *data) {
+  struct caller_info *info = data;
+  struct file *file = vma->vm_file;
+  if (!file) return 0;
+  info->found = 1;
+  info->ino = BPF_CORE_READ(file, f_inode, i_ino);
+  info->dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+  info->file_delta = (BPF_CORE_READ(vma, vm_pgoff) << 12) - BPF_CORE_READ(vma, vm_start);
+  vs_send_object(file, info->dev, info->ino);
+  return 0;
+}
+
+/* The file mapped at a return address, or 0 (anonymous memory such as JIT
+ * code, or the lookup could not run because the mmap lock was contended:
+ * tried again next time). */
+static __always_inline struct caller_info *vs_caller_file(__u64 addr) {
   struct task_struct *task = bpf_get_current_task_btf();
-  struct caller_key key = {.mm = (__u64)BPF_CORE_READ(task, mm), .addr = ev->caller};
+  struct caller_key key = {.mm = (__u64)BPF_CORE_READ(task, mm), .addr = addr};
   struct caller_info *info = bpf_map_lookup_elem(&caller_cache, &key);
   if (!info) {
     struct caller_info fresh = {};
-    struct vma_lookup lk = {.info = &fresh, .addr = ev->caller};
-    /* Not cached if the lookup could not run (mmap lock contended): tried again next time. */
-    if (bpf_find_vma(task, ev->caller, vs_caller_vma, &lk, 0) != 0) return;
+    if (bpf_find_vma(task, addr, vs_caller_vma, &fresh, 0) != 0) return 0;
     bpf_map_update_elem(&caller_cache, &key, &fresh, BPF_ANY);
     info = bpf_map_lookup_elem(&caller_cache, &key);
-    if (!info) return;
   }
-  if (!info->found) return; /* anonymous memory: JIT code */
-  ev->caller_ino = info->ino;
-  ev->caller_dev = info->dev;
-  ev->caller_off = ev->caller + info->file_delta;
-  __builtin_memcpy(ev->caller_name, info->name, sizeof(ev->caller_name));
+  return info && info->found ? info : 0;
 }
 
 /* Waking the consumer for every record costs an IPI and a context switch per
@@ -160,6 +229,11 @@ int vs_call_return(struct pt_regs *ctx) {
     return 0;
   }
 
+  /* The kernel has put the original return address back in ip before uretprobe
+   * handlers run. Resolved before the record is reserved: see vs_send_object. */
+  __u64 caller = PT_REGS_IP(ctx);
+  struct caller_info *file = caller ? vs_caller_file(caller) : 0;
+
   struct vs_call_event *ev = bpf_ringbuf_reserve(&calls_rb, sizeof(*ev), 0);
   if (!ev) {
     vs_count(VS_STAT_CALL_DROPS);
@@ -177,9 +251,12 @@ int vs_call_return(struct pt_regs *ctx) {
         if (addr && bpf_probe_read_user(&ev->out[i], size, (void *)addr)) ev->out[i] = 0;
       }
     }
-    /* The kernel has put the original return address back in ip before uretprobe handlers run. */
-    ev->caller = PT_REGS_IP(ctx);
-    if (ev->caller) vs_resolve_caller(ev);
+    ev->caller = caller;
+    if (file) {
+      ev->caller_ino = file->ino;
+      ev->caller_dev = file->dev;
+      ev->caller_off = caller + file->file_delta;
+    }
     bpf_ringbuf_submit(ev, (ev->seq % VS_WAKEUP_EVERY) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
   }
 

@@ -41,7 +41,7 @@ struct vs_api_plan {
 /* Counters kept per CPU, summed by user space; indexes into the `stats` map. */
 enum vs_stat {
   VS_STAT_CALL_DROPS = 0,     /* call records lost: ring buffer full */
-  VS_STAT_LIFECYCLE_DROPS,    /* lifecycle records lost */
+  VS_STAT_LIFECYCLE_DROPS,    /* lifecycle records lost, and caller-file (vs_object_event) records */
   VS_STAT_SCHED_DROPS,        /* raw switch records lost (--sched-events) */
   VS_STAT_DEPTH_OVERFLOW,     /* calls nested deeper than VS_MAX_DEPTH: not recorded */
   VS_STAT_RETURN_MISMATCH,    /* return without a matching entry (longjmp, probe attached mid-call) */
@@ -51,7 +51,15 @@ enum vs_stat {
 
 #define VS_CALL_INCOMPLETE 1 /* the thread exited before the call returned */
 
+/* The call ring carries two kinds of record, told apart by their first field. */
+enum vs_record_type {
+  VS_REC_CALL = 1,
+  VS_REC_OBJECT = 2,
+};
+
 struct vs_call_event {
+  vs_u32 type; /* VS_REC_CALL */
+  vs_u32 flags;
   vs_u64 seq;        /* unique per session: becomes calls.id */
   vs_u64 parent_seq; /* enclosing traced call on this thread, or 0 */
   vs_u64 start_ns;   /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
@@ -74,9 +82,26 @@ struct vs_call_event {
   vs_u32 preemptor_pid; /* task switched in for the longest off-CPU interval */
   vs_u16 api;
   vs_u16 parent_api;
-  vs_u32 flags;
   char preemptor_comm[VS_COMM_LEN];
-  char caller_name[VS_OBJ_NAME_LEN]; /* basename of that file */
+};
+
+#define VS_PATH_DEPTH 24     /* directories + the file itself */
+#define VS_PATH_COMPONENT 64 /* bytes per name, NUL included */
+#define VS_OBJECT_TRUNCATED 1
+
+/* The file behind a call site, sent once per file (dev, ino) ahead of the
+ * call records that name it, so that its path is known even when the process
+ * is gone by the time user space reads them. The path is read from the
+ * dentries, file first, up to the process's root (mounts crossed). */
+struct vs_object_event {
+  vs_u32 type; /* VS_REC_OBJECT */
+  vs_u32 flags; /* VS_OBJECT_TRUNCATED: deeper than VS_PATH_DEPTH, or a name too long: not usable */
+  vs_u64 ino;
+  vs_u32 dev;
+  vs_u32 pid;
+  vs_u32 ncomponents;
+  vs_u32 pad;
+  char components[VS_PATH_DEPTH][VS_PATH_COMPONENT];
 };
 
 enum vs_lifecycle_kind {

@@ -137,6 +137,8 @@ static __always_inline void vs_emit_lifecycle(__u32 kind, struct task_struct *ta
 static __always_inline void vs_fill_call(struct vs_call_event *ev, struct vs_thread_state *st, __u32 idx,
                                          __u64 end_ns, __u32 tgid, __u32 tid) {
   struct vs_frame *f = &st->frames[idx & (VS_MAX_DEPTH - 1)];
+  ev->type = VS_REC_CALL;
+  ev->flags = 0;
   ev->seq = f->seq;
   ev->start_ns = f->start_ns;
   ev->end_ns = end_ns;
@@ -148,7 +150,6 @@ static __always_inline void vs_fill_call(struct vs_call_event *ev, struct vs_thr
   ev->caller_ino = 0;
   ev->caller_off = 0;
   ev->caller_dev = 0;
-  ev->caller_name[0] = 0;
   ev->off_cpu_ns = f->off_cpu_ns;
   ev->runq_ns = f->runq_ns;
   ev->longest_off_ns = f->longest_off_ns;
@@ -158,7 +159,6 @@ static __always_inline void vs_fill_call(struct vs_call_event *ev, struct vs_thr
   ev->switches = f->switches;
   ev->preemptor_pid = f->preemptor_pid;
   ev->api = f->api;
-  ev->flags = 0;
   __builtin_memcpy(ev->preemptor_comm, f->preemptor_comm, VS_COMM_LEN);
   if (idx > 0) {
     struct vs_frame *parent = &st->frames[(idx - 1) & (VS_MAX_DEPTH - 1)];

@@ -1,0 +1,64 @@
+// CallDecoder: the caller's path comes from the object records the return
+// probe sends, so it survives the process; nothing is guessed when it is unknown.
+#include <catch2/catch.hpp>
+#include <cstring>
+
+#include "tracer/decoder.h"
+
+using namespace vs::tracer;
+
+namespace {
+
+// A pid that no process has: /proc/PID/maps cannot be read for it.
+constexpr std::uint32_t kGonePid = 0x3fffff00;
+constexpr std::uint32_t kDev = (8u << 20) | 2u;
+
+vs_object_event object_record(std::uint64_t ino, std::initializer_list<const char*> file_first) {
+  vs_object_event ob{};
+  ob.type = VS_REC_OBJECT;
+  ob.ino = ino;
+  ob.dev = kDev;
+  ob.pid = kGonePid;
+  for (const char* name : file_first) std::strcpy(ob.components[ob.ncomponents++], name);
+  return ob;
+}
+
+vs_call_event call_from(std::uint64_t ino) {
+  vs_call_event ev{};
+  ev.type = VS_REC_CALL;
+  ev.seq = 1;
+  ev.pid = ev.tid = kGonePid;
+  ev.api = 1;
+  ev.caller = 0x7f0000001234;
+  ev.caller_ino = ino;
+  ev.caller_dev = kDev;
+  return ev;
+}
+
+}  // namespace
+
+TEST_CASE("a caller's path comes from its object record, after its process is gone", "[decoder]") {
+  CallDecoder dec(1);
+  dec.objects().add_object(object_record(77, {"libc10_cuda.so", "lib", "torch", "site-packages", "opt"}));
+  auto c = dec.decode(call_from(77));
+  REQUIRE(c.caller);
+  CHECK(*c.caller == "/opt/site-packages/torch/lib/libc10_cuda.so");
+}
+
+TEST_CASE("an unknown or incomplete caller path stays unknown", "[decoder]") {
+  CallDecoder dec(1);
+  auto truncated = object_record(78, {"libcublasLt.so.13", "lib"});
+  truncated.flags = VS_OBJECT_TRUNCATED;
+  dec.objects().add_object(truncated);
+  CHECK_FALSE(dec.decode(call_from(78)).caller);
+  CHECK_FALSE(dec.decode(call_from(79)).caller);  // no record at all
+  CHECK_FALSE(dec.decode(call_from(0)).caller);   // anonymous code
+}
+
+TEST_CASE("a path read from /proc/PID/maps is kept over an object record", "[decoder]") {
+  ObjectPaths paths;
+  paths.add(kDev, 80, "/usr/lib/x86_64-linux-gnu/libcuda.so.1");
+  paths.add_object(object_record(80, {"libcuda.so.1", "elsewhere"}));
+  REQUIRE(paths.find(kDev, 80));
+  CHECK(*paths.find(kDev, 80) == "/usr/lib/x86_64-linux-gnu/libcuda.so.1");
+}
