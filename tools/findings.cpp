@@ -136,6 +136,24 @@ class Ctx {
     static const std::map<std::int64_t, store::CallStats> none;
     return call_stats_ ? *call_stats_ : none;
   }
+  // The GPU allocations (kGpuKinds) of the scope, read once for the rules that sweep them all.
+  struct GpuAllocation {
+    std::int64_t pid, caller_id, alloc_ts, bytes;  // caller_id 0: not recorded
+    std::optional<std::int64_t> free_ts;
+    std::string end_reason;  // '' while held
+  };
+  const std::vector<GpuAllocation>& gpu_allocations() {
+    if (!gpu_allocations_) {
+      gpu_allocations_.emplace();
+      query("SELECT pid, COALESCE(caller_id, 0), alloc_ts_ns, bytes, free_ts_ns, COALESCE(end_reason, '') "
+            "FROM allocations WHERE " + scope() + " AND " + kGpuKinds,
+            params(), [&](const store::Row& r) {
+              gpu_allocations_->push_back({r.i64(0), r.i64(1), r.i64(2), r.i64(3),
+                                           r.is_null(4) ? std::nullopt : std::optional(r.i64(4)), r.text(5)});
+            });
+    }
+    return *gpu_allocations_;
+  }
   // Where to drill down: only tools of this build, with arguments their schemas accept.
   void drill(Finding& f, const char* tool, json args, const char* why) const {
     args["session_id"] = session.id;
@@ -145,6 +163,7 @@ class Ctx {
 
  private:
   std::optional<std::map<std::int64_t, store::CallStats>> call_stats_;
+  std::optional<std::vector<GpuAllocation>> gpu_allocations_;
 };
 
 void load_context(Ctx& c) {
@@ -197,22 +216,11 @@ std::string pct(double share) {
 // Per process: when outstanding GPU memory last grew, was it still growing
 // at the end of the process's activity, and was it given back?
 void leak_growth(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
-  // Every GPU allocation of the scope in one pass (per-process index ranges with a row lookup each took
-  // 0.5 s at 190 k allocations), sliced per process below.
-  struct Allocation {
-    std::int64_t alloc_ts;
-    std::optional<std::int64_t> free_ts;  // when freed or superseded
-    std::int64_t bytes;
-  };
-  std::map<std::int64_t, std::vector<Allocation>> by_pid;
-  c.query("SELECT pid, alloc_ts_ns, CASE WHEN end_reason IN ('freed', 'superseded') THEN free_ts_ns END, bytes "
-          "FROM allocations WHERE " + c.scope() + " AND " + kGpuKinds,
-          c.params(), [&](const store::Row& r) {
-            by_pid[r.i64(0)].push_back({r.i64(1), r.is_null(2) ? std::nullopt : std::optional(r.i64(2)), r.i64(3)});
-          });
+  std::map<std::int64_t, std::vector<const Ctx::GpuAllocation*>> by_pid;
+  for (const Ctx::GpuAllocation& a : c.gpu_allocations()) by_pid[a.pid].push_back(&a);
   for (const auto& [pid, allocations] : by_pid) {
-    std::int64_t first = allocations.front().alloc_ts;
-    for (const Allocation& a : allocations) first = std::min(first, a.alloc_ts);
+    std::int64_t first = allocations.front()->alloc_ts;
+    for (const Ctx::GpuAllocation* a : allocations) first = std::min(first, a->alloc_ts);
     std::int64_t last = c.value(
         "SELECT ts_ns FROM call_rows WHERE pid = ? AND ts_ns <= ? AND session_id = ? ORDER BY ts_ns DESC LIMIT 1",
         {pid, c.session.end_ns, c.session.id});
@@ -222,9 +230,10 @@ void leak_growth(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& no
     auto slice = [&](std::int64_t ts) {
       return static_cast<std::size_t>(std::min<std::int64_t>(kLeakSlices - 1, (ts - first) * kLeakSlices / span));
     };
-    for (const Allocation& a : allocations) {
-      if (a.alloc_ts <= last) level[slice(a.alloc_ts)] += a.bytes;
-      if (a.free_ts && *a.free_ts <= last) level[slice(*a.free_ts)] -= a.bytes;
+    for (const Ctx::GpuAllocation* a : allocations) {
+      if (a->alloc_ts <= last) level[slice(a->alloc_ts)] += a->bytes;
+      const bool released = a->end_reason == "freed" || a->end_reason == "superseded";
+      if (released && a->free_ts && *a->free_ts <= last) level[slice(*a->free_ts)] -= a->bytes;
     }
     std::int64_t high = 0;
     int growing = 0, growing_late = 0, last_growing = -1;
@@ -627,16 +636,24 @@ void allocator_cache_held(Ctx& c, std::vector<Finding>& out, std::vector<std::st
   struct Row {
     std::int64_t pid, caller, last_alloc, frees, freed_bytes, last_free, held, held_count;
   };
+  std::map<std::int64_t, Row> by_pid;
+  for (const Ctx::GpuAllocation& a : c.gpu_allocations()) {
+    if (!c.framework_callers.count(a.caller_id)) continue;
+    auto [it, inserted] = by_pid.try_emplace(a.pid, Row{a.pid, a.caller_id, a.alloc_ts, 0, 0, 0, 0, 0});
+    Row& r = it->second;
+    r.caller = std::min(r.caller, a.caller_id);
+    r.last_alloc = std::max(r.last_alloc, a.alloc_ts);
+    if (a.end_reason == "freed") {
+      ++r.frees;
+      r.freed_bytes += a.bytes;
+      r.last_free = std::max(r.last_free, a.free_ts.value_or(0));
+    } else if (a.end_reason.empty() || a.end_reason == "process_exit") {
+      r.held += a.bytes;
+      ++r.held_count;
+    }
+  }
   std::vector<Row> rows;
-  c.query("SELECT pid, MIN(caller_id), MAX(alloc_ts_ns), COALESCE(SUM(end_reason = 'freed'), 0), "
-          "COALESCE(SUM(CASE WHEN end_reason = 'freed' THEN bytes END), 0), "
-          "COALESCE(MAX(CASE WHEN end_reason = 'freed' THEN free_ts_ns END), 0), "
-          "COALESCE(SUM(CASE WHEN end_reason IS NULL OR end_reason = 'process_exit' THEN bytes END), 0), "
-          "COALESCE(SUM(end_reason IS NULL OR end_reason = 'process_exit'), 0) "
-          "FROM allocations WHERE " + c.scope() + " AND " + kGpuKinds + " AND caller_id IN (" + fw + ") GROUP BY pid",
-          c.params(), [&](const store::Row& r) {
-            rows.push_back({r.i64(0), r.i64(1), r.i64(2), r.i64(3), r.i64(4), r.i64(5), r.i64(6), r.i64(7)});
-          });
+  for (const auto& [pid, r] : by_pid) rows.push_back(r);
   for (const Row& r : rows) {
     const Process& p = c.processes[r.pid];
     const std::int64_t end = p.end_ns > 0 ? p.end_ns : c.session.end_ns;
@@ -752,16 +769,14 @@ void nvml_context_overhead(Ctx& c, std::vector<Finding>& out, std::vector<std::s
   // each free; outstanding bytes at an instant are the sum of the changes up to it.
   std::map<std::int64_t, std::vector<std::pair<std::int64_t, std::int64_t>>> changes;  // pid -> (ts, bytes)
   std::map<std::int64_t, std::int64_t> first_allocs;
-  c.query("SELECT pid, alloc_ts_ns, free_ts_ns, bytes FROM allocations WHERE " + c.scope() + " AND " + kGpuKinds,
-          c.params(), [&](const store::Row& r) {
-            const std::int64_t pid = r.i64(0), alloc_ns = r.i64(1), bytes = r.i64(3);
-            if (!samples.count(pid)) return;
-            auto& list = changes[pid];
-            list.push_back({alloc_ns, bytes});
-            if (!r.is_null(2)) list.push_back({r.i64(2), -bytes});
-            auto [first, inserted] = first_allocs.emplace(pid, alloc_ns);
-            if (!inserted) first->second = std::min(first->second, alloc_ns);
-          });
+  for (const Ctx::GpuAllocation& a : c.gpu_allocations()) {
+    if (!samples.count(a.pid)) continue;
+    auto& list = changes[a.pid];
+    list.push_back({a.alloc_ts, a.bytes});
+    if (a.free_ts) list.push_back({*a.free_ts, -a.bytes});
+    auto [first, inserted] = first_allocs.emplace(a.pid, a.alloc_ts);
+    if (!inserted) first->second = std::min(first->second, a.alloc_ts);
+  }
   for (auto& [pid, list] : changes) std::sort(list.begin(), list.end());
   for (auto& [pid, all] : samples) {
     const std::int64_t first_alloc = first_allocs.count(pid) ? first_allocs[pid] : 0;
