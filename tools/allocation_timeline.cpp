@@ -154,7 +154,7 @@ std::string svg_chart(const json& result) {
   const double W = 640, H = 260, L = 70, R = 10, T = 24, B = 30;
   const auto& t = result["t_ms"];
   std::vector<std::pair<std::string, const json*>> lines;
-  lines.emplace_back("GPU memory, all selected", &result["gpu_total"]["max_bytes"]);
+  lines.emplace_back("all GPU memory", &result["gpu_total"]["max_bytes"]);
   for (const auto& s : result["series"])
     if (lines.size() < 5 && s["occupies_gpu_memory"].get<bool>())
       lines.emplace_back("pid " + std::to_string(s["pid"].get<std::int64_t>()) + " " + s["kind"].get<std::string>(),
@@ -187,6 +187,7 @@ std::string svg_chart(const json& result) {
                 "ms</text>\n",
                 L, H - 10, t0, W - R, H - 10, t1);
   svg += buf;
+  double legend_x = L + 6;
   for (std::size_t k = 0; k < lines.size(); ++k) {
     svg += "<polyline fill=\"none\" stroke=\"" + std::string(colors[k]) + "\" stroke-width=\"" +
            (k == 0 ? "2" : "1") + "\" points=\"";
@@ -197,9 +198,10 @@ std::string svg_chart(const json& result) {
       svg += buf;
     }
     svg += "\"/>\n";
-    std::snprintf(buf, sizeof buf, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n", L + 6 + 115.0 * k, 14.0,
+    std::snprintf(buf, sizeof buf, "<text x=\"%.0f\" y=\"%.0f\" fill=\"%s\">%s</text>\n", legend_x, 14.0,
                   colors[k], lines[k].first.c_str());
     svg += buf;
+    legend_x += 6.5 * static_cast<double>(lines[k].first.size()) + 12;  // ~6.2 px a character at 11 px sans-serif
   }
   return svg + "</svg>\n";
 }
