@@ -846,14 +846,20 @@ void nvml_context_overhead(Ctx& c, std::vector<Finding>& out, std::vector<std::s
 // Per process that exited: what it still held, which the driver released at exit.
 void released_at_exit(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes,
                       const std::set<std::int64_t>& leaking) {
-  std::map<std::int64_t, std::vector<std::pair<std::int64_t, std::int64_t>>> by_pid;  // pid -> (caller, bytes)
+  std::map<std::int64_t, std::map<std::int64_t, std::int64_t>> bytes_by_caller;  // pid -> caller -> bytes
   std::map<std::int64_t, std::int64_t> counts;
-  c.query("SELECT pid, COALESCE(caller_id, 0), SUM(bytes), COUNT(*) FROM allocations WHERE " + c.scope() + " AND " +
-              kGpuKinds + " AND end_reason = 'process_exit' GROUP BY pid, caller_id ORDER BY SUM(bytes) DESC",
-          c.params(), [&](const store::Row& r) {
-            by_pid[r.i64(0)].push_back({r.i64(1), r.i64(2)});
-            counts[r.i64(0)] += r.i64(3);
-          });
+  for (const Ctx::GpuAllocation& a : c.gpu_allocations())
+    if (a.end_reason == "process_exit") {
+      bytes_by_caller[a.pid][a.caller_id] += a.bytes;
+      ++counts[a.pid];
+    }
+  std::map<std::int64_t, std::vector<std::pair<std::int64_t, std::int64_t>>> by_pid;  // pid -> (caller, bytes)
+  for (const auto& [pid, callers] : bytes_by_caller) {
+    auto& list = by_pid[pid];
+    list.assign(callers.begin(), callers.end());
+    // Most bytes first, then the lowest caller id (0: not recorded).
+    std::stable_sort(list.begin(), list.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  }
   if (by_pid.empty()) notes.push_back("no GPU memory was released by a process exit");
   for (const auto& [pid, callers] : by_pid) {
     std::int64_t total = 0;
