@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "common/json_schema.h"
 #include "tools/api_stats.h"
@@ -138,18 +139,18 @@ class Ctx {
   }
   // The GPU allocations (kGpuKinds) of the scope, read once for the rules that sweep them all.
   struct GpuAllocation {
-    std::int64_t pid, caller_id, alloc_ts, bytes;  // caller_id 0: not recorded
+    std::int64_t pid, caller_id, alloc_ts, bytes, alloc_call_id;  // caller_id 0: not recorded
     std::optional<std::int64_t> free_ts;
     std::string end_reason;  // '' while held
   };
   const std::vector<GpuAllocation>& gpu_allocations() {
     if (!gpu_allocations_) {
       gpu_allocations_.emplace();
-      query("SELECT pid, COALESCE(caller_id, 0), alloc_ts_ns, bytes, free_ts_ns, COALESCE(end_reason, '') "
+      query("SELECT pid, COALESCE(caller_id, 0), alloc_ts_ns, bytes, alloc_call_id, free_ts_ns, COALESCE(end_reason, '') "
             "FROM allocations WHERE " + scope() + " AND " + kGpuKinds,
             params(), [&](const store::Row& r) {
-              gpu_allocations_->push_back({r.i64(0), r.i64(1), r.i64(2), r.i64(3),
-                                           r.is_null(4) ? std::nullopt : std::optional(r.i64(4)), r.text(5)});
+              gpu_allocations_->push_back({r.i64(0), r.i64(1), r.i64(2), r.i64(3), r.i64(4),
+                                           r.is_null(5) ? std::nullopt : std::optional(r.i64(5)), r.text(6)});
             });
     }
     return *gpu_allocations_;
@@ -707,14 +708,33 @@ void library_held(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& n
   std::set<std::int64_t> framework_pids;
   c.query("SELECT DISTINCT pid FROM allocations WHERE " + c.scope() + " AND caller_id IN (" + fw + ")", c.params(),
           [&](const store::Row& r) { framework_pids.insert(r.i64(0)); });
+  // The held GPU allocations of other callers in those processes, grouped by (pid, caller, allocating API).
+  std::vector<const Ctx::GpuAllocation*> held;
+  for (const Ctx::GpuAllocation& a : c.gpu_allocations())
+    if (framework_pids.count(a.pid) && a.caller_id != 0 && !c.framework_callers.count(a.caller_id) &&
+        (a.end_reason.empty() || a.end_reason == "process_exit"))
+      held.push_back(&a);
+  std::map<std::int64_t, std::int64_t> api_of_call;
+  constexpr std::size_t kIdsPerQuery = 500;
+  for (std::size_t at = 0; at < held.size(); at += kIdsPerQuery) {
+    std::set<std::int64_t> ids;
+    for (std::size_t i = at; i < std::min(held.size(), at + kIdsPerQuery); ++i) ids.insert(held[i]->alloc_call_id);
+    c.query("SELECT id, api_id FROM call_rows WHERE id IN (" + id_list(ids) + ")", {},
+            [&](const store::Row& r) { api_of_call[r.i64(0)] = r.i64(1); });
+  }
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t>, Lib> groups;  // (pid, caller, api)
+  for (const Ctx::GpuAllocation* a : held) {
+    auto api = api_of_call.find(a->alloc_call_id);
+    if (api == api_of_call.end()) continue;  // as the join: an allocation whose call is not stored
+    Lib& l = groups.try_emplace({a->pid, a->caller_id, api->second}, Lib{a->caller_id, api->second, 0, 0}).first->second;
+    ++l.count;
+    l.bytes += a->bytes;
+  }
   std::map<std::int64_t, std::vector<Lib>> by_pid;
-  c.query("SELECT a.pid, a.caller_id, c.api_id, COUNT(*), SUM(a.bytes) FROM allocations a JOIN call_rows c ON c.id = "
-          "a.alloc_call_id WHERE " + c.scope("a") + " AND a." + kGpuKinds + " AND a.caller_id NOT IN (" + fw + ") AND "
-          "(a.end_reason IS NULL OR a.end_reason = 'process_exit') GROUP BY a.pid, a.caller_id, c.api_id "
-          "ORDER BY SUM(a.bytes) DESC",
-          c.params(), [&](const store::Row& r) {
-            if (framework_pids.count(r.i64(0))) by_pid[r.i64(0)].push_back({r.i64(1), r.i64(2), r.i64(3), r.i64(4)});
-          });
+  for (const auto& [key, l] : groups) by_pid[std::get<0>(key)].push_back(l);
+  // Most bytes first, then (caller, api).
+  for (auto& [pid, libs] : by_pid)
+    std::stable_sort(libs.begin(), libs.end(), [](const Lib& a, const Lib& b) { return a.bytes > b.bytes; });
   for (const auto& [pid, libs] : by_pid) {
     std::int64_t total = 0, count = 0;
     std::string list;
