@@ -137,23 +137,24 @@ class Ctx {
     static const std::map<std::int64_t, store::CallStats> none;
     return call_stats_ ? *call_stats_ : none;
   }
-  // The GPU allocations (kGpuKinds) of the scope, read once for the rules that sweep them all.
-  struct GpuAllocation {
+  // The allocations of the scope, read once for the rules that sweep them all.
+  struct Allocation {
+    bool gpu;  // kGpuKinds: GPU memory, not pinned host memory or VMM address ranges
     std::int64_t pid, caller_id, alloc_ts, bytes, alloc_call_id;  // caller_id 0: not recorded
     std::optional<std::int64_t> free_ts;
     std::string end_reason;  // '' while held
   };
-  const std::vector<GpuAllocation>& gpu_allocations() {
-    if (!gpu_allocations_) {
-      gpu_allocations_.emplace();
-      query("SELECT pid, COALESCE(caller_id, 0), alloc_ts_ns, bytes, alloc_call_id, free_ts_ns, COALESCE(end_reason, '') "
-            "FROM allocations WHERE " + scope() + " AND " + kGpuKinds,
+  const std::vector<Allocation>& allocations() {
+    if (!allocations_) {
+      allocations_.emplace();
+      query(std::string("SELECT ") + kGpuKinds + ", pid, COALESCE(caller_id, 0), alloc_ts_ns, bytes, alloc_call_id, "
+                "free_ts_ns, COALESCE(end_reason, '') FROM allocations WHERE " + scope(),
             params(), [&](const store::Row& r) {
-              gpu_allocations_->push_back({r.i64(0), r.i64(1), r.i64(2), r.i64(3), r.i64(4),
-                                           r.is_null(5) ? std::nullopt : std::optional(r.i64(5)), r.text(6)});
+              allocations_->push_back({r.i64(0) != 0, r.i64(1), r.i64(2), r.i64(3), r.i64(4), r.i64(5),
+                                       r.is_null(6) ? std::nullopt : std::optional(r.i64(6)), r.text(7)});
             });
     }
-    return *gpu_allocations_;
+    return *allocations_;
   }
   // Where to drill down: only tools of this build, with arguments their schemas accept.
   void drill(Finding& f, const char* tool, json args, const char* why) const {
@@ -164,7 +165,7 @@ class Ctx {
 
  private:
   std::optional<std::map<std::int64_t, store::CallStats>> call_stats_;
-  std::optional<std::vector<GpuAllocation>> gpu_allocations_;
+  std::optional<std::vector<Allocation>> allocations_;
 };
 
 void load_context(Ctx& c) {
@@ -217,11 +218,12 @@ std::string pct(double share) {
 // Per process: when outstanding GPU memory last grew, was it still growing
 // at the end of the process's activity, and was it given back?
 void leak_growth(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
-  std::map<std::int64_t, std::vector<const Ctx::GpuAllocation*>> by_pid;
-  for (const Ctx::GpuAllocation& a : c.gpu_allocations()) by_pid[a.pid].push_back(&a);
+  std::map<std::int64_t, std::vector<const Ctx::Allocation*>> by_pid;
+  for (const Ctx::Allocation& a : c.allocations())
+    if (a.gpu) by_pid[a.pid].push_back(&a);
   for (const auto& [pid, allocations] : by_pid) {
     std::int64_t first = allocations.front()->alloc_ts;
-    for (const Ctx::GpuAllocation* a : allocations) first = std::min(first, a->alloc_ts);
+    for (const Ctx::Allocation* a : allocations) first = std::min(first, a->alloc_ts);
     std::int64_t last = c.value(
         "SELECT ts_ns FROM call_rows WHERE pid = ? AND ts_ns <= ? AND session_id = ? ORDER BY ts_ns DESC LIMIT 1",
         {pid, c.session.end_ns, c.session.id});
@@ -231,7 +233,7 @@ void leak_growth(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& no
     auto slice = [&](std::int64_t ts) {
       return static_cast<std::size_t>(std::min<std::int64_t>(kLeakSlices - 1, (ts - first) * kLeakSlices / span));
     };
-    for (const Ctx::GpuAllocation* a : allocations) {
+    for (const Ctx::Allocation* a : allocations) {
       if (a->alloc_ts <= last) level[slice(a->alloc_ts)] += a->bytes;
       const bool released = a->end_reason == "freed" || a->end_reason == "superseded";
       if (released && a->free_ts && *a->free_ts <= last) level[slice(*a->free_ts)] -= a->bytes;
@@ -523,12 +525,11 @@ void call_errors(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& no
 // missed) and frees of memory the trace never saw allocated.
 void missed_frees(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
   std::int64_t superseded = 0, superseded_bytes = 0;
-  c.query("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM allocations WHERE " + c.scope() +
-              " AND end_reason = 'superseded'",
-          c.params(), [&](const store::Row& r) {
-            superseded = r.i64(0);
-            superseded_bytes = r.i64(1);
-          });
+  for (const Ctx::Allocation& a : c.allocations())
+    if (a.end_reason == "superseded") {
+      ++superseded;
+      superseded_bytes += a.bytes;
+    }
   if (superseded > 0) {
     Finding f;
     f.kind = "missed_frees";
@@ -638,8 +639,8 @@ void allocator_cache_held(Ctx& c, std::vector<Finding>& out, std::vector<std::st
     std::int64_t pid, caller, last_alloc, frees, freed_bytes, last_free, held, held_count;
   };
   std::map<std::int64_t, Row> by_pid;
-  for (const Ctx::GpuAllocation& a : c.gpu_allocations()) {
-    if (!c.framework_callers.count(a.caller_id)) continue;
+  for (const Ctx::Allocation& a : c.allocations()) {
+    if (!a.gpu || !c.framework_callers.count(a.caller_id)) continue;
     auto [it, inserted] = by_pid.try_emplace(a.pid, Row{a.pid, a.caller_id, a.alloc_ts, 0, 0, 0, 0, 0});
     Row& r = it->second;
     r.caller = std::min(r.caller, a.caller_id);
@@ -705,13 +706,13 @@ void library_held(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& n
   struct Lib {
     std::int64_t caller, api_id, count, bytes;
   };
-  std::set<std::int64_t> framework_pids;
-  c.query("SELECT DISTINCT pid FROM allocations WHERE " + c.scope() + " AND caller_id IN (" + fw + ")", c.params(),
-          [&](const store::Row& r) { framework_pids.insert(r.i64(0)); });
+  std::set<std::int64_t> framework_pids;  // whatever the kind of memory they allocated through it
+  for (const Ctx::Allocation& a : c.allocations())
+    if (c.framework_callers.count(a.caller_id)) framework_pids.insert(a.pid);
   // The held GPU allocations of other callers in those processes, grouped by (pid, caller, allocating API).
-  std::vector<const Ctx::GpuAllocation*> held;
-  for (const Ctx::GpuAllocation& a : c.gpu_allocations())
-    if (framework_pids.count(a.pid) && a.caller_id != 0 && !c.framework_callers.count(a.caller_id) &&
+  std::vector<const Ctx::Allocation*> held;
+  for (const Ctx::Allocation& a : c.allocations())
+    if (a.gpu && framework_pids.count(a.pid) && a.caller_id != 0 && !c.framework_callers.count(a.caller_id) &&
         (a.end_reason.empty() || a.end_reason == "process_exit"))
       held.push_back(&a);
   std::map<std::int64_t, std::int64_t> api_of_call;
@@ -723,7 +724,7 @@ void library_held(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& n
             [&](const store::Row& r) { api_of_call[r.i64(0)] = r.i64(1); });
   }
   std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t>, Lib> groups;  // (pid, caller, api)
-  for (const Ctx::GpuAllocation* a : held) {
+  for (const Ctx::Allocation* a : held) {
     auto api = api_of_call.find(a->alloc_call_id);
     if (api == api_of_call.end()) continue;  // as the join: an allocation whose call is not stored
     Lib& l = groups.try_emplace({a->pid, a->caller_id, api->second}, Lib{a->caller_id, api->second, 0, 0}).first->second;
@@ -789,8 +790,8 @@ void nvml_context_overhead(Ctx& c, std::vector<Finding>& out, std::vector<std::s
   // each free; outstanding bytes at an instant are the sum of the changes up to it.
   std::map<std::int64_t, std::vector<std::pair<std::int64_t, std::int64_t>>> changes;  // pid -> (ts, bytes)
   std::map<std::int64_t, std::int64_t> first_allocs;
-  for (const Ctx::GpuAllocation& a : c.gpu_allocations()) {
-    if (!samples.count(a.pid)) continue;
+  for (const Ctx::Allocation& a : c.allocations()) {
+    if (!a.gpu || !samples.count(a.pid)) continue;
     auto& list = changes[a.pid];
     list.push_back({a.alloc_ts, a.bytes});
     if (a.free_ts) list.push_back({*a.free_ts, -a.bytes});
@@ -868,8 +869,8 @@ void released_at_exit(Ctx& c, std::vector<Finding>& out, std::vector<std::string
                       const std::set<std::int64_t>& leaking) {
   std::map<std::int64_t, std::map<std::int64_t, std::int64_t>> bytes_by_caller;  // pid -> caller -> bytes
   std::map<std::int64_t, std::int64_t> counts;
-  for (const Ctx::GpuAllocation& a : c.gpu_allocations())
-    if (a.end_reason == "process_exit") {
+  for (const Ctx::Allocation& a : c.allocations())
+    if (a.gpu && a.end_reason == "process_exit") {
       bytes_by_caller[a.pid][a.caller_id] += a.bytes;
       ++counts[a.pid];
     }
