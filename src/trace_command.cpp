@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -144,6 +145,11 @@ class Recorder : public tracer::EventSink {
         tracer_.mark_known_file(ev.file_dev, ev.file_ino);
         kill(static_cast<pid_t>(ev.pid), SIGCONT);
         break;
+      case VS_LC_EXEC_MMAP:
+        // Reported at the syscall's entry: the mapping may not exist yet, so
+        // scan_mapped_files keeps looking for it for a moment.
+        awaited_mappings_.push_back({ev.pid, ev.file_dev, ev.file_ino, std::chrono::steady_clock::now()});
+        break;
       case VS_LC_EXIT:
         if (!known_pids_.count(ev.pid)) note_process(ev.pid, ev.ppid, ev.start_ns, ev.ts_ns, "running");
         writer_.process_exited(ev.pid, ts, ev.exit_code);
@@ -200,11 +206,28 @@ class Recorder : public tracer::EventSink {
   // files that make calls (callers), and CUDA libraries that were not found
   // beforehand (the mmap watch stops a process for libcudart/libcuda; a
   // runtime linked into another file is attached here, from then on).
-  void attach_new_libraries(std::uint32_t pid) {
+  // Returns the process's mappings (nullopt once it is gone).
+  std::optional<std::vector<tracer::MapsEntry>> attach_new_libraries(std::uint32_t pid) {
     auto maps = tracer::read_maps(pid);
-    if (!maps) return;
+    if (!maps) return maps;
     decoder_.objects().add_maps(*maps);
-    for (const auto& lib : tracer::cuda_libraries_in(pid, *maps)) attach(lib);
+    for (const auto& lib : tracer::cuda_libraries_in(pid, *maps, classified_)) attach(lib);
+    return maps;
+  }
+
+  // Files just mapped executable (VS_LC_EXEC_MMAP): their process's mappings
+  // are read until the file shows up there (a runtime bundled in it is then
+  // probed within milliseconds, not at the next periodic rescan), the process
+  // is gone, or a second has passed.
+  void scan_mapped_files() {
+    const auto now = std::chrono::steady_clock::now();
+    std::erase_if(awaited_mappings_, [&](const AwaitedMapping& a) {
+      auto maps = attach_new_libraries(a.pid);
+      if (!maps || now - a.since > std::chrono::seconds(1)) return true;
+      return std::any_of(maps->begin(), maps->end(), [&](const tracer::MapsEntry& e) {
+        return e.inode == a.ino && ((e.dev_major << 20) | e.dev_minor) == a.kernel_dev;
+      });
+    });
   }
 
   void rescan_live_processes() {
@@ -224,6 +247,13 @@ class Recorder : public tracer::EventSink {
   int attached_libraries_ = 0;
   std::set<std::uint32_t> known_pids_, live_pids_;
   std::set<std::pair<std::uint64_t, std::uint64_t>> tried_;
+  tracer::ClassifiedFiles classified_;
+  struct AwaitedMapping {
+    std::uint32_t pid, kernel_dev;
+    std::uint64_t ino;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::vector<AwaitedMapping> awaited_mappings_;
 };
 
 // The launched command, held at a pipe until the probes are attached.
@@ -535,6 +565,7 @@ int run_trace(const TraceArgs& args) {
     // --pid: done when every traced process (and what they forked) has exited.
     if (mode == "pid" && recorder.live_processes() == 0) break;
     if (duration_ms && std::chrono::duration_cast<std::chrono::milliseconds>(now - t0).count() >= *duration_ms) break;
+    recorder.scan_mapped_files();
     if (now - last_rescan >= std::chrono::milliseconds(500)) {
       recorder.rescan_live_processes();
       last_rescan = now;

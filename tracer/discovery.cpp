@@ -112,8 +112,8 @@ std::optional<LibraryCandidate> classify_file(const std::string& path, const std
   c.kind = kind_from_filename(c.path);
   if (c.kind.empty()) {
     if (!check_static) return std::nullopt;
-    auto fns = read_elf_functions(c.path);
-    if (!fns || !fns->offsets.count("cudaMalloc")) return std::nullopt;
+    auto defines = elf_defines_function(c.path, "cudaMalloc");
+    if (!defines || !*defines) return std::nullopt;
     c.kind = "static";
   }
   return c;
@@ -193,17 +193,15 @@ std::optional<std::vector<MapsEntry>> read_maps(std::uint32_t pid) {
   return out;
 }
 
-std::vector<LibraryCandidate> cuda_libraries_in(std::uint32_t pid, const std::vector<MapsEntry>& maps) {
+std::vector<LibraryCandidate> cuda_libraries_in(std::uint32_t pid, const std::vector<MapsEntry>& maps,
+                                                ClassifiedFiles& classified) {
   std::vector<LibraryCandidate> out;
-  std::set<std::uint64_t> inodes_seen;
-  bool first_file = true;  // the main executable is mapped first
   for (const auto& e : maps) {
     if (e.inode == 0 || e.path.empty() || e.path[0] != '/') continue;
-    bool is_exe = first_file;
-    first_file = false;
-    if (!inodes_seen.insert(e.inode).second) continue;
     std::string kind = kind_from_filename(e.path);
-    if (kind.empty() && !is_exe) continue;
+    // Code runs only from an executable mapping: only those can hold a runtime.
+    if (kind.empty() && e.perms.find('x') == std::string::npos) continue;
+    if (!classified.insert({e.dev_major, e.dev_minor, e.inode}).second) continue;
     // map_files reaches the file even inside another mount namespace or when deleted.
     char range[64];
     std::snprintf(range, sizeof(range), "%llx-%llx", static_cast<unsigned long long>(e.start),
@@ -213,8 +211,8 @@ std::vector<LibraryCandidate> cuda_libraries_in(std::uint32_t pid, const std::ve
     if (stat(open_path.c_str(), &st) != 0) open_path = "/proc/" + std::to_string(pid) + "/root" + e.path;
     if (stat(open_path.c_str(), &st) != 0 || is_stub(e.path)) continue;
     if (kind.empty()) {
-      auto fns = read_elf_functions(open_path);
-      if (!fns || !fns->offsets.count("cudaMalloc")) continue;
+      auto defines = elf_defines_function(open_path, "cudaMalloc");
+      if (!defines || !*defines) continue;
       kind = "static";
     }
     LibraryCandidate c;
@@ -232,7 +230,8 @@ std::vector<LibraryCandidate> cuda_libraries_in(std::uint32_t pid, const std::ve
 
 std::vector<LibraryCandidate> discover_in_process(std::uint32_t pid) {
   auto maps = read_maps(pid);
-  return maps ? cuda_libraries_in(pid, *maps) : std::vector<LibraryCandidate>{};
+  ClassifiedFiles classified;
+  return maps ? cuda_libraries_in(pid, *maps, classified) : std::vector<LibraryCandidate>{};
 }
 
 }  // namespace vs::tracer

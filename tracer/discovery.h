@@ -6,7 +6,9 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace vs::tracer {
@@ -58,8 +60,14 @@ DiscoveryResult discover_on_disk(const DiscoveryInputs& in);
 std::optional<LibraryCandidate> candidate_from_fd(std::uint32_t pid, int fd);
 // Every line of /proc/PID/maps; nullopt if the process is gone.
 std::optional<std::vector<MapsEntry>> read_maps(std::uint32_t pid);
-// The CUDA libraries and static-runtime executables among `pid`'s mappings.
-std::vector<LibraryCandidate> cuda_libraries_in(std::uint32_t pid, const std::vector<MapsEntry>& maps);
+// Mapped files already classified, by (dev major, dev minor, inode) as maps
+// shows them: each file's symbols are read once, however often maps are scanned.
+using ClassifiedFiles = std::set<std::tuple<std::uint32_t, std::uint32_t, std::uint64_t>>;
+// The CUDA libraries among `pid`'s mappings not in `classified` (which it
+// extends): libcudart/libcuda by name, and any file mapped executable that
+// defines cudaMalloc (a runtime linked into the executable or a bundled library).
+std::vector<LibraryCandidate> cuda_libraries_in(std::uint32_t pid, const std::vector<MapsEntry>& maps,
+                                                ClassifiedFiles& classified);
 std::vector<LibraryCandidate> discover_in_process(std::uint32_t pid);
 // Directories where pip wheels keep CUDA libraries, for a Python prefix (e.g. a venv).
 std::vector<std::string> wheel_lib_dirs(const std::string& prefix);

@@ -17,4 +17,8 @@ struct ElfFunctions {
 // Reads the defined functions of `path` from .dynsym and .symtab.
 Result<ElfFunctions> read_elf_functions(const std::string& path);
 
+// Whether `path` defines function `name` (in .dynsym or .symtab): stops at the
+// first match and keeps no table, so every library a process maps can be asked.
+Result<bool> elf_defines_function(const std::string& path, const char* name);
+
 }  // namespace vs::tracer

@@ -262,6 +262,19 @@ TEST_CASE("a CUDA runtime linked statically into the executable is found and pro
   CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE kind = 'device'") == 5);
 }
 
+TEST_CASE("a CUDA runtime bundled into another library is found by its symbols once mapped", "[trace]") {
+  // Its calls start 250 ms after dlopen: the mmap report gets it probed within
+  // milliseconds; the periodic rescan alone (every 500 ms) would often be late.
+  auto run = trace_scenario("bundled 250");
+  const std::string vendor = std::filesystem::canonical(fixture("libvendor_runtime.so")).string();
+  CHECK(run.qs("SELECT kind || ' ' || found_by FROM libraries WHERE path = ?", {vendor}) == "static maps");
+  // Its runtime calls are recorded, each with its driver call nested in it.
+  CHECK(run.q("SELECT COUNT(*) FROM calls d JOIN calls r ON r.id = d.parent_id WHERE d.api = 'cuMemAlloc_v2' "
+              "AND d.caller = ? AND r.api = 'cudaMalloc'", {vendor}) == 3);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'device' AND bytes = 2097152") == 3);
+  CHECK(run.q("SELECT SUM(bytes) FROM allocations WHERE end_reason = 'process_exit'") == 4 * MiB);
+}
+
 TEST_CASE("--pid attaches to a running process and finds its libraries in /proc/PID/maps", "[trace]") {
   auto dir = temp_dir();
   std::string db = dir + "/pid.db";

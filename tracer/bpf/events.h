@@ -111,6 +111,8 @@ enum vs_lifecycle_kind {
   VS_LC_FIRST_CALL = 4, /* all-process mode: first CUDA call of an untraced process */
   VS_LC_CUDA_MMAP = 5,  /* a traced process maps a CUDA library not probed yet: it is stopped (SIGSTOP)
                            until user space has attached to the file and sent SIGCONT */
+  VS_LC_EXEC_MMAP = 6,  /* a traced process maps another file executable for the first time: user space
+                           reads its symbols (a runtime bundled in it?); the process is not stopped */
 };
 
 struct vs_lifecycle_event {
@@ -121,7 +123,7 @@ struct vs_lifecycle_event {
   vs_u32 ppid;
   vs_s32 exit_code; /* VS_LC_EXIT: the wait status of the group leader */
   char comm[VS_COMM_LEN];
-  /* VS_LC_CUDA_MMAP: the file being mapped */
+  /* VS_LC_CUDA_MMAP, VS_LC_EXEC_MMAP: the file being mapped */
   vs_s32 fd;
   vs_u32 file_dev; /* the kernel's dev_t encoding */
   vs_u64 file_ino;

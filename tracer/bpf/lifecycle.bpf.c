@@ -59,10 +59,22 @@ const volatile __u32 cfg_watch_all = 0; /* all-process mode: any process may loa
 
 #define VS_NR_MMAP 9 /* x86-64 */
 #define VS_SIGSTOP 19
+#define VS_PROT_EXEC 4
+
+/* Files mapped executable by traced processes and already reported. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 16384);
+  __type(key, struct vs_file_key);
+  __type(value, __u8);
+} exec_files_seen SEC(".maps");
 
 /* A traced process mapping a CUDA library that is not probed yet (a private
  * venv, a container) is stopped right there, before it can run a line of
  * that library, and user space attaches and continues it: no call is missed.
+ * Any other file mapped executable for the first time is reported without a
+ * stop, for user space to look for a CUDA runtime bundled in it (stopping
+ * every library load would also show as a stopped job to a shell).
  * raw_tp/sys_enter needs no tracefs; it costs one compare on other syscalls. */
 SEC("raw_tp/sys_enter")
 int BPF_PROG(vs_sys_enter, struct pt_regs *regs, long id) {
@@ -79,25 +91,31 @@ int BPF_PROG(vs_sys_enter, struct pt_regs *regs, long id) {
   struct file *file = 0;
   if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file) return 0;
 
-  char name[8] = {};
-  bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
-  /* "libcuda" starts both libcuda.so* and libcudart.so*. */
-  if (name[0] != 'l' || name[1] != 'i' || name[2] != 'b' || name[3] != 'c' || name[4] != 'u' || name[5] != 'd' ||
-      name[6] != 'a')
-    return 0;
-
   struct vs_file_key key = {};
   key.ino = BPF_CORE_READ(file, f_inode, i_ino);
   key.dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
   if (bpf_map_lookup_elem(&known_files, &key)) return 0;
 
-  struct vs_lifecycle_event *ev = vs_lifecycle_record(VS_LC_CUDA_MMAP, (struct task_struct *)task, 0);
+  char name[8] = {};
+  bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+  /* "libcuda" starts both libcuda.so* and libcudart.so*. */
+  __u32 kind = name[0] == 'l' && name[1] == 'i' && name[2] == 'b' && name[3] == 'c' && name[4] == 'u' &&
+                       name[5] == 'd' && name[6] == 'a'
+                   ? VS_LC_CUDA_MMAP
+                   : VS_LC_EXEC_MMAP;
+  if (kind == VS_LC_EXEC_MMAP) {
+    if (!(BPF_CORE_READ(regs, dx) & VS_PROT_EXEC)) return 0;
+    __u8 one = 1;
+    if (bpf_map_update_elem(&exec_files_seen, &key, &one, BPF_NOEXIST) != 0) return 0;
+  }
+
+  struct vs_lifecycle_event *ev = vs_lifecycle_record(kind, (struct task_struct *)task, 0);
   if (!ev) return 0; /* no record, no stop: a stopped process nobody would continue */
   ev->fd = fd;
   ev->file_dev = key.dev;
   ev->file_ino = key.ino;
   bpf_probe_read_kernel_str(ev->file_name, sizeof(ev->file_name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
   bpf_ringbuf_submit(ev, 0);
-  bpf_send_signal(VS_SIGSTOP);
+  if (kind == VS_LC_CUDA_MMAP) bpf_send_signal(VS_SIGSTOP);
   return 0;
 }
