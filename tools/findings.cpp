@@ -140,21 +140,32 @@ class Ctx {
   // The allocations of the scope, read once for the rules that sweep them all.
   struct Allocation {
     bool gpu;  // kGpuKinds: GPU memory, not pinned host memory or VMM address ranges
-    std::int64_t pid, caller_id, alloc_ts, bytes, alloc_call_id;  // caller_id 0: not recorded
+    std::int64_t id, pid, caller_id, alloc_ts, bytes, alloc_call_id;  // caller_id 0: not recorded
     std::optional<std::int64_t> free_ts;
     std::string end_reason;  // '' while held
   };
   const std::vector<Allocation>& allocations() {
     if (!allocations_) {
       allocations_.emplace();
-      query(std::string("SELECT ") + kGpuKinds + ", pid, COALESCE(caller_id, 0), alloc_ts_ns, bytes, alloc_call_id, "
-                "free_ts_ns, COALESCE(end_reason, '') FROM allocations WHERE " + scope(),
+      query(std::string("SELECT ") + kGpuKinds + ", id, pid, COALESCE(caller_id, 0), alloc_ts_ns, bytes, "
+                "alloc_call_id, free_ts_ns, COALESCE(end_reason, '') FROM allocations WHERE " + scope(),
             params(), [&](const store::Row& r) {
-              allocations_->push_back({r.i64(0) != 0, r.i64(1), r.i64(2), r.i64(3), r.i64(4), r.i64(5),
-                                       r.is_null(6) ? std::nullopt : std::optional(r.i64(6)), r.text(7)});
+              allocations_->push_back({r.i64(0) != 0, r.i64(1), r.i64(2), r.i64(3), r.i64(4), r.i64(5), r.i64(6),
+                                       r.is_null(7) ? std::nullopt : std::optional(r.i64(7)), r.text(8)});
             });
     }
     return *allocations_;
+  }
+  // The ids of the kMaxIds largest allocations that `keep` selects, largest first, then the lowest id.
+  std::vector<std::int64_t> largest_allocations(const std::function<bool(const Allocation&)>& keep) {
+    std::vector<std::pair<std::int64_t, std::int64_t>> kept;  // (-bytes, id)
+    for (const Allocation& a : allocations())
+      if (keep(a)) kept.push_back({-a.bytes, a.id});
+    const auto n = std::min(kept.size(), kMaxIds);
+    std::partial_sort(kept.begin(), kept.begin() + static_cast<std::ptrdiff_t>(n), kept.end());
+    std::vector<std::int64_t> ids;
+    for (std::size_t i = 0; i < n; ++i) ids.push_back(kept[i].second);
+    return ids;
   }
   // Where to drill down: only tools of this build, with arguments their schemas accept.
   void drill(Finding& f, const char* tool, json args, const char* why) const {
@@ -541,9 +552,7 @@ void missed_frees(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& n
                 "a free through an API that is not probed); outstanding bytes were overstated until then.";
     f.rule = "allocations.end_reason = 'superseded'";
     f.numbers = {{"superseded_allocations", superseded}, {"superseded_bytes", superseded_bytes}};
-    f.allocation_ids = c.ids("SELECT id FROM allocations WHERE " + c.scope() +
-                                 " AND end_reason = 'superseded' ORDER BY bytes DESC, id LIMIT " + std::to_string(kMaxIds),
-                             c.params());
+    f.allocation_ids = c.largest_allocations([](const auto& a) { return a.end_reason == "superseded"; });
     c.drill(f, "outstanding_allocations", json::object(), "what was held, with the superseded ones apart");
     out.push_back(std::move(f));
   } else {
@@ -634,7 +643,6 @@ void allocator_cache_held(Ctx& c, std::vector<Finding>& out, std::vector<std::st
     notes.push_back("no framework allocator (e.g. PyTorch's libc10_cuda) made calls");
     return;
   }
-  const std::string fw = id_list(c.framework_callers);
   struct Row {
     std::int64_t pid, caller, last_alloc, frees, freed_bytes, last_free, held, held_count;
   };
@@ -689,10 +697,10 @@ void allocator_cache_held(Ctx& c, std::vector<Finding>& out, std::vector<std::st
     f.numbers = {{"held_bytes", r.held},          {"held_segments", r.held_count},
                  {"idle_ns", idle},               {"last_call_t_ms", c.session.t_ms(last_call)},
                  {"frees", r.frees},              {"freed_bytes", r.freed_bytes}};
-    f.allocation_ids = c.ids("SELECT id FROM allocations WHERE session_id = ? AND pid = ? AND " + std::string(kGpuKinds) +
-                                 " AND caller_id IN (" + fw + ") AND (end_reason IS NULL OR end_reason = "
-                                 "'process_exit') ORDER BY bytes DESC, id LIMIT " + std::to_string(kMaxIds),
-                             {c.session.id, r.pid});
+    f.allocation_ids = c.largest_allocations([&](const auto& a) {
+      return a.gpu && a.pid == r.pid && c.framework_callers.count(a.caller_id) &&
+             (a.end_reason.empty() || a.end_reason == "process_exit");
+    });
     c.drill(f, "outstanding_allocations", held_at_end(c, r.pid), "the held segments, by size and age");
     c.drill(f, "allocation_timeline", {{"pid", r.pid}}, "when the allocator grew and gave memory back");
     out.push_back(std::move(f));
@@ -702,7 +710,6 @@ void allocator_cache_held(Ctx& c, std::vector<Finding>& out, std::vector<std::st
 // Per process that uses a framework allocator: GPU memory other libraries allocated themselves and still held.
 void library_held(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
   if (c.framework_callers.empty()) return;  // allocator_cache_held notes it
-  const std::string fw = id_list(c.framework_callers);
   struct Lib {
     std::int64_t caller, api_id, count, bytes;
   };
@@ -764,10 +771,10 @@ void library_held(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& n
     f.rule = ">= " + fmt_bytes(kLibraryMinBytes) + " of GPU memory allocated by callers other than the framework "
              "allocator's library, in a process that uses it, and never freed by a call";
     f.numbers = {{"held_bytes", total}, {"held_allocations", count}, {"libraries", callers.size()}};
-    f.allocation_ids = c.ids("SELECT id FROM allocations WHERE session_id = ? AND pid = ? AND " + std::string(kGpuKinds) +
-                                 " AND caller_id NOT IN (" + fw + ") AND (end_reason IS NULL OR end_reason = "
-                                 "'process_exit') ORDER BY bytes DESC, id LIMIT " + std::to_string(kMaxIds),
-                             {c.session.id, pid});
+    f.allocation_ids = c.largest_allocations([&](const auto& a) {
+      return a.gpu && a.pid == pid && a.caller_id != 0 && !c.framework_callers.count(a.caller_id) &&
+             (a.end_reason.empty() || a.end_reason == "process_exit");
+    });
     c.drill(f, "outstanding_allocations", held_at_end(c, pid), "held memory grouped by calling library");
     out.push_back(std::move(f));
   }
@@ -906,10 +913,8 @@ void released_at_exit(Ctx& c, std::vector<Finding>& out, std::vector<std::string
     f.rule = "allocations.end_reason = 'process_exit' totalling >= " + fmt_bytes(kExitMinBytes) + " of GPU memory";
     f.numbers = {{"released_bytes", total}, {"released_allocations", counts[pid]},
                  {"exit_t_ms", c.session.t_ms(p.end_ns)}};
-    f.allocation_ids = c.ids("SELECT id FROM allocations WHERE session_id = ? AND pid = ? AND " + std::string(kGpuKinds) +
-                                 " AND end_reason = 'process_exit' ORDER BY bytes DESC, id LIMIT " +
-                                 std::to_string(kMaxIds),
-                             {c.session.id, pid});
+    f.allocation_ids = c.largest_allocations(
+        [&](const auto& a) { return a.gpu && a.pid == pid && a.end_reason == "process_exit"; });
     c.drill(f, "outstanding_allocations", held_at_end(c, pid), "what was held at exit, by size and calling library");
     out.push_back(std::move(f));
   }
