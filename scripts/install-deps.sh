@@ -4,7 +4,8 @@ set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then echo "install-deps.sh: run as root (apt-get)" >&2; exit 1; fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# librsvg2-dev (pulls cairo): allocation_timeline's PNG chart, its SVG rasterized for clients that show only raster images.
+# librsvg2-dev (pulls cairo): headers for allocation_timeline's PNG chart (its SVG rasterized for clients that
+# show only raster images); the binary loads librsvg at run time, only when a PNG is asked for.
 apt-get install -y -qq --no-install-recommends \
   cmake make g++ clang pkg-config \
   libbpf-dev bpftool libelf-dev zlib1g-dev \

@@ -4,9 +4,6 @@
 // hides between two points; the GPU-memory peak and the calls that made it;
 // NVML's device view on the same instants; optionally a chart, as SVG or as
 // PNG (the same SVG rasterized by librsvg: one drawing path).
-#include <cairo.h>
-#include <librsvg/rsvg.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +13,7 @@
 #include <tuple>
 
 #include "tools/common.h"
+#include "tools/svg_raster.h"
 #include "tools/timeline_model.h"
 
 namespace vs::tools {
@@ -206,49 +204,6 @@ std::string svg_chart(const json& result) {
   return svg + "</svg>\n";
 }
 
-// The SVG rasterized at its own size by librsvg onto a white cairo surface,
-// encoded as PNG; an error names what failed.
-Result<std::string> png_from_svg(const std::string& svg) {
-  // librsvg does not document its text setup (pango, fontconfig) as safe on
-  // several threads at once, and tools run on the server's worker threads.
-  static std::mutex render_mutex;
-  std::lock_guard lock(render_mutex);
-  GError* error = nullptr;
-  std::unique_ptr<RsvgHandle, decltype(&g_object_unref)> handle(
-      rsvg_handle_new_from_data(reinterpret_cast<const guint8*>(svg.data()), svg.size(), &error), &g_object_unref);
-  auto fail = [&](const std::string& what) {
-    std::string message = "PNG chart: " + what + (error ? std::string(": ") + error->message : "");
-    if (error) g_error_free(error);
-    return Error{message};
-  };
-  if (!handle) return fail("librsvg could not parse the chart's SVG");
-  double width = 0, height = 0;
-  if (!rsvg_handle_get_intrinsic_size_in_pixels(handle.get(), &width, &height) || width < 1 || height < 1 ||
-      width > kMaxPngSide || height > kMaxPngSide)
-    return fail("the chart's size " + std::to_string(width) + "x" + std::to_string(height) +
-                " px is missing or over " + std::to_string(static_cast<int>(kMaxPngSide)) + " px a side");
-  std::unique_ptr<cairo_surface_t, decltype(&cairo_surface_destroy)> surface(
-      cairo_image_surface_create(CAIRO_FORMAT_RGB24, static_cast<int>(std::ceil(width)), static_cast<int>(std::ceil(height))),
-      &cairo_surface_destroy);
-  std::unique_ptr<cairo_t, decltype(&cairo_destroy)> cr(cairo_create(surface.get()), &cairo_destroy);
-  cairo_set_source_rgb(cr.get(), 1, 1, 1);
-  cairo_paint(cr.get());
-  RsvgRectangle viewport{0, 0, width, height};
-  if (!rsvg_handle_render_document(handle.get(), cr.get(), &viewport, &error)) return fail("librsvg could not draw it");
-  if (cairo_status(cr.get()) != CAIRO_STATUS_SUCCESS)
-    return fail(std::string("cairo could not draw it: ") + cairo_status_to_string(cairo_status(cr.get())));
-  std::string png;
-  auto append = [](void* out, const unsigned char* data, unsigned int length) {
-    static_cast<std::string*>(out)->append(reinterpret_cast<const char*>(data), length);
-    return CAIRO_STATUS_SUCCESS;
-  };
-  if (auto status = cairo_surface_write_to_png_stream(surface.get(), append, &png); status != CAIRO_STATUS_SUCCESS)
-    return fail(std::string("cairo could not encode it: ") + cairo_status_to_string(status));
-  if (png.size() > kMaxPngBytes)
-    return fail("the PNG has " + std::to_string(png.size()) + " bytes, over the " + std::to_string(kMaxPngBytes) +
-                " allowed");
-  return png;
-}
 
 Result<ToolOutput> run(const ToolInput& in) {
   auto session = resolve_session(in.db, in.args);
@@ -445,7 +400,7 @@ Result<ToolOutput> run(const ToolInput& in) {
   if (std::string image = arg_string(in.args, "image", "none"); image == "svg") {
     out.images.push_back({"image/svg+xml", svg_chart(result)});
   } else if (image == "png") {
-    auto png = png_from_svg(svg_chart(result));
+    auto png = png_from_svg(svg_chart(result), kMaxPngSide, kMaxPngBytes);
     if (!png) return png.error();
     out.images.push_back({"image/png", std::move(*png)});
   }
