@@ -211,7 +211,13 @@ class Recorder : public tracer::EventSink {
     auto maps = tracer::read_maps(pid);
     if (!maps) return maps;
     decoder_.objects().add_maps(*maps);
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::size_t known = classified_.size();
     for (const auto& lib : tracer::cuda_libraries_in(pid, *maps, classified_)) attach(lib);
+    if (classified_.size() > known)
+      spdlog::debug("pid {}: {} newly mapped files checked for a CUDA runtime in {:.1f} ms", pid,
+                    classified_.size() - known,
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     return maps;
   }
 
