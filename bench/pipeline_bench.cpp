@@ -119,7 +119,6 @@ class Synth {
         Thread th;
         th.pid = kFirstPid + p;
         th.tid = th.pid + t;  // the main thread's tid is the pid
-        th.stack = 0x7ffd12340000ull - 0x800000ull * t;
         th.pidx = p;
         threads_.push_back(th);
       }
@@ -145,7 +144,6 @@ class Synth {
  private:
   struct Thread {
     std::uint32_t pid = 0, tid = 0, pidx = 0;
-    std::uint64_t stack = 0;
     std::deque<std::pair<std::uint64_t, std::uint64_t>> live;  // (ptr, bytes)
   };
 
@@ -161,11 +159,16 @@ class Synth {
     ev.api = api;
     if (o_.with_caller) {
       // A runtime call is made by the application; its driver call by libcudart.
-      ev.caller = runtime ? 0x401a2bull : 0x7f3a1c04d1e7ull;
       ev.caller_ino = runtime ? kInoWorkload : kInoCudart;
       ev.caller_dev = kDev;
-      ev.caller_off = runtime ? 0x1a2bull : 0x4d1e7ull;
     }
+  }
+
+  // Argument `arg` of the call, in the record's word that carries it (vs_api_plan.word).
+  static void put_arg(vs_call_event& ev, int arg, std::uint64_t value) {
+    const vs::ApiInfo* api = vs::find_api(ev.api);
+    for (int i = 0; i < vs::kCallWords; ++i)
+      if (api->words[i] == arg) ev.words[i] = value;
   }
 
   // One iteration of one thread: cudaMalloc (+ cuMemAlloc_v2), and once the
@@ -178,7 +181,6 @@ class Synth {
     std::uint64_t& bump = next_ptr_[th.pidx];
     const std::uint64_t ptr = bump;
     bump += (bytes + 511) & ~511ull;
-    const std::uint64_t out_slot = th.stack + 0x58;  // &p on the caller's stack
 
     const std::uint64_t s = seq_;
     seq_ += 2;
@@ -188,14 +190,12 @@ class Synth {
     fill_common(child, th, a_memalloc_, s + 1, t0 + 400, 900, false);
     child.parent_seq = s;
     child.parent_api = a_malloc_;
-    child.args[0] = th.stack - 0x40;
-    child.args[1] = bytes;
+    put_arg(child, 1, bytes);
     child.out[0] = ptr;
     // cudaMalloc(void** devPtr, size_t size)
     vs_call_event& parent = buf_[pending_++];
     fill_common(parent, th, a_malloc_, s, t0, 1800, true);
-    parent.args[0] = out_slot;
-    parent.args[1] = bytes;
+    put_arg(parent, 1, bytes);
     parent.out[0] = ptr;
     th.live.emplace_back(ptr, bytes);
 
@@ -209,10 +209,10 @@ class Synth {
       fill_common(fchild, th, a_memfree_, f + 1, t1 + 300, 700, false);
       fchild.parent_seq = f;
       fchild.parent_api = a_free_;
-      fchild.args[0] = victim;
+      put_arg(fchild, 0, victim);
       vs_call_event& fparent = buf_[pending_++];
       fill_common(fparent, th, a_free_, f, t1, 1400, true);
-      fparent.args[0] = victim;
+      put_arg(fparent, 0, victim);
     }
     ts_ += 5000;
   }

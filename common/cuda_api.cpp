@@ -16,7 +16,7 @@ constexpr ReturnRead deref(int arg, int size = 8, int offset = 0) {
 struct Builder {
   ApiInfo a;
   constexpr Builder(std::string_view name, Layer layer, Op op, AllocKind kind = AllocKind::None)
-      : a{0, name, layer, op, kind, false, None, None, None, None, None, None, {}, 0} {}
+      : a{0, name, layer, op, kind, false, None, None, None, None, None, None, {}, 0, {-1, -1, -1}} {}
   constexpr Builder& ptr(Src s) { a.ptr = s; return *this; }
   constexpr Builder& bytes(Src s, Src factor = None) { a.bytes = s; a.bytes_factor = factor; return *this; }
   constexpr Builder& stream(Src s) { a.stream = s; return *this; }
@@ -30,6 +30,26 @@ struct Builder {
 // (void** out, size_t size, ...): pointer written at return, size in A1.
 constexpr Builder alloc(std::string_view name, Layer layer, AllocKind kind) {
   return Builder(name, layer, Op::Alloc, kind).ptr(Out0).bytes(A1).read(deref(0));
+}
+
+// The argument word a source names (0..5 registers, 6..8 stack), or -1.
+constexpr int word_of(Src s) {
+  if (s >= A0 && s <= S2) return static_cast<int>(s) - static_cast<int>(A0);
+  return -1;
+}
+
+// Each argument word the API's columns come from, once.
+constexpr void assign_words(ApiInfo& a) {
+  int n = 0;
+  for (Src s : {a.ptr, a.bytes, a.bytes_factor, a.stream, a.handle, a.device}) {
+    int w = word_of(s);
+    if (w < 0) continue;
+    bool seen = false;
+    for (int i = 0; i < n; ++i) seen = seen || a.words[i] == w;
+    if (seen) continue;
+    if (n == kCallWords) throw "an API needs more argument words than a call record carries (VS_CALL_WORDS)";
+    a.words[n++] = static_cast<std::int8_t>(w);
+  }
 }
 
 constexpr auto make_table() {
@@ -127,23 +147,23 @@ constexpr auto make_table() {
   for (std::size_t i = 0; i < table.size(); ++i) {
     out[i] = table[i].a;
     out[i].id = static_cast<std::uint16_t>(i + 1);  // 0 means "none" on the BPF side
+    assign_words(out[i]);
   }
   return out;
 }
 
 constexpr auto kApis = make_table();
 
-std::optional<std::uint64_t> pick(Src s, const RawCallValues& raw) {
+std::optional<std::uint64_t> pick(Src s, const ApiInfo& api, const RawCallValues& raw) {
   switch (s) {
     case None: return std::nullopt;
-    case A0: case A1: case A2: case A3: case A4: case A5:
-      return raw.args[static_cast<int>(s) - static_cast<int>(A0)];
-    case S0: case S1: case S2:
-      return raw.stack[static_cast<int>(s) - static_cast<int>(S0)];
     case Out0: return raw.out[0];
     case Out1: return raw.out[1];
+    default:
+      for (int i = 0; i < kCallWords; ++i)
+        if (api.words[i] == word_of(s)) return raw.words[i];
+      return std::nullopt;  // unreachable: assign_words names every argument used
   }
-  return std::nullopt;
 }
 
 }  // namespace
@@ -202,12 +222,12 @@ std::string_view layer_name(Layer layer) { return layer == Layer::Runtime ? "run
 
 DecodedCall decode_call(const ApiInfo& api, const RawCallValues& raw) {
   DecodedCall d;
-  d.ptr = pick(api.ptr, raw);
-  d.bytes = pick(api.bytes, raw);
-  if (d.bytes && api.bytes_factor != None) *d.bytes *= pick(api.bytes_factor, raw).value_or(1);
-  d.stream = pick(api.stream, raw);
-  d.handle = pick(api.handle, raw);
-  if (auto dev = pick(api.device, raw)) d.device = static_cast<std::int32_t>(*dev);  // CUdevice is an int
+  d.ptr = pick(api.ptr, api, raw);
+  d.bytes = pick(api.bytes, api, raw);
+  if (d.bytes && api.bytes_factor != None) *d.bytes *= pick(api.bytes_factor, api, raw).value_or(1);
+  d.stream = pick(api.stream, api, raw);
+  d.handle = pick(api.handle, api, raw);
+  if (auto dev = pick(api.device, api, raw)) d.device = static_cast<std::int32_t>(*dev);  // CUdevice is an int
   return d;
 }
 

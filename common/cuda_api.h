@@ -42,6 +42,9 @@ enum class AllocKind : std::uint8_t { None, Device, Async, Managed, Host, VmmPhy
 // a stack argument (S0 is the 7th argument), or a value read at return (Out0, Out1).
 enum class Src : std::uint8_t { None, A0, A1, A2, A3, A4, A5, S0, S1, S2, Out0, Out1 };
 
+// Argument words a call record carries (tracer/bpf/events.h: VS_CALL_WORDS).
+inline constexpr int kCallWords = 3;
+
 // A read of user memory at return: `size` bytes at (argument `arg`) + `offset`.
 struct ReturnRead {
   std::int8_t arg = -1;  // -1: no read
@@ -59,6 +62,9 @@ struct ApiInfo {
   Src ptr, bytes, bytes_factor, stream, handle, device;
   ReturnRead reads[2];
   std::uint8_t stack_args;  // 7th+ arguments to copy at entry
+  // The argument words the call record carries, derived from the fields
+  // above: 0..5 the registers, 6..8 the stack words; -1 unused.
+  std::int8_t words[kCallWords];
 };
 
 std::span<const ApiInfo> all_apis();
@@ -68,10 +74,10 @@ std::string_view alloc_kind_name(AllocKind kind);
 std::string_view layer_name(Layer layer);
 std::string_view op_name(Op op);  // the `apis.op` vocabulary (store/schema.sql)
 
-// The raw values the BPF side captured for one call.
+// The raw values the BPF side captured for one call: the argument words the
+// API's `words` name, and the return reads.
 struct RawCallValues {
-  std::uint64_t args[6]{};
-  std::uint64_t stack[3]{};
+  std::uint64_t words[kCallWords]{};
   std::uint64_t out[2]{};
 };
 

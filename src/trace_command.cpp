@@ -113,8 +113,8 @@ class Recorder : public tracer::EventSink {
   Recorder(store::TraceWriter& writer, tracer::Tracer& tracer, std::int64_t id_base, bool trace_all)
       : writer_(writer), tracer_(tracer), decoder_(id_base), trace_all_(trace_all) {}
 
-  void on_call(const vs_call_event& ev) override {
-    writer_.add_call(decoder_.decode(ev));
+  void on_call(const vs_call_event& ev, const vs_call_sched* sched) override {
+    writer_.add_call(decoder_.decode(ev, sched));
     ++calls_;
     // Call records are delivered before lifecycle records: in all-process mode
     // this is how a process's first call is usually seen first. Otherwise an

@@ -60,7 +60,7 @@ std::optional<std::string> CallDecoder::caller_path(const vs_call_event& ev) {
   return std::nullopt;  // unknown rather than a guess
 }
 
-store::CallRecord CallDecoder::decode(const vs_call_event& ev) {
+store::CallRecord CallDecoder::decode(const vs_call_event& ev, const vs_call_sched* sched) {
   store::CallRecord c;
   c.id = id_base_ + static_cast<std::int64_t>(ev.seq) - 1;
   c.ts_ns = static_cast<std::int64_t>(ev.start_ns);
@@ -70,13 +70,14 @@ store::CallRecord CallDecoder::decode(const vs_call_event& ev) {
   c.api_id = ev.api;
   c.ret = ev.ret;
   c.incomplete = (ev.flags & VS_CALL_INCOMPLETE) != 0;
-  c.off_cpu_ns = static_cast<std::int64_t>(ev.off_cpu_ns);
-  c.runq_ns = static_cast<std::int64_t>(ev.runq_ns);
-  c.switches = ev.switches;
-  if (ev.switches > 0) {
-    c.preempted_by = ev.preemptor_pid;
-    c.preempted_by_comm = std::string(ev.preemptor_comm, strnlen(ev.preemptor_comm, sizeof(ev.preemptor_comm)));
-    c.longest_off_ns = static_cast<std::int64_t>(ev.longest_off_ns);
+  if (sched && sched->switches > 0) {
+    c.off_cpu_ns = static_cast<std::int64_t>(sched->off_cpu_ns);
+    c.runq_ns = static_cast<std::int64_t>(sched->runq_ns);
+    c.switches = sched->switches;
+    c.preempted_by = sched->preemptor_pid;
+    c.preempted_by_comm =
+        std::string(sched->preemptor_comm, strnlen(sched->preemptor_comm, sizeof(sched->preemptor_comm)));
+    c.longest_off_ns = static_cast<std::int64_t>(sched->longest_off_ns);
   }
   if (ev.parent_seq) {
     c.parent_id = id_base_ + static_cast<std::int64_t>(ev.parent_seq) - 1;
@@ -87,8 +88,7 @@ store::CallRecord CallDecoder::decode(const vs_call_event& ev) {
   const ApiInfo* api = find_api(ev.api);
   if (!api) return c;
   RawCallValues raw;
-  std::copy(std::begin(ev.args), std::end(ev.args), raw.args);
-  std::copy(std::begin(ev.stack), std::end(ev.stack), raw.stack);
+  std::copy(std::begin(ev.words), std::end(ev.words), raw.words);
   std::copy(std::begin(ev.out), std::end(ev.out), raw.out);
   DecodedCall d = decode_call(*api, raw);
   c.ptr = d.ptr;

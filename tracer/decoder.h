@@ -35,7 +35,8 @@ class CallDecoder {
  public:
   // Call ids in the file are id_base + (BPF sequence - 1).
   explicit CallDecoder(std::int64_t id_base) : id_base_(id_base) {}
-  store::CallRecord decode(const vs_call_event& ev);
+  // `sched`: where the thread was during the call, when it was switched out.
+  store::CallRecord decode(const vs_call_event& ev, const vs_call_sched* sched = nullptr);
   ObjectPaths& objects() { return objects_; }
   void forget_process(std::uint32_t pid);
 

@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
+#include <sys/mount.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -23,6 +24,8 @@ extern "C" __attribute__((noinline, used, visibility("default"))) void vramscope
 }
 
 namespace vs::tracer {
+
+static_assert(VS_CALL_WORDS == kCallWords, "events.h and the catalog disagree on a call record's argument words");
 namespace {
 
 int libbpf_log(libbpf_print_level level, const char* fmt, va_list args) {
@@ -43,6 +46,10 @@ std::int64_t monotonic_ns() {
 }
 
 std::string load_error_advice(int err) {
+  // As root, EACCES is the verifier rejecting a program (this kernel's BPF
+  // rules differ from the ones vramscope was built for), not a privilege.
+  if (err == EACCES && geteuid() == 0)
+    return "the kernel's verifier rejected a program; run with -v to see its log, and report it with `uname -r`";
   if (err == EPERM || err == EACCES)
     return "permission denied: tracing needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE); run it with sudo";
   if (err == ENOMEM) return "out of locked memory or map space: lower --ring-mib or raise RLIMIT_MEMLOCK";
@@ -88,6 +95,7 @@ struct Tracer::Impl {
         plan.read_off[i] = api.reads[i].offset;
       }
       plan.stack_args = api.stack_args;
+      for (int i = 0; i < VS_CALL_WORDS; ++i) plan.word[i] = api.words[i];
       std::uint32_t key = api.id;
       if (bpf_map_update_elem(bpf_map__fd(skel->maps.api_plans), &key, &plan, BPF_ANY) != 0)
         return Error{std::string("filling the API table failed: ") + std::strerror(errno)};
@@ -112,7 +120,7 @@ struct Tracer::Impl {
 
   Status attach_tracepoints() {
     bpf_program* progs[] = {skel->progs.vs_sched_switch, skel->progs.vs_sched_wakeup, skel->progs.vs_process_fork,
-                            skel->progs.vs_process_exec, skel->progs.vs_process_exit, skel->progs.vs_sys_enter};
+                            skel->progs.vs_process_exec, skel->progs.vs_process_exit};
     for (auto* p : progs) {
       bpf_link* link = bpf_program__attach(p);
       if (!link)
@@ -120,7 +128,36 @@ struct Tracer::Impl {
                      " (needs raw tracepoint support: CONFIG_BPF_EVENTS)"};
       tracepoint_links.push_back(link);
     }
+    return attach_mmap_watch();
+  }
+
+  // The mmap syscall's tracepoint runs on mmap calls only; the sys_enter
+  // hook, on every syscall of the machine (see lifecycle.bpf.c).
+  Status attach_mmap_watch() {
+    mount_tracefs_if_missing();
+    if (bpf_link* link = bpf_program__attach(skel->progs.vs_mmap_enter)) {
+      tracepoint_links.push_back(link);
+      return Status::success();
+    }
+    spdlog::info("cannot attach the syscalls:sys_enter_mmap tracepoint ({}): watching mmap from raw_tp/sys_enter, "
+                 "which adds ~30 ns to every syscall on this machine while tracing",
+                 std::strerror(errno));
+    bpf_link* link = bpf_program__attach(skel->progs.vs_sys_enter);
+    if (!link)
+      return Error{std::string("attaching the mmap watch (raw_tp/sys_enter) failed: ") + std::strerror(errno) +
+                   " (needs raw tracepoint support: CONFIG_BPF_EVENTS)"};
+    tracepoint_links.push_back(link);
     return Status::success();
+  }
+
+  // libbpf finds tracepoint ids in tracefs, which some systems leave unmounted.
+  static void mount_tracefs_if_missing() {
+    if (access("/sys/kernel/tracing/events", F_OK) == 0 || access("/sys/kernel/debug/tracing/events", F_OK) == 0)
+      return;
+    if (mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, nullptr) == 0)
+      spdlog::info("mounted tracefs at /sys/kernel/tracing (to attach the syscalls:sys_enter_mmap tracepoint)");
+    else
+      spdlog::debug("mounting tracefs at /sys/kernel/tracing failed: {}", std::strerror(errno));
   }
 
   Status make_rings() {
@@ -129,8 +166,12 @@ struct Tracer::Impl {
       if (size < sizeof(vs_u32)) return 0;
       vs_u32 type;
       std::memcpy(&type, data, sizeof type);
-      if (type == VS_REC_CALL && size >= sizeof(vs_call_event))
-        self->sink->on_call(*static_cast<const vs_call_event*>(data));
+      if (type == VS_REC_CALL && size >= sizeof(vs_call_event)) {
+        self->sink->on_call(*static_cast<const vs_call_event*>(data), nullptr);
+      } else if (type == VS_REC_CALL_SCHED && size >= sizeof(vs_call_sched_event)) {
+        const auto* ev = static_cast<const vs_call_sched_event*>(data);
+        self->sink->on_call(ev->call, &ev->sched);
+      }
       else if (type == VS_REC_OBJECT && size >= sizeof(vs_object_event))
         self->sink->on_object(*static_cast<const vs_object_event*>(data));
       return 0;

@@ -27,7 +27,8 @@ struct TracerOptions {
 class EventSink {
  public:
   virtual ~EventSink() = default;
-  virtual void on_call(const vs_call_event& ev) = 0;
+  // `sched` is set when the call was switched out at least once.
+  virtual void on_call(const vs_call_event& ev, const vs_call_sched* sched) = 0;
   // The path of a file that makes calls, ahead of the first call record naming it.
   virtual void on_object(const vs_object_event& ev) = 0;
   virtual void on_lifecycle(const vs_lifecycle_event& ev) = 0;

@@ -98,43 +98,54 @@ TEST_CASE("the API catalog: unique ids and names, lookups", "[catalog]") {
   CHECK(find_api("cudaNotAFunction") == nullptr);
 }
 
-TEST_CASE("decode_call: where each column comes from", "[catalog]") {
-  RawCallValues raw;
-  for (int i = 0; i < 6; ++i) raw.args[i] = 100 + i;
-  raw.stack[0] = 200;
-  raw.stack[1] = 201;
-  raw.stack[2] = 202;
-  raw.out[0] = 300;
-  raw.out[1] = 301;
+namespace {
+// What the BPF side sends for a call whose argument words (6 registers, then
+// 3 stack words) are `arg`: the words the API's plan names (vs_fill_call).
+struct CallArgs {
+  std::uint64_t arg[9];
+  std::uint64_t out[2];
+  RawCallValues record(const ApiInfo& api) const {
+    RawCallValues raw;
+    for (int i = 0; i < kCallWords; ++i) raw.words[i] = api.words[i] >= 0 ? arg[api.words[i]] : 0;
+    raw.out[0] = out[0];
+    raw.out[1] = out[1];
+    return raw;
+  }
+};
+}  // namespace
 
-  auto d = decode_call(*find_api("cudaMalloc"), raw);  // (void** out, size)
+TEST_CASE("decode_call: where each column comes from", "[catalog]") {
+  CallArgs call{{100, 101, 102, 103, 104, 105, 200, 201, 202}, {300, 301}};
+  auto decode = [&](const char* name) { return decode_call(*find_api(name), call.record(*find_api(name))); };
+
+  auto d = decode("cudaMalloc");  // (void** out, size)
   CHECK(d.ptr == 300u);
   CHECK(d.bytes == 101u);
   CHECK_FALSE(d.stream);
 
-  d = decode_call(*find_api("cudaMallocPitch"), raw);  // bytes = pitch (read back) x height (A3)
+  d = decode("cudaMallocPitch");  // bytes = pitch (read back) x height (A3)
   CHECK(d.bytes == 301u * 103u);
 
-  d = decode_call(*find_api("cudaMemcpyAsync"), raw);  // (dst, src, count, kind, stream)
+  d = decode("cudaMemcpyAsync");  // (dst, src, count, kind, stream)
   CHECK(d.bytes == 102u);
   CHECK(d.stream == 104u);
 
-  d = decode_call(*find_api("cudaLaunchKernel"), raw);  // stream is the 8th word: two dim3 take 4 registers
+  d = decode("cudaLaunchKernel");  // stream is the 8th word: two dim3 take 4 registers
   CHECK(d.stream == 201u);
-  d = decode_call(*find_api("cuLaunchKernel"), raw);  // stream is the 9th argument
+  d = decode("cuLaunchKernel");  // stream is the 9th argument
   CHECK(d.stream == 202u);
 
-  d = decode_call(*find_api("cuMemCreate"), raw);  // handle read back; device from prop->location.id
+  d = decode("cuMemCreate");  // handle read back; device from prop->location.id
   CHECK(d.handle == 300u);
   CHECK(d.device == 301);
   CHECK(d.bytes == 101u);
 
-  d = decode_call(*find_api("cuMemMap"), raw);  // (ptr, size, offset, handle, flags)
+  d = decode("cuMemMap");  // (ptr, size, offset, handle, flags)
   CHECK(d.ptr == 100u);
   CHECK(d.bytes == 101u);
   CHECK(d.handle == 103u);
 
-  raw.args[0] = 0xffffffffu;  // cudaSetDevice(int): the register's low 32 bits, signed
-  d = decode_call(*find_api("cudaSetDevice"), raw);
+  call.arg[0] = 0xffffffffu;  // cudaSetDevice(int): the register's low 32 bits, signed
+  d = decode("cudaSetDevice");
   CHECK(d.device == -1);
 }

@@ -19,19 +19,21 @@ int vs_call_entry(struct pt_regs *ctx) {
   __u32 tgid = pid_tgid >> 32;
   __u32 tid = (__u32)pid_tgid;
 
-  if (!bpf_map_lookup_elem(&traced, &tgid)) {
-    if (!cfg_trace_all) return 0;
-    __u8 one = 1;
-    if (bpf_map_update_elem(&traced, &tgid, &one, BPF_NOEXIST) == 0)
-      vs_emit_lifecycle(VS_LC_FIRST_CALL, (struct task_struct *)bpf_get_current_task(), 0);
-  }
-
   __u32 api = (__u32)bpf_get_attach_cookie(ctx);
   struct vs_api_plan *plan = bpf_map_lookup_elem(&api_plans, &api);
   if (!plan) return 0;
 
+  /* A thread with state belongs to a traced process (the state is made
+   * below, after the check, and deleted when the thread exits), so the
+   * process lookup is only paid on a thread's first call. */
   struct vs_thread_state *st = bpf_map_lookup_elem(&inflight, &tid);
   if (!st) {
+    if (!bpf_map_lookup_elem(&traced, &tgid)) {
+      if (!cfg_trace_all) return 0;
+      __u8 one = 1;
+      if (bpf_map_update_elem(&traced, &tgid, &one, BPF_NOEXIST) == 0)
+        vs_emit_lifecycle(VS_LC_FIRST_CALL, (struct task_struct *)bpf_get_current_task(), 0);
+    }
     __u32 zero = 0;
     struct vs_thread_state *init = bpf_map_lookup_elem(&zero_state, &zero);
     if (!init) return 0;
@@ -54,17 +56,17 @@ int vs_call_entry(struct pt_regs *ctx) {
   f->api = api;
   /* Each argument through its own register read: a computed pt_regs offset
    * is rejected by the verifier. libbpf 1.1.2 has no PT_REGS_PARM6. */
-  f->args[0] = PT_REGS_PARM1(ctx);
-  f->args[1] = PT_REGS_PARM2(ctx);
-  f->args[2] = PT_REGS_PARM3(ctx);
-  f->args[3] = PT_REGS_PARM4(ctx);
-  f->args[4] = PT_REGS_PARM5(ctx);
-  f->args[5] = ctx->r9;
-  __u64 sp = PT_REGS_SP(ctx);
+  f->words[0] = PT_REGS_PARM1(ctx);
+  f->words[1] = PT_REGS_PARM2(ctx);
+  f->words[2] = PT_REGS_PARM3(ctx);
+  f->words[3] = PT_REGS_PARM4(ctx);
+  f->words[4] = PT_REGS_PARM5(ctx);
+  f->words[5] = ctx->r9;
   /* At entry the stack holds the return address, then the 7th+ arguments. */
   if (plan->stack_args) {
-    if (bpf_probe_read_user(f->stack, sizeof(f->stack), (void *)(sp + 8)))
-      __builtin_memset(f->stack, 0, sizeof(f->stack));
+    __u64 sp = PT_REGS_SP(ctx);
+    if (bpf_probe_read_user(&f->words[VS_NARGS], VS_NSTACK * sizeof(__u64), (void *)(sp + 8)))
+      __builtin_memset(&f->words[VS_NARGS], 0, VS_NSTACK * sizeof(__u64));
   }
   f->off_cpu_ns = 0;
   f->runq_ns = 0;
@@ -82,12 +84,6 @@ int vs_call_entry(struct pt_regs *ctx) {
 struct caller_key {
   __u64 mm;
   __u64 addr;
-};
-struct caller_info {
-  __u64 ino;
-  __u64 file_delta; /* file offset = addr + file_delta */
-  __u32 dev;
-  __u32 found;
 };
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -162,7 +158,7 @@ static void vs_send_object(struct file *file, __u32 dev, __u64 ino) {
   ob->dev = dev;
   ob->pid = bpf_get_current_pid_tgid() >> 32;
   ob->ncomponents = 0;
-  ob->pad = 0;
+  __builtin_memset(ob->pad, 0, sizeof(ob->pad));
   struct path_walk w = {
       .dentry = (__u64)BPF_CORE_READ(file, f_path.dentry),
       .mnt = (__u64)container_of(BPF_CORE_READ(file, f_path.mnt), struct mount, mnt),
@@ -182,25 +178,33 @@ static long vs_caller_vma(struct task_struct *task, struct vm_area_struct *vma, 
   info->found = 1;
   info->ino = BPF_CORE_READ(file, f_inode, i_ino);
   info->dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
-  info->file_delta = (BPF_CORE_READ(vma, vm_pgoff) << 12) - BPF_CORE_READ(vma, vm_start);
   vs_send_object(file, info->dev, info->ino);
   return 0;
 }
 
 /* The file mapped at a return address, or 0 (anonymous memory such as JIT
  * code, or the lookup could not run because the mmap lock was contended:
- * tried again next time). */
-static __always_inline struct caller_info *vs_caller_file(__u64 addr) {
+ * tried again next time). A thread calls from few sites, so its state keeps
+ * the last ones (direct-mapped) in front of the shared LRU map. */
+static __always_inline struct caller_info *vs_caller_file(struct vs_thread_state *st, __u64 addr) {
   struct task_struct *task = bpf_get_current_task_btf();
-  struct caller_key key = {.mm = (__u64)BPF_CORE_READ(task, mm), .addr = addr};
+  __u64 mm = (__u64)task->mm; /* a trusted pointer: a plain load, no helper call */
+  struct vs_caller_slot *slot = &st->callers[(addr ^ (addr >> 6)) & (VS_CALLER_SLOTS - 1)];
+  if (slot->addr == addr && slot->mm == mm) return slot->info.found ? &slot->info : 0;
+
+  struct caller_key key = {.mm = mm, .addr = addr};
   struct caller_info *info = bpf_map_lookup_elem(&caller_cache, &key);
   if (!info) {
     struct caller_info fresh = {};
     if (bpf_find_vma(task, addr, vs_caller_vma, &fresh, 0) != 0) return 0;
     bpf_map_update_elem(&caller_cache, &key, &fresh, BPF_ANY);
     info = bpf_map_lookup_elem(&caller_cache, &key);
+    if (!info) return 0;
   }
-  return info && info->found ? info : 0;
+  slot->mm = mm;
+  slot->addr = addr;
+  slot->info = *info;
+  return info->found ? &slot->info : 0;
 }
 
 /* Waking the consumer for every record costs an IPI and a context switch per
@@ -232,30 +236,29 @@ int vs_call_return(struct pt_regs *ctx) {
   /* The kernel has put the original return address back in ip before uretprobe
    * handlers run. Resolved before the record is reserved: see vs_send_object. */
   __u64 caller = PT_REGS_IP(ctx);
-  struct caller_info *file = caller ? vs_caller_file(caller) : 0;
+  struct caller_info *file = caller ? vs_caller_file(st, caller) : 0;
 
-  struct vs_call_event *ev = bpf_ringbuf_reserve(&calls_rb, sizeof(*ev), 0);
+  struct vs_frame *f = &st->frames[idx];
+  struct vs_api_plan *plan = bpf_map_lookup_elem(&api_plans, &api);
+  struct vs_call_event *ev = vs_reserve_call(f);
   if (!ev) {
     vs_count(VS_STAT_CALL_DROPS);
   } else {
-    vs_fill_call(ev, st, idx, end_ns, tgid, tid);
-    ev->ret = PT_REGS_RC(ctx);
-    struct vs_api_plan *plan = bpf_map_lookup_elem(&api_plans, &api);
+    vs_fill_call(ev, st, idx, plan, end_ns, tgid, tid);
+    ev->ret = (__s32)PT_REGS_RC(ctx);
     if (plan) {
 #pragma unroll
       for (int i = 0; i < VS_NREADS; i++) {
         __s64 arg = plan->read_arg[i];
         __u32 size = plan->read_size[i];
         if (arg < 0 || arg >= VS_NARGS || size == 0 || size > 8) continue;
-        __u64 addr = st->frames[idx].args[arg] + plan->read_off[i];
+        __u64 addr = f->words[arg] + plan->read_off[i];
         if (addr && bpf_probe_read_user(&ev->out[i], size, (void *)addr)) ev->out[i] = 0;
       }
     }
-    ev->caller = caller;
     if (file) {
       ev->caller_ino = file->ino;
       ev->caller_dev = file->dev;
-      ev->caller_off = caller + file->file_delta;
     }
     bpf_ringbuf_submit(ev, (ev->seq % VS_WAKEUP_EVERY) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
   }

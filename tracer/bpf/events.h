@@ -26,16 +26,18 @@ typedef int32_t vs_s32;
 #define VS_NARGS 6
 #define VS_NSTACK 3
 #define VS_NREADS 2
+#define VS_CALL_WORDS 3 /* argument words a call record carries: the most any API needs */
 #define VS_COMM_LEN 16
 #define VS_OBJ_NAME_LEN 48
 
-/* What the return probe reads from user memory for one API. */
+/* What the probes keep of one API's arguments. Argument words are numbered
+ * 0..VS_NARGS-1 for the registers, then the stack words (7th argument on). */
 struct vs_api_plan {
-  vs_s64 read_arg[VS_NREADS]; /* argument index, or -1 */
+  vs_s64 read_arg[VS_NREADS]; /* return probe: read user memory at this argument (+ read_off), or -1 */
   vs_u32 read_size[VS_NREADS];
   vs_u32 read_off[VS_NREADS];
   vs_u32 stack_args; /* 7th+ argument words copied at entry */
-  vs_u32 pad;
+  vs_s32 word[VS_CALL_WORDS]; /* the argument words the call record carries, or -1 */
 };
 
 /* Counters kept per CPU, summed by user space; indexes into the `stats` map. */
@@ -51,39 +53,58 @@ enum vs_stat {
 
 #define VS_CALL_INCOMPLETE 1 /* the thread exited before the call returned */
 
-/* The call ring carries two kinds of record, told apart by their first field. */
+/* The call ring carries three kinds of record, told apart by their first field. */
 enum vs_record_type {
-  VS_REC_CALL = 1,
-  VS_REC_OBJECT = 2,
+  VS_REC_CALL = 1,       /* struct vs_call_event */
+  VS_REC_OBJECT = 2,     /* struct vs_object_event */
+  VS_REC_CALL_SCHED = 3, /* struct vs_call_sched_event: a call that was switched out */
 };
 
+/* Record sizes plus the ring's 8-byte header are multiples of the 64-byte
+ * cache line: writing a record is the return probe's main cost, and a call
+ * record then fills exactly two lines. */
+#ifdef __cplusplus
+#define VS_RING_FIT(type) static_assert((sizeof(type) + 8) % 64 == 0, #type " breaks the ring's line alignment")
+#else
+#define VS_RING_FIT(type) _Static_assert((sizeof(type) + 8) % 64 == 0, #type " breaks the ring's line alignment")
+#endif
+
 struct vs_call_event {
-  vs_u32 type; /* VS_REC_CALL */
-  vs_u32 flags;
+  vs_u32 type;       /* VS_REC_CALL, or VS_REC_CALL_SCHED as the head of a vs_call_sched_event */
+  vs_u32 flags;      /* VS_CALL_INCOMPLETE */
   vs_u64 seq;        /* unique per session: becomes calls.id */
   vs_u64 parent_seq; /* enclosing traced call on this thread, or 0 */
   vs_u64 start_ns;   /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
   vs_u64 end_ns;
-  vs_u64 args[VS_NARGS];
-  vs_u64 stack[VS_NSTACK];
-  vs_u64 out[VS_NREADS];
-  vs_u64 caller;     /* return address */
-  vs_u64 caller_ino; /* the file mapped at the return address (0: anonymous / unknown) */
-  vs_u64 caller_off; /* return address as an offset in that file */
+  vs_u64 words[VS_CALL_WORDS]; /* the argument words named by the API's plan (vs_api_plan.word) */
+  vs_u64 out[VS_NREADS];       /* what the return probe read (vs_api_plan.read_*) */
+  vs_u64 caller_ino;           /* the file mapped at the return address (0: anonymous / unknown) */
   vs_u32 caller_dev;
-  vs_u32 pad0;
+  vs_s32 ret;                  /* cudaError_t and CUresult are 32-bit */
+  vs_u32 pid;                  /* tgid */
+  vs_u32 tid;
+  vs_u16 api;
+  vs_u16 parent_api;
+  vs_u32 pad[3];
+};
+VS_RING_FIT(struct vs_call_event);
+
+/* Where the thread was while the call ran, when it was switched out at least once. */
+struct vs_call_sched {
   vs_u64 off_cpu_ns;
   vs_u64 runq_ns;
   vs_u64 longest_off_ns;
-  vs_s64 ret;
-  vs_u32 pid; /* tgid */
-  vs_u32 tid;
   vs_u32 switches;
   vs_u32 preemptor_pid; /* task switched in for the longest off-CPU interval */
-  vs_u16 api;
-  vs_u16 parent_api;
   char preemptor_comm[VS_COMM_LEN];
+  vs_u64 pad[2];
 };
+
+struct vs_call_sched_event {
+  struct vs_call_event call;
+  struct vs_call_sched sched;
+};
+VS_RING_FIT(struct vs_call_sched_event);
 
 #define VS_PATH_DEPTH 24     /* directories + the file itself */
 #define VS_PATH_COMPONENT 64 /* bytes per name, NUL included */
@@ -100,9 +121,10 @@ struct vs_object_event {
   vs_u32 dev;
   vs_u32 pid;
   vs_u32 ncomponents;
-  vs_u32 pad;
+  vs_u32 pad[7];
   char components[VS_PATH_DEPTH][VS_PATH_COMPONENT];
 };
+VS_RING_FIT(struct vs_object_event);
 
 enum vs_lifecycle_kind {
   VS_LC_FORK = 1,  /* a traced process forked a new process */

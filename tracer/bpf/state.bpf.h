@@ -14,8 +14,7 @@
 struct vs_frame {
   __u64 seq;
   __u64 start_ns;
-  __u64 args[VS_NARGS];
-  __u64 stack[VS_NSTACK];
+  __u64 words[VS_NARGS + VS_NSTACK]; /* the register arguments, then the stack's (vs_api_plan) */
   __u64 off_cpu_ns;
   __u64 runq_ns;
   __u64 longest_off_ns;
@@ -24,6 +23,20 @@ struct vs_frame {
   __u32 api;
   __u32 pad;
   char preemptor_comm[VS_COMM_LEN];
+};
+
+/* The file mapped at a call site (see vs_caller_file). */
+struct caller_info {
+  __u64 ino;
+  __u32 dev;
+  __u32 found;
+};
+
+#define VS_CALLER_SLOTS 4 /* a power of two */
+struct vs_caller_slot {
+  __u64 mm; /* the address space: an exec keeps the thread, not its mappings */
+  __u64 addr;
+  struct caller_info info;
 };
 
 /* One per thread of a traced process that has made a CUDA call, kept until
@@ -38,6 +51,7 @@ struct vs_thread_state {
   __u32 pad;
   char out_next_comm[VS_COMM_LEN];
   struct vs_frame frames[VS_MAX_DEPTH];
+  struct vs_caller_slot callers[VS_CALLER_SLOTS];
 };
 
 struct {
@@ -133,33 +147,50 @@ static __always_inline void vs_emit_lifecycle(__u32 kind, struct task_struct *ta
   if (ev) bpf_ringbuf_submit(ev, 0);
 }
 
-/* Copies frame `idx` (and its parent link) of a thread's stack into a call record. */
+/* Reserves the record of a call: with its scheduler part when the call was
+ * switched out (most are not, and their record stays two cache lines). */
+static __always_inline struct vs_call_event *vs_reserve_call(struct vs_frame *f) {
+  if (f->switches) {
+    struct vs_call_sched_event *ev = bpf_ringbuf_reserve(&calls_rb, sizeof(*ev), 0);
+    if (!ev) return 0;
+    ev->call.type = VS_REC_CALL_SCHED;
+    ev->sched.off_cpu_ns = f->off_cpu_ns;
+    ev->sched.runq_ns = f->runq_ns;
+    ev->sched.longest_off_ns = f->longest_off_ns;
+    ev->sched.switches = f->switches;
+    ev->sched.preemptor_pid = f->preemptor_pid;
+    __builtin_memcpy(ev->sched.preemptor_comm, f->preemptor_comm, VS_COMM_LEN);
+    ev->sched.pad[0] = 0;
+    ev->sched.pad[1] = 0;
+    return &ev->call;
+  }
+  struct vs_call_event *ev = bpf_ringbuf_reserve(&calls_rb, sizeof(*ev), 0);
+  if (ev) ev->type = VS_REC_CALL;
+  return ev;
+}
+
+/* Fills a call record from frame `idx` of a thread's stack (and its parent
+ * link), the argument words chosen by the API's plan. */
 static __always_inline void vs_fill_call(struct vs_call_event *ev, struct vs_thread_state *st, __u32 idx,
-                                         __u64 end_ns, __u32 tgid, __u32 tid) {
+                                         const struct vs_api_plan *plan, __u64 end_ns, __u32 tgid, __u32 tid) {
   struct vs_frame *f = &st->frames[idx & (VS_MAX_DEPTH - 1)];
-  ev->type = VS_REC_CALL;
   ev->flags = 0;
   ev->seq = f->seq;
   ev->start_ns = f->start_ns;
   ev->end_ns = end_ns;
-  __builtin_memcpy(ev->args, f->args, sizeof(ev->args));
-  __builtin_memcpy(ev->stack, f->stack, sizeof(ev->stack));
+#pragma unroll
+  for (int i = 0; i < VS_CALL_WORDS; i++) {
+    __s32 w = plan ? plan->word[i] : -1;
+    ev->words[i] = w >= 0 && w < VS_NARGS + VS_NSTACK ? f->words[w] : 0;
+  }
   ev->out[0] = 0;
   ev->out[1] = 0;
-  ev->caller = 0; /* set at return */
-  ev->caller_ino = 0;
-  ev->caller_off = 0;
+  ev->caller_ino = 0; /* set at return */
   ev->caller_dev = 0;
-  ev->off_cpu_ns = f->off_cpu_ns;
-  ev->runq_ns = f->runq_ns;
-  ev->longest_off_ns = f->longest_off_ns;
   ev->ret = 0;
   ev->pid = tgid;
   ev->tid = tid;
-  ev->switches = f->switches;
-  ev->preemptor_pid = f->preemptor_pid;
   ev->api = f->api;
-  __builtin_memcpy(ev->preemptor_comm, f->preemptor_comm, VS_COMM_LEN);
   if (idx > 0) {
     struct vs_frame *parent = &st->frames[(idx - 1) & (VS_MAX_DEPTH - 1)];
     ev->parent_seq = parent->seq;
@@ -168,6 +199,9 @@ static __always_inline void vs_fill_call(struct vs_call_event *ev, struct vs_thr
     ev->parent_seq = 0;
     ev->parent_api = 0;
   }
+  ev->pad[0] = 0;
+  ev->pad[1] = 0;
+  ev->pad[2] = 0;
 }
 
 #endif
