@@ -610,7 +610,7 @@ int run_trace(const TraceArgs& args) {
   end.call_drops = static_cast<std::int64_t>(c[VS_STAT_CALL_DROPS]);
   end.lifecycle_drops = static_cast<std::int64_t>(c[VS_STAT_LIFECYCLE_DROPS]);
   end.sched_drops = static_cast<std::int64_t>(c[VS_STAT_SCHED_DROPS]);
-  end.unrecorded_calls = static_cast<std::int64_t>(c[VS_STAT_DEPTH_OVERFLOW] + c[VS_STAT_INFLIGHT_FULL]);
+  end.unrecorded_calls = static_cast<std::int64_t>(c[VS_STAT_DEPTH_OVERFLOW] + c[VS_STAT_NO_THREAD_STATE]);
   end.status = sig ? "interrupted" : "complete";
   Status end_status = writer.end_session(end);
   if (!end_status) spdlog::error("writing {} failed: {}", args.db, end_status.message());

@@ -7,6 +7,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdarg>
@@ -82,6 +83,9 @@ struct Tracer::Impl {
     skel->rodata->cfg_watch_all = options.trace_all ? 1 : 0;
     skel->rodata->cfg_sched_events = options.sched_events ? 1 : 0;
     bpf_map__set_max_entries(skel->maps.calls_rb, options.calls_ring_mib << 20);
+    // A 64th of the ring, in call records (a power of two since the ring is).
+    skel->rodata->cfg_wakeup_mask =
+        std::max<std::uint64_t>((std::uint64_t{options.calls_ring_mib} << 20) / (sizeof(vs_call_event) + 8) / 64, 1) - 1;
     if (!options.sched_events) bpf_map__set_max_entries(skel->maps.sched_rb, static_cast<std::uint32_t>(getpagesize()));
     prepare_uprobe_program(skel->progs.vs_call_entry, mode);
     prepare_uprobe_program(skel->progs.vs_call_return, mode);

@@ -24,26 +24,24 @@ int vs_call_entry(struct pt_regs *ctx) {
   if (!plan) return 0;
 
   /* A thread with state belongs to a traced process (the state is made
-   * below, after the check, and deleted when the thread exits), so the
-   * process lookup is only paid on a thread's first call. */
-  struct vs_thread_state *st = bpf_map_lookup_elem(&inflight, &tid);
+   * below, after the check), so the process lookup is only paid on a
+   * thread's first call. */
+  struct task_struct *task = bpf_get_current_task_btf();
+  struct vs_thread_state *st = bpf_task_storage_get(&thread_state, task, 0, 0);
   if (!st) {
     if (!bpf_map_lookup_elem(&traced, &tgid)) {
       if (!cfg_trace_all) return 0;
       __u8 one = 1;
       if (bpf_map_update_elem(&traced, &tgid, &one, BPF_NOEXIST) == 0)
-        vs_emit_lifecycle(VS_LC_FIRST_CALL, (struct task_struct *)bpf_get_current_task(), 0);
+        vs_emit_lifecycle(VS_LC_FIRST_CALL, task, 0);
     }
-    __u32 zero = 0;
-    struct vs_thread_state *init = bpf_map_lookup_elem(&zero_state, &zero);
-    if (!init) return 0;
-    bpf_map_update_elem(&inflight, &tid, init, BPF_NOEXIST);
-    st = bpf_map_lookup_elem(&inflight, &tid);
+    st = bpf_task_storage_get(&thread_state, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
     if (!st) {
-      vs_count(VS_STAT_INFLIGHT_FULL);
+      vs_count(VS_STAT_NO_THREAD_STATE);
       return 0;
     }
   }
+  vs_settle_off_cpu(st, tid);
 
   __u32 d = st->depth;
   st->depth = d + 1;
@@ -208,8 +206,11 @@ static __always_inline struct caller_info *vs_caller_file(struct vs_thread_state
 }
 
 /* Waking the consumer for every record costs an IPI and a context switch per
- * call; it is woken every VS_WAKEUP_EVERY records and otherwise polls. */
-#define VS_WAKEUP_EVERY 512
+ * call, and a consumer draining while calls are made pulls the ring's
+ * positions back and forth between CPUs (~25 ns a call measured at one wakeup
+ * per 512 records). So it is woken once a 64th of the ring has filled (mask
+ * set by user space) and otherwise polls every 50 ms. */
+const volatile __u64 cfg_wakeup_mask = 8191;
 
 SEC("uretprobe")
 int vs_call_return(struct pt_regs *ctx) {
@@ -218,8 +219,9 @@ int vs_call_return(struct pt_regs *ctx) {
   __u32 tgid = pid_tgid >> 32;
   __u32 tid = (__u32)pid_tgid;
 
-  struct vs_thread_state *st = bpf_map_lookup_elem(&inflight, &tid);
+  struct vs_thread_state *st = vs_current_state();
   if (!st) return 0; /* untraced process, or its entry was missed */
+  vs_settle_off_cpu(st, tid);
   __u32 d = st->depth;
   if (d == 0) return 0;
   if (d > VS_MAX_DEPTH) {
@@ -260,7 +262,7 @@ int vs_call_return(struct pt_regs *ctx) {
       ev->caller_ino = file->ino;
       ev->caller_dev = file->dev;
     }
-    bpf_ringbuf_submit(ev, (ev->seq % VS_WAKEUP_EVERY) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+    bpf_ringbuf_submit(ev, (ev->seq & cfg_wakeup_mask) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
   }
 
   st->depth = d - 1; /* the entry stays until the thread exits: no map churn per call */

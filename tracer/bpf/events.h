@@ -47,7 +47,7 @@ enum vs_stat {
   VS_STAT_SCHED_DROPS,        /* raw switch records lost (--sched-events) */
   VS_STAT_DEPTH_OVERFLOW,     /* calls nested deeper than VS_MAX_DEPTH: not recorded */
   VS_STAT_RETURN_MISMATCH,    /* return without a matching entry (longjmp, probe attached mid-call) */
-  VS_STAT_INFLIGHT_FULL,      /* thread-state map full: call not recorded */
+  VS_STAT_NO_THREAD_STATE,    /* a thread's state could not be allocated: call not recorded */
   VS_STAT_COUNT
 };
 

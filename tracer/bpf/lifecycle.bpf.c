@@ -29,8 +29,11 @@ int BPF_PROG(vs_process_exit, struct task_struct *p) {
   __u32 tid = BPF_CORE_READ(p, pid);
   __u32 tgid = BPF_CORE_READ(p, tgid);
 
-  struct vs_thread_state *st = bpf_map_lookup_elem(&inflight, &tid);
+  /* The exiting thread is the current task (do_exit). */
+  struct task_struct *task = bpf_get_current_task_btf();
+  struct vs_thread_state *st = bpf_task_storage_get(&thread_state, task, 0, 0);
   if (st) {
+    vs_settle_off_cpu(st, tid);
     __u64 now = bpf_ktime_get_ns();
     __u32 depth = st->depth;
     for (__u32 i = 0; i < VS_MAX_DEPTH; i++) {
@@ -46,7 +49,7 @@ int BPF_PROG(vs_process_exit, struct task_struct *p) {
       ev->flags = VS_CALL_INCOMPLETE;
       bpf_ringbuf_submit(ev, 0);
     }
-    bpf_map_delete_elem(&inflight, &tid);
+    bpf_task_storage_delete(&thread_state, task);
   }
 
   if (!bpf_map_lookup_elem(&traced, &tgid)) return 0;

@@ -1,8 +1,9 @@
 /* Off-CPU attribution, in the kernel, while a CUDA call is in flight: on
- * switch-out note when and whether the thread was still runnable; on wakeup
- * note when it became runnable; on switch-in add the interval to every call
- * on the thread's stack and keep the longest interval's preemptor. Threads
- * without a call in flight cost one hash lookup per switch. */
+ * switch-out note when, who took the CPU, and whether the thread was still
+ * runnable; on wakeup note when it became runnable; every switch-in notes its
+ * time per CPU, and the thread's next probe (or switch-out) adds the interval
+ * to every call on its stack (vs_settle_off_cpu). Other switches cost one
+ * task-storage lookup. */
 #include "state.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -36,41 +37,32 @@ int BPF_PROG(vs_sched_switch, bool preempt, struct task_struct *prev, struct tas
   __u32 next_tid = BPF_CORE_READ(next, pid);
   __u32 in_call = 0;
 
-  struct vs_thread_state *out = bpf_map_lookup_elem(&inflight, &prev_tid);
-  if (out && out->depth > 0) {
-    out->off_pending = 1;
-    out->off_since_ns = now;
-    /* Preempted, or yielded while still TASK_RUNNING: it waits for a CPU from now. */
-    out->runnable_since_ns = (preempt || prev_state == 0) ? now : 0;
-    out->out_next_pid = BPF_CORE_READ(next, tgid);
-    BPF_CORE_READ_STR_INTO(&out->out_next_comm, next, comm);
-    in_call = 1;
+  struct vs_thread_state *out = vs_current_state(); /* prev is still the current task here */
+  if (out) {
+    vs_settle_off_cpu(out, prev_tid); /* switched in and out again without a probe in between */
+    if (out->depth > 0) {
+      out->off_pending = 1;
+      out->off_since_ns = now;
+      /* Preempted, or yielded while still TASK_RUNNING: it waits for a CPU from now. */
+      __u64 runnable_since = (preempt || prev_state == 0) ? now : 0;
+      bpf_map_update_elem(&woken, &prev_tid, &runnable_since, BPF_ANY);
+      out->out_next_pid = BPF_CORE_READ(next, tgid);
+      BPF_CORE_READ_STR_INTO(&out->out_next_comm, next, comm);
+      in_call = 1;
+    }
   }
 
-  struct vs_thread_state *in = bpf_map_lookup_elem(&inflight, &next_tid);
-  if (in && in->off_pending) {
-    __u64 off = now - in->off_since_ns;
-    __u64 runq = in->runnable_since_ns ? now - in->runnable_since_ns : 0;
-    __u32 depth = in->depth;
-    for (__u32 i = 0; i < VS_MAX_DEPTH; i++) {
-      if (i >= depth) break;
-      struct vs_frame *f = &in->frames[i];
-      f->off_cpu_ns += off;
-      f->runq_ns += runq;
-      f->switches += 1;
-      if (off > f->longest_off_ns) {
-        f->longest_off_ns = off;
-        f->preemptor_pid = in->out_next_pid;
-        __builtin_memcpy(f->preemptor_comm, in->out_next_comm, VS_COMM_LEN);
-      }
-    }
-    in->off_pending = 0;
-    in_call = 1;
+  __u32 zero = 0;
+  struct vs_switch_in *in = bpf_map_lookup_elem(&switch_in, &zero);
+  if (in) {
+    in->tid = next_tid;
+    in->ts_ns = now;
   }
 
   if (cfg_sched_events) {
     __u32 prev_tgid = BPF_CORE_READ(prev, tgid);
     __u32 next_tgid = BPF_CORE_READ(next, tgid);
+    if (!in_call && bpf_map_lookup_elem(&woken, &next_tid)) in_call = 1; /* back into a call */
     if (in_call || bpf_map_lookup_elem(&traced, &prev_tgid) || bpf_map_lookup_elem(&traced, &next_tgid))
       emit_switch(prev, next, prev_state, in_call, now);
   }
@@ -80,7 +72,7 @@ int BPF_PROG(vs_sched_switch, bool preempt, struct task_struct *prev, struct tas
 SEC("raw_tp/sched_wakeup")
 int BPF_PROG(vs_sched_wakeup, struct task_struct *p) {
   __u32 tid = BPF_CORE_READ(p, pid);
-  struct vs_thread_state *st = bpf_map_lookup_elem(&inflight, &tid);
-  if (st && st->off_pending && st->runnable_since_ns == 0) st->runnable_since_ns = bpf_ktime_get_ns();
+  __u64 *since = bpf_map_lookup_elem(&woken, &tid);
+  if (since && *since == 0) *since = bpf_ktime_get_ns();
   return 0;
 }

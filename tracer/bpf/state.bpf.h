@@ -44,29 +44,53 @@ struct vs_caller_slot {
  * what the scheduler hooks check. */
 struct vs_thread_state {
   __u32 depth; /* may exceed VS_MAX_DEPTH: deeper frames are counted, not kept */
-  __u32 off_pending;
+  __u32 off_pending; /* switched out inside a call: settled when the thread next runs a probe */
   __u64 off_since_ns;
-  __u64 runnable_since_ns; /* 0 while blocked */
-  __u32 out_next_pid;      /* who got the CPU when this thread went out */
+  __u32 out_next_pid; /* who got the CPU when this thread went out */
   __u32 pad;
   char out_next_comm[VS_COMM_LEN];
   struct vs_frame frames[VS_MAX_DEPTH];
   struct vs_caller_slot callers[VS_CALLER_SLOTS];
 };
 
+/* Task-local storage: the probes find their thread's state through the task
+ * itself, without hashing a tid (the state is freed with the task). */
+struct {
+  __uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
+  __type(value, struct vs_thread_state);
+} thread_state SEC(".maps") __weak;
+
+/* Threads switched out inside a call, by tid: since when each is runnable,
+ * waiting for a CPU (preempted: from the switch; blocked: from its wakeup;
+ * 0: still blocked). sched_wakeup is about another task than the current
+ * one, whose storage a raw tracepoint cannot reach, hence a map. */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
   __uint(max_entries, 65536);
-  __type(key, __u32); /* tid */
-  __type(value, struct vs_thread_state);
-} inflight SEC(".maps") __weak;
+  __type(key, __u32);
+  __type(value, __u64);
+} woken SEC(".maps") __weak;
 
+/* The thread switched in last on each CPU, and when: the end of its off-CPU
+ * interval, read by that thread's next probe (it stays on this CPU until it
+ * is switched out again, which settles first). */
+struct vs_switch_in {
+  __u32 tid;
+  __u32 pad;
+  __u64 ts_ns;
+};
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, 1);
   __type(key, __u32);
-  __type(value, struct vs_thread_state);
-} zero_state SEC(".maps") __weak;
+  __type(value, struct vs_switch_in);
+} switch_in SEC(".maps") __weak;
+
+static __always_inline struct vs_thread_state *vs_current_state(void) {
+  return bpf_task_storage_get(&thread_state, bpf_get_current_task_btf(), 0, 0);
+}
 
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
@@ -145,6 +169,36 @@ static __always_inline struct vs_lifecycle_event *vs_lifecycle_record(__u32 kind
 static __always_inline void vs_emit_lifecycle(__u32 kind, struct task_struct *task, __s32 exit_code) {
   struct vs_lifecycle_event *ev = vs_lifecycle_record(kind, task, exit_code);
   if (ev) bpf_ringbuf_submit(ev, 0);
+}
+
+/* Adds the off-CPU interval that ended when the current thread was last
+ * switched in to every call on its stack. Runs before any probe changes the
+ * stack, so an interval counts for exactly the calls in flight during it. */
+static __always_inline void vs_settle_off_cpu(struct vs_thread_state *st, __u32 tid) {
+  if (!st->off_pending) return;
+  st->off_pending = 0;
+  __u32 zero = 0;
+  struct vs_switch_in *in = bpf_map_lookup_elem(&switch_in, &zero);
+  /* A switch-in not seen (cannot happen while attached): end the interval now. */
+  __u64 back = in && in->tid == tid ? in->ts_ns : bpf_ktime_get_ns();
+  __u64 *since = bpf_map_lookup_elem(&woken, &tid);
+  __u64 runnable = since ? *since : 0;
+  if (since) bpf_map_delete_elem(&woken, &tid);
+  __u64 off = back > st->off_since_ns ? back - st->off_since_ns : 0;
+  __u64 runq = runnable && back > runnable ? back - runnable : 0;
+  __u32 depth = st->depth;
+  for (__u32 i = 0; i < VS_MAX_DEPTH; i++) {
+    if (i >= depth) break;
+    struct vs_frame *f = &st->frames[i];
+    f->off_cpu_ns += off;
+    f->runq_ns += runq;
+    f->switches += 1;
+    if (off > f->longest_off_ns) {
+      f->longest_off_ns = off;
+      f->preemptor_pid = st->out_next_pid;
+      __builtin_memcpy(f->preemptor_comm, st->out_next_comm, VS_COMM_LEN);
+    }
+  }
 }
 
 /* Reserves the record of a call: with its scheduler part when the call was
