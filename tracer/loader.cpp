@@ -19,7 +19,8 @@
 #include "vramscope.skel.h"
 
 // A function of our own to try a uprobe_multi link on: if the kernel accepts
-// that link, it accepts the ones on CUDA libraries.
+// that link, it accepts the ones on CUDA libraries. Exported to the dynamic
+// symbol table (tracer/CMakeLists.txt), so a stripped binary still finds it.
 extern "C" __attribute__((noinline, used, visibility("default"))) void vramscope_uprobe_selftest() {
   asm volatile("" ::: "memory");
 }
@@ -112,14 +113,19 @@ struct Tracer::Impl {
     skel = nullptr;
   }
 
-  bool uprobe_multi_works() {
+  // Tries one uprobe_multi link on vramscope itself; says why not otherwise.
+  Status try_uprobe_multi() {
     auto self = read_elf_functions("/proc/self/exe");
-    if (!self) return false;
+    if (!self) return Error{"cannot read vramscope's own symbols: " + self.error().message};
     auto it = self->offsets.find("vramscope_uprobe_selftest");
-    if (it == self->offsets.end()) return false;
+    if (it == self->offsets.end())
+      return Error{"vramscope_uprobe_selftest is not in vramscope's dynamic symbols (built without tracer/CMakeLists.txt's link option?)"};
     UprobeLinks probe;
-    return probe.attach(AttachMode::UprobeMulti, skel->progs.vs_call_entry, "/proc/self/exe", {{it->second, 0}}, false)
-        .ok();
+    if (Status s = probe.attach(AttachMode::UprobeMulti, skel->progs.vs_call_entry, "/proc/self/exe",
+                                {{it->second, 0}}, false);
+        !s)
+      return Error{"this kernel has no uprobe_multi links (Linux < 6.6?): " + s.message()};
+    return Status::success();
   }
 
   Status attach_tracepoints() {
@@ -215,12 +221,13 @@ Result<std::unique_ptr<Tracer>> Tracer::open(const TracerOptions& options) {
   Impl& im = *t->impl_;
   im.options = options;
 
-  if (Status s = im.load(AttachMode::UprobeMulti); s && im.uprobe_multi_works()) {
+  Status multi = im.load(AttachMode::UprobeMulti);
+  if (multi) multi = im.try_uprobe_multi();
+  if (multi) {
     t->mode_ = AttachMode::UprobeMulti;
   } else {
-    if (!s) spdlog::debug("loading for uprobe_multi failed ({}); using perf-event uprobes", s.message());
-    else spdlog::info("this kernel has no uprobe_multi links (Linux < 6.6): using one perf-event link per probe, "
-                      "which is slower to attach and detach");
+    spdlog::info("{}: using one perf-event link per probe, which is slower to attach and detach (~0.1 s a probe)",
+                 multi.message());
     im.unload();
     if (Status s2 = im.load(AttachMode::Perf); !s2) return Error{s2.message()};
     t->mode_ = AttachMode::Perf;
