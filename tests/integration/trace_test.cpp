@@ -262,6 +262,24 @@ TEST_CASE("a CUDA runtime linked statically into the executable is found and pro
   CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE kind = 'device'") == 5);
 }
 
+TEST_CASE("a stripped vramscope still attaches with uprobe_multi links", "[trace]") {
+  // The GPU bundle (scripts/bundle.sh) is stripped; its self-test function
+  // must survive in the dynamic symbols, or every detach takes ~0.1 s a probe.
+  auto dir = temp_dir();
+  const std::string stripped = dir + "/vramscope";
+  REQUIRE(std::system(("strip -o " + stripped + " " + VS_BINARY).c_str()) == 0);
+  std::string db = dir + "/stripped.db";
+  std::string cmd = stripped + " trace -q --db " + db + " --cuda-lib " + fixture("libcudart.so.13") + " --cuda-lib " +
+                    fixture("libcuda.so.1") + " -- " + fixture("workload") + " basic > /dev/null 2> " + dir +
+                    "/log.txt";
+  int status = std::system(cmd.c_str());
+  INFO(read_all(dir + "/log.txt"));
+  REQUIRE(status == 0);
+  auto t = open_trace(db);
+  CHECK(t.q("SELECT COUNT(*) FROM libraries WHERE attach_mode = 'uprobe_multi' AND probes_attached > 0") == 2);
+  CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE kind = 'device'") == 5);
+}
+
 TEST_CASE("a CUDA runtime bundled into another library is found by its symbols once mapped", "[trace]") {
   // Its calls start 250 ms after dlopen: the mmap report gets it probed within
   // milliseconds; the periodic rescan alone (every 500 ms) would often be late.
