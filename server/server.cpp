@@ -208,10 +208,11 @@ std::shared_ptr<Session> Server::open_session(std::shared_ptr<Outbound> outbound
   return session;
 }
 
-void Server::close_session(Session& session) {
+void Server::close_session(Session& session, RunningRequests running) {
   std::lock_guard lock(session.mutex_);
   session.closed_ = true;
-  for (auto& [id, cancelled] : session.in_flight_) cancelled->store(true);
+  if (running == RunningRequests::cancel)
+    for (auto& [id, cancelled] : session.in_flight_) cancelled->store(true);
   session.client_answered_.notify_all();
 }
 

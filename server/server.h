@@ -167,8 +167,12 @@ class Server {
   Server& operator=(const Server&) = delete;
 
   std::shared_ptr<Session> open_session(std::shared_ptr<Outbound> outbound);
-  // Cancels the session's requests and fails its pending client requests.
-  void close_session(Session& session);
+  // Ends a session: new requests are refused and requests waiting on the
+  // client give up. Running requests are cancelled, or with
+  // RunningRequests::finish left to complete and answer (stdio at end of
+  // input: what was asked before the client closed its side is answered).
+  enum class RunningRequests { cancel, finish };
+  void close_session(Session& session, RunningRequests running = RunningRequests::cancel);
 
   struct Received {
     size_t requests = 0;  // Exchange::finish calls to expect (0: notifications/responses only)

@@ -83,8 +83,13 @@ Status run_stdio(Server& server, std::istream& in, std::ostream& out) {
     exchange->expect(received);
     if (writer->failed()) break;
   }
-  spdlog::debug("mcp: stdin closed; stopping {} running request(s)", session->in_flight());
-  server.close_session(*session);
+  // End of input: what was asked is still answered (`printf ... | vramscope
+  // mcp` works), unless stdout is gone too.
+  const bool output_gone = writer->failed();
+  spdlog::debug("mcp: stdin closed; {} {} running request(s)", output_gone ? "cancelling" : "finishing",
+                session->in_flight());
+  server.close_session(*session,
+                       output_gone ? Server::RunningRequests::cancel : Server::RunningRequests::finish);
   session->wait_idle();
   if (writer->failed()) return Error{"mcp stdio: writing to stdout failed (the client went away?)"};
   return {};

@@ -1,6 +1,6 @@
 // The dispatcher over the stdio transport, on real pipes: lifecycle, version
 // negotiation, errors, pagination, cancellation, progress, logging,
-// concurrency, and EOF; check_arguments on 2020-12 conditionals.
+// concurrency, and EOF (running calls answered); check_arguments on 2020-12 conditionals.
 #include <catch2/catch.hpp>
 
 #include "tests/mcp/mcp_test_support.h"
@@ -229,13 +229,17 @@ TEST_CASE_METHOD(StdioFixture, "log messages respect logging/setLevel", "[stdio]
   CHECK(error_code_of(call(5, "logging/setLevel", {{"level", "loud"}})) == -32602);
 }
 
-TEST_CASE_METHOD(StdioFixture, "end of input stops the server, cancelling running calls", "[stdio]") {
+TEST_CASE_METHOD(StdioFixture, "end of input: running calls are answered, then the server stops", "[stdio]") {
+  // What a piped script does: requests, then EOF at once.
   initialize();
-  peer.send(request(2, "tools/call", {{"name", "slow"}, {"arguments", {{"ms", 10000}}}}));
+  peer.send(request(2, "tools/call", {{"name", "slow"}, {"arguments", {{"ms", 300}}}}));
   while (!observed->slow_started) std::this_thread::sleep_for(5ms);
   peer.close_input();
+  auto result = peer.response_to(2, 3s);
+  REQUIRE(result);
+  CHECK((*result)["result"]["content"][0]["text"] == "slept 300 ms");
+  CHECK_FALSE(observed->slow_saw_cancel);
   CHECK(peer.finished(2s));
-  CHECK(observed->slow_saw_cancel);
 }
 
 TEST_CASE("check_arguments: 2020-12 if/then/else and $anchor references", "[registry]") {
