@@ -146,6 +146,14 @@ std::string event_line(const json& e) {
          " (allocation " + std::to_string(e["allocation_id"].get<std::int64_t>()) + ")\n";
 }
 
+// "pid 476 dev 0 device": a series as the text and the chart's legend name it
+// (dev ? where no call of the series said which device).
+std::string series_name(const json& s) {
+  return "pid " + std::to_string(s["pid"].get<std::int64_t>()) + " dev " +
+         (s["device"].is_null() ? std::string("?") : std::to_string(s["device"].get<std::int64_t>())) + " " +
+         s["kind"].get<std::string>();
+}
+
 // A compact line chart of the GPU-memory total (bold) and up to 4 GPU-memory series,
 // drawn through each bucket's maximum so that the peak shows.
 std::string svg_chart(const json& result) {
@@ -155,8 +163,7 @@ std::string svg_chart(const json& result) {
   lines.emplace_back("all GPU memory", &result["gpu_total"]["max_bytes"]);
   for (const auto& s : result["series"])
     if (lines.size() < 5 && s["occupies_gpu_memory"].get<bool>())
-      lines.emplace_back("pid " + std::to_string(s["pid"].get<std::int64_t>()) + " " + s["kind"].get<std::string>(),
-                         &s["max_bytes"]);
+      lines.emplace_back(series_name(s), &s["max_bytes"]);
   std::int64_t top = 1;
   for (const auto& line : lines)
     for (const auto& v : *line.second) top = std::max(top, v.get<std::int64_t>());
@@ -365,10 +372,8 @@ Result<ToolOutput> run(const ToolInput& in) {
   for (const auto& e : peak["calls_after"]) text += event_line(e);
   text += "series (pid, device, kind: start -> end, peak):\n";
   for (const auto& s : result["series"]) {
-    std::snprintf(buf, sizeof buf, "  pid %lld dev %s %s%s: %s -> %s, peak %s at t=%.1f ms\n",
-                  static_cast<long long>(s["pid"].get<std::int64_t>()),
-                  s["device"].is_null() ? "?" : std::to_string(s["device"].get<std::int64_t>()).c_str(),
-                  s["kind"].get<std::string>().c_str(), s["occupies_gpu_memory"].get<bool>() ? "" : " (not GPU memory)",
+    std::snprintf(buf, sizeof buf, "  %s%s: %s -> %s, peak %s at t=%.1f ms\n", series_name(s).c_str(),
+                  s["occupies_gpu_memory"].get<bool>() ? "" : " (not GPU memory)",
                   fmt_bytes(s["start_bytes"].get<std::int64_t>()).c_str(),
                   fmt_bytes(s["end_bytes"].get<std::int64_t>()).c_str(),
                   fmt_bytes(s["peak_bytes"].get<std::int64_t>()).c_str(), s["peak_t_ms"].get<double>());

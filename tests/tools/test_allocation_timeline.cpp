@@ -157,6 +157,14 @@ TEST_CASE("allocation_timeline: SVG chart, limits and errors", "[tools][allocati
   CHECK(out.structured["peak"]["bytes"] == 2348810240 + 67240960 + 25344 + 4);  // allocator + cuBLAS + cuDNN device
   CHECK(t.run("allocation_timeline").images.empty());
 
+  // The legend names each series as the text does: the allocator's memory on
+  // device 0 and cuBLAS's workspace, whose calls named no device, apart.
+  auto both = t.run("allocation_timeline", {{"image", "svg"}});
+  const std::string& svg = both.images.at(0).data;
+  CHECK(svg.find(">pid 476 dev 0 device<") != std::string::npos);
+  CHECK(svg.find(">pid 476 dev ? device<") != std::string::npos);
+  CHECK(both.text.find("pid 476 dev ? device:") != std::string::npos);
+
   CHECK(t.error("allocation_timeline", {{"pid", 999999}}).find("476") != std::string::npos);
   CHECK(t.error("allocation_timeline", {{"from_ms", 100}, {"to_ms", 50}}).find("to_ms") != std::string::npos);
   CHECK(t.error("allocation_timeline", {{"caller", "libnothing"}}).find("libc10_cuda.so") != std::string::npos);
