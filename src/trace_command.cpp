@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -293,6 +294,27 @@ int exit_code_of(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return 1;
+}
+
+// Ends the session: the writer commits what is still queued, then builds the
+// indexes and summaries, tens of seconds for a trace of millions of calls; a
+// terminal is shown which step it is in.
+Status finish_trace_file(store::TraceWriter& writer, const store::SessionEnd& end, bool progress) {
+  if (!progress) return writer.end_session(end);
+  auto ended = std::async(std::launch::async, [&] { return writer.end_session(end); });
+  const auto t0 = std::chrono::steady_clock::now();
+  while (ended.wait_for(std::chrono::milliseconds(250)) != std::future_status::ready) {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto st = writer.stats();
+    if (st.calls_written < st.calls_queued)
+      std::fprintf(stderr, "\r\033[Kvramscope: finishing the trace file: %llu of %llu calls written (%.0f s)",
+                   static_cast<unsigned long long>(st.calls_written), static_cast<unsigned long long>(st.calls_queued),
+                   s);
+    else
+      std::fprintf(stderr, "\r\033[Kvramscope: finishing the trace file: building indexes and summaries (%.0f s)", s);
+  }
+  std::fprintf(stderr, "\r\033[K");
+  return ended.get();
 }
 
 void print_summary(const std::string& db, std::int64_t session_id, double seconds) {
@@ -612,7 +634,7 @@ int run_trace(const TraceArgs& args) {
   end.sched_drops = static_cast<std::int64_t>(c[VS_STAT_SCHED_DROPS]);
   end.unrecorded_calls = static_cast<std::int64_t>(c[VS_STAT_DEPTH_OVERFLOW] + c[VS_STAT_NO_THREAD_STATE]);
   end.status = sig ? "interrupted" : "complete";
-  Status end_status = writer.end_session(end);
+  Status end_status = finish_trace_file(writer, end, progress);
   if (!end_status) spdlog::error("writing {} failed: {}", args.db, end_status.message());
   if (end.call_drops || end.lifecycle_drops)
     spdlog::warn("{} call records and {} lifecycle records were lost (ring buffer full): raise --ring-mib",
