@@ -17,6 +17,7 @@
 //    whether user space keeps up at that rate.
 //
 // Plain std::chrono; prints tables. Not a test: it never fails on a figure.
+#include <CLI/CLI.hpp>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -86,6 +87,7 @@ struct Options {
   bool with_caller = true;
   std::uint32_t pids = 2, threads_per_pid = 2;
   std::uint32_t window = 64;  // allocations a thread holds before it frees the oldest
+  std::uint32_t launches = 0;  // kernel launches (runtime + driver record) per malloc/free iteration
   bool keep = false;
 };
 
@@ -114,6 +116,8 @@ class Synth {
     a_memalloc_ = api_id("cuMemAlloc_v2");
     a_free_ = api_id("cudaFree");
     a_memfree_ = api_id("cuMemFree_v2");
+    a_launch_ = api_id("cudaLaunchKernel");
+    a_culaunch_ = api_id("cuLaunchKernel");
     for (std::uint32_t p = 0; p < o.pids; ++p)
       for (std::uint32_t t = 0; t < o.threads_per_pid; ++t) {
         Thread th;
@@ -123,6 +127,7 @@ class Synth {
         threads_.push_back(th);
       }
     next_ptr_.assign(o.pids, 0x200000000ull);
+    buf_.reserve(2 * o.launches + 4);  // references into it stay valid while an iteration is built
     ts_ = static_cast<std::uint64_t>(mono_ns());
   }
 
@@ -137,7 +142,7 @@ class Synth {
   }
 
   void next(vs_call_event& ev) {
-    if (pending_ == done_) refill();
+    if (done_ == buf_.size()) refill();
     ev = buf_[done_++];
   }
 
@@ -171,10 +176,13 @@ class Synth {
       if (api->words[i] == arg) ev.words[i] = value;
   }
 
-  // One iteration of one thread: cudaMalloc (+ cuMemAlloc_v2), and once the
-  // thread holds `window` allocations, cudaFree of its oldest (+ cuMemFree_v2).
+  // One iteration of one thread: `launches` kernel launches (cudaLaunchKernel
+  // + its cuLaunchKernel, as with --launches), cudaMalloc (+ cuMemAlloc_v2),
+  // and once the thread holds `window` allocations, cudaFree of its oldest
+  // (+ cuMemFree_v2).
   void refill() {
-    pending_ = done_ = 0;
+    buf_.clear();
+    done_ = 0;
     Thread& th = threads_[rr_++ % threads_.size()];
     static constexpr std::uint64_t kSizes[] = {4096, 1 << 20, (2 << 20) + 512, 256, 64 << 20, 8192, 12345, 512};
     const std::uint64_t bytes = kSizes[iter_++ % (sizeof kSizes / sizeof kSizes[0])];
@@ -182,18 +190,33 @@ class Synth {
     const std::uint64_t ptr = bump;
     bump += (bytes + 511) & ~511ull;
 
+    for (std::uint32_t i = 0; i < o_.launches; ++i) {
+      const std::uint64_t l = seq_;
+      seq_ += 2;
+      const std::uint64_t tl = ts_;
+      ts_ += 3000;
+      // cuLaunchKernel(f, grid, block, shmem, stream, ...) inside cudaLaunchKernel: returns first.
+      vs_call_event& child = buf_.emplace_back();
+      fill_common(child, th, a_culaunch_, l + 1, tl + 600, 1500, false);
+      child.parent_seq = l;
+      child.parent_api = a_launch_;
+      put_arg(child, 0, 0x7f3a00001000ull + 64 * i);
+      vs_call_event& parent = buf_.emplace_back();
+      fill_common(parent, th, a_launch_, l, tl, 2400, true);
+      put_arg(parent, 0, 0x401000ull + 64 * i);
+    }
     const std::uint64_t s = seq_;
     seq_ += 2;
     const std::uint64_t t0 = ts_;
     // cuMemAlloc_v2(CUdeviceptr* dptr, size_t bytes), inside cudaMalloc: returns first.
-    vs_call_event& child = buf_[pending_++];
+    vs_call_event& child = buf_.emplace_back();
     fill_common(child, th, a_memalloc_, s + 1, t0 + 400, 900, false);
     child.parent_seq = s;
     child.parent_api = a_malloc_;
     put_arg(child, 1, bytes);
     child.out[0] = ptr;
     // cudaMalloc(void** devPtr, size_t size)
-    vs_call_event& parent = buf_[pending_++];
+    vs_call_event& parent = buf_.emplace_back();
     fill_common(parent, th, a_malloc_, s, t0, 1800, true);
     put_arg(parent, 1, bytes);
     parent.out[0] = ptr;
@@ -205,12 +228,12 @@ class Synth {
       const std::uint64_t f = seq_;
       seq_ += 2;
       const std::uint64_t t1 = t0 + 2500;
-      vs_call_event& fchild = buf_[pending_++];
+      vs_call_event& fchild = buf_.emplace_back();
       fill_common(fchild, th, a_memfree_, f + 1, t1 + 300, 700, false);
       fchild.parent_seq = f;
       fchild.parent_api = a_free_;
       put_arg(fchild, 0, victim);
-      vs_call_event& fparent = buf_[pending_++];
+      vs_call_event& fparent = buf_.emplace_back();
       fill_common(fparent, th, a_free_, f, t1, 1400, true);
       put_arg(fparent, 0, victim);
     }
@@ -218,12 +241,12 @@ class Synth {
   }
 
   const Options& o_;
-  std::uint16_t a_malloc_ = 0, a_memalloc_ = 0, a_free_ = 0, a_memfree_ = 0;
+  std::uint16_t a_malloc_ = 0, a_memalloc_ = 0, a_free_ = 0, a_memfree_ = 0, a_launch_ = 0, a_culaunch_ = 0;
   std::vector<Thread> threads_;
   std::vector<std::uint64_t> next_ptr_;
   std::uint64_t seq_ = 1, ts_ = 0, rr_ = 0, iter_ = 0;
-  vs_call_event buf_[4]{};
-  int pending_ = 0, done_ = 0;
+  std::vector<vs_call_event> buf_;
+  std::size_t done_ = 0;
 };
 
 // ---- the consumer: src/trace_command.cpp's Recorder::on_call, minus BPF ----
@@ -590,55 +613,42 @@ std::vector<std::uint64_t> parse_list(const char* s) {
   return v;
 }
 
-void usage() {
-  std::puts(
-      "usage: pipeline_bench [options]\n"
-      "  --events LIST     throughput runs, e.g. 2M,5M (default); 0 or '' skips part 1\n"
-      "  --rates LIST      paced runs in events/s, e.g. 100k,300k,1M,2M (default); '' skips part 2\n"
-      "  --seconds S       length of each paced run (5)\n"
-      "  --ring-mib N      ring model size, as vramscope trace --ring-mib (64)\n"
-      "  --dir DIR         where the temporary trace files go ($TMPDIR or /tmp)\n"
-      "  --no-caller       records without a calling file (caller_ino 0); default: a fixed, known one\n"
-      "  --pids N --threads N   processes, and threads per process, taking turns (2, 2)\n"
-      "  --keep            keep the trace files");
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   Options o;
   const char* tmp = std::getenv("TMPDIR");
   o.dir = tmp && *tmp ? tmp : "/tmp";
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto val = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        usage();
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--events") {
-      o.counts = parse_list(val());
-      o.counts.erase(std::remove(o.counts.begin(), o.counts.end(), 0u), o.counts.end());
-    } else if (a == "--rates") o.rates = parse_list(val());
-    else if (a == "--seconds") o.seconds = std::stod(val());
-    else if (a == "--ring-mib") o.ring_mib = static_cast<std::uint32_t>(std::stoul(val()));
-    else if (a == "--dir") o.dir = val();
-    else if (a == "--no-caller") o.with_caller = false;
-    else if (a == "--pids") o.pids = std::max(1u, static_cast<std::uint32_t>(std::stoul(val())));
-    else if (a == "--threads") o.threads_per_pid = std::max(1u, static_cast<std::uint32_t>(std::stoul(val())));
-    else if (a == "--keep") o.keep = true;
-    else {
-      usage();
-      return a == "-h" || a == "--help" ? 0 : 2;
-    }
-  }
+  std::string events = "2M,5M", rates = "100k,300k,1M,2M";
+  CLI::App app{"pipeline_bench: the user-space half of `vramscope trace` (decode, store) on synthetic call records"};
+  app.add_option("--events", events, "Throughput runs, e.g. 2M,5M; 0 or '' skips part 1")->capture_default_str();
+  app.add_option("--rates", rates, "Paced runs in events/s, e.g. 100k,300k,1M,2M; '' skips part 2")
+      ->capture_default_str();
+  app.add_option("--seconds", o.seconds, "Length of each paced run")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--ring-mib", o.ring_mib, "Ring model size, as vramscope trace --ring-mib")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 4096u));
+  app.add_option("--dir", o.dir, "Where the temporary trace files go")->capture_default_str();
+  app.add_flag("!--no-caller", o.with_caller, "Records without a calling file (caller_ino 0); default: a fixed, known one");
+  app.add_option("--pids", o.pids, "Processes taking turns")->capture_default_str()->check(CLI::Range(1u, 1000u));
+  app.add_option("--threads", o.threads_per_pid, "Threads per process")->capture_default_str()->check(CLI::Range(1u, 1000u));
+  app.add_option("--launches", o.launches,
+                 "Kernel launches (cudaLaunchKernel + cuLaunchKernel records) per malloc/free iteration: 0 is an "
+                 "allocation-only stream, the worst case for the store; 16 is launch-dominated, as --launches on PyTorch")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 10000u));
+  app.add_flag("--keep", o.keep, "Keep the trace files");
+  CLI11_PARSE(app, argc, argv);
+  o.counts = parse_list(events.c_str());
+  o.counts.erase(std::remove(o.counts.begin(), o.counts.end(), 0u), o.counts.end());
+  o.rates = parse_list(rates.c_str());
+
   std::printf("pipeline_bench: vs_call_event (%zu B) -> CallDecoder::decode -> TraceWriter::add_call -> SQLite\n",
               sizeof(vs_call_event));
-  std::printf("records: cudaMalloc+cuMemAlloc_v2 child, cudaFree+cuMemFree_v2 child (each thread keeps %u "
-              "allocations live); %u pids x %u threads; caller %s; trace files in %s; %u CPUs\n",
-              o.window, o.pids, o.threads_per_pid, o.with_caller ? "resolved (fixed inode)" : "none (caller_ino 0)",
+  std::printf("records: %u x (cudaLaunchKernel+cuLaunchKernel child), cudaMalloc+cuMemAlloc_v2 child, "
+              "cudaFree+cuMemFree_v2 child (each thread keeps %u allocations live); %u pids x %u threads; caller %s; "
+              "trace files in %s; %u CPUs\n",
+              o.launches, o.window, o.pids, o.threads_per_pid, o.with_caller ? "resolved (fixed inode)" : "none (caller_ino 0)",
               o.dir.c_str(), std::thread::hardware_concurrency());
   if (!o.counts.empty()) throughput(o);
   if (!o.rates.empty()) paced_table(o);
