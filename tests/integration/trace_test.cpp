@@ -208,6 +208,9 @@ TEST_CASE("contention: a CPU hog on the same core shows as runqueue time and the
   CHECK(run.q("SELECT COUNT(*) > 0 FROM sched_events s, calls c WHERE c.api = 'cudaFree' AND s.prev_tid = c.tid "
               "AND s.next_pid = " + std::to_string(hog) + " AND s.ts_ns BETWEEN c.ts_ns AND c.ts_ns + c.dur_ns "
               "AND s.in_call = 1") == 1);
+  // ... and gave it back: switch-ins into the call are marked as such too.
+  CHECK(run.q("SELECT COUNT(*) > 0 FROM sched_events s, calls c WHERE c.api = 'cudaFree' AND s.next_tid = c.tid "
+              "AND s.ts_ns BETWEEN c.ts_ns AND c.ts_ns + c.dur_ns AND s.in_call = 1") == 1);
   // ... and the longest interval's preemptor is another task (the hog, unless something else on the
   // machine took the CPU for longer).
   CHECK(run.q("SELECT preempted_by <> pid AND preempted_by_comm <> '' FROM calls WHERE api = 'cudaFree'") == 1);
