@@ -391,10 +391,14 @@ CLI::App* add_trace_command(CLI::App& app, TraceArgs& args) {
   cmd->add_flag("--launches", args.launches,
                 "Also probe kernel launches (cudaLaunchKernel, cuLaunchKernel[Ex]): costs ~1-3 us per launch");
   cmd->add_flag("--sched-events", args.sched_events, "Also store every context switch of traced threads");
-  cmd->add_option("--ring-mib", args.ring_mib, "Size of the call ring buffer in MiB (a power of two)")
+  cmd->add_option("--ring-mib", args.ring_mib,
+                  "Size of the call ring buffer in MiB, a power of two: each MiB holds up to 8192 calls, the burst "
+                  "that can wait for the writer; raise it if calls are reported lost")
+      ->capture_default_str()
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--nvml-interval", args.nvml_interval_ms,
                   "Sample NVML's device view (per-GPU and per-process used memory) every N ms")
+      ->capture_default_str()
       ->check(CLI::Range(10, 60000));
   cmd->add_option("--nvml-lib", args.nvml_lib, "The NVML library to load (default: libnvidia-ml.so.1)");
   cmd->add_flag("--no-nvml", args.no_nvml, "Do not sample NVML");
