@@ -12,6 +12,7 @@
 #include "common/json_schema.h"
 #include "tools/api_stats.h"
 #include "tools/common.h"
+#include "tools/timeline_model.h"
 
 namespace vs::tools {
 namespace {
@@ -200,11 +201,13 @@ void load_context(Ctx& c) {
 }
 
 // outstanding_allocations arguments for what a process held at its end: a
-// microsecond before its exit (at the exit itself, the driver has released it).
+// microsecond before its exit (at the exit itself, the driver has released it),
+// to the microsecond (still before the exit) so that the argument reads cleanly.
 json held_at_end(const Ctx& c, std::int64_t pid) {
   json args = {{"pid", pid}};
   auto it = c.processes.find(pid);
-  if (it != c.processes.end() && it->second.exited) args["at_ms"] = std::max(0.0, c.session.t_ms(it->second.end_ns) - 0.001);
+  if (it != c.processes.end() && it->second.exited)
+    args["at_ms"] = std::max(0.0, round_ms(c.session.t_ms(it->second.end_ns) - 0.001));
   return args;
 }
 
