@@ -1,6 +1,7 @@
 // offcpu_attribution: is a latency tail the CUDA call itself, or the OS taking
 // the CPU away while it ran? Per API, from the off-CPU accounting the tracer
 // does in the kernel for every call (off_cpu_ns, runq_ns, switches, preemptor).
+#include <cmath>
 #include <cstdio>
 
 #include "common/percentiles.h"
@@ -17,7 +18,8 @@ constexpr const char* kVerdictRule =
     "partly_off_cpu: removing off-CPU time lowers p99 by >= 10%. in_call: otherwise; the tail is time spent "
     "running inside the call. With fewer than 100 calls p99 is the max, so one call decides.";
 
-double pct(double part, double whole) { return whole > 0 ? 100.0 * part / whole : 0.0; }
+// Percent to 0.01 (the exact ns totals are alongside): 0.33 rather than 0.3323330135968926.
+double pct(double part, double whole) { return whole > 0 ? std::round(10000.0 * part / whole) / 100.0 : 0.0; }
 
 json optional_ns(const std::optional<std::int64_t>& v) { return v ? json(*v) : json(nullptr); }
 
