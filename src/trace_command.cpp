@@ -391,6 +391,9 @@ CLI::App* add_trace_command(CLI::App& app, TraceArgs& args) {
   cmd->add_flag("--launches", args.launches,
                 "Also probe kernel launches (cudaLaunchKernel, cuLaunchKernel[Ex]): costs ~1-3 us per launch");
   cmd->add_flag("--sched-events", args.sched_events, "Also store every context switch of traced threads");
+  cmd->add_flag("--perf-links", args.perf_links,
+                "Attach with one perf-event link per probe, as on kernels before 6.6, even where uprobe_multi links "
+                "work (if those misbehave); slower to attach and to detach, which finishes in the background");
   cmd->add_option("--ring-mib", args.ring_mib,
                   "Size of the call ring buffer in MiB, a power of two: each MiB holds up to 8192 calls, the burst "
                   "that can wait for the writer; raise it if calls are reported lost")
@@ -453,6 +456,7 @@ int run_trace(const TraceArgs& args) {
   topts.trace_all = mode == "all";
   topts.launches = args.launches;
   topts.sched_events = args.sched_events;
+  topts.perf_links = args.perf_links;
   topts.calls_ring_mib = args.ring_mib;
   auto tracer_r = tracer::Tracer::open(topts);
   if (!tracer_r) {
@@ -486,6 +490,7 @@ int run_trace(const TraceArgs& args) {
   }
   info.options_json = nlohmann::json{{"launches", args.launches},
                                      {"sched_events", args.sched_events},
+                                     {"perf_links", args.perf_links},
                                      {"cuda_libs", args.cuda_libs},
                                      {"pids", args.pids},
                                      {"duration", args.duration},
@@ -648,6 +653,7 @@ int run_trace(const TraceArgs& args) {
     print_summary(args.db, session_id,
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 
+  tracer.finish_detach();
   if (child) {
     if (!child_done) {
       // Give the command a moment to act on the signal we passed on.

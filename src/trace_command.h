@@ -17,6 +17,7 @@ struct TraceArgs {
   std::vector<std::string> cuda_libs;
   bool launches = false;
   bool sched_events = false;
+  bool perf_links = false;
   bool quiet = false;
   std::uint32_t ring_mib = 64;
   std::string nvml_lib;  // empty: libnvidia-ml.so.1 from the loader's path

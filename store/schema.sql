@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS sessions (
   end_ts_ns          INTEGER,           -- NULL while recording (or if the tracer died)
   realtime_offset_ns INTEGER NOT NULL,  -- add to any *_ts_ns to get Unix-epoch ns
   attach_ms          REAL,              -- time to attach all probes
-  detach_ms          REAL,              -- time to detach all probes
+  detach_ms          REAL,              -- time until the probes record nothing more: uprobe_multi links detached; perf-event
+                                        -- links (kernels < 6.6, --perf-links) made inert, then closed in the background
   calls_recorded     INTEGER NOT NULL DEFAULT 0,
   call_drops         INTEGER NOT NULL DEFAULT 0,  -- call records lost (ring buffer full)
   lifecycle_drops    INTEGER NOT NULL DEFAULT 0,  -- process fork/exec/exit records lost, and caller-file path records (then the path comes from /proc/PID/maps, or stays unknown)

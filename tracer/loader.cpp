@@ -221,12 +221,13 @@ Result<std::unique_ptr<Tracer>> Tracer::open(const TracerOptions& options) {
   Impl& im = *t->impl_;
   im.options = options;
 
-  Status multi = im.load(AttachMode::UprobeMulti);
+  Status multi = options.perf_links ? Status(Error{"--perf-links"}) : im.load(AttachMode::UprobeMulti);
   if (multi) multi = im.try_uprobe_multi();
   if (multi) {
     t->mode_ = AttachMode::UprobeMulti;
   } else {
-    spdlog::info("{}: using one perf-event link per probe, which is slower to attach and detach (~0.1 s a probe)",
+    spdlog::info("{}: using one perf-event link per probe, which is slower to attach and detach (~0.1 s a probe, "
+                 "closed in the background after the session)",
                  multi.message());
     im.unload();
     if (Status s2 = im.load(AttachMode::Perf); !s2) return Error{s2.message()};
@@ -344,8 +345,13 @@ TracerCounters Tracer::counters() const {
 
 double Tracer::detach_uprobes() {
   auto t0 = std::chrono::steady_clock::now();
-  impl_->uprobes.detach_all();
+  if (mode_ == AttachMode::Perf)
+    impl_->skel->bss->probes_off = 1;  // closing the links waits for finish_detach
+  else
+    impl_->uprobes.detach_all();
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
+
+void Tracer::finish_detach() { impl_->uprobes.close_in_background(); }
 
 }  // namespace vs::tracer

@@ -21,6 +21,7 @@ struct TracerOptions {
   bool trace_all = false;     // every process that calls CUDA
   bool launches = false;      // also probe kernel launches (costly)
   bool sched_events = false;  // also record raw context switches
+  bool perf_links = false;    // one perf-event link per probe even where uprobe_multi links work
   std::uint32_t calls_ring_mib = 64;
 };
 
@@ -64,8 +65,13 @@ class Tracer {
   // records after the call records that were submitted before them.
   Status poll(int timeout_ms, EventSink& sink);
   TracerCounters counters() const;
-  // Detaches every uprobe; returns the time it took in milliseconds.
+  // Stops recording calls; returns the time it took in milliseconds. uprobe_multi
+  // links are detached; perf-event links (one per probe, ~0.1 s each to close,
+  // one after another in the kernel) are made inert, and closed by finish_detach.
   double detach_uprobes();
+  // Last thing before exiting: perf-event links are handed to a child process
+  // that closes them, so that vramscope exits at once.
+  void finish_detach();
 
  private:
   Tracer() = default;

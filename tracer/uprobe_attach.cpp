@@ -1,6 +1,7 @@
 #include "tracer/uprobe_attach.h"
 
 #include <bpf/bpf.h>
+#include <fcntl.h>
 #include <linux/bpf.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -92,13 +93,55 @@ Status UprobeLinks::attach(AttachMode mode, bpf_program* prog, const std::string
 }
 
 void UprobeLinks::detach_all() {
+  detach_all_multi();
+  for (auto* l : perf_links_) bpf_link__destroy(l);
+  perf_links_.clear();
+}
+
+void UprobeLinks::detach_all_multi() {
   // Each close waits for the kernel to quiesce the probes (tens of ms): in parallel.
   std::vector<std::thread> closers;
   for (int fd : multi_fds_) closers.emplace_back([fd] { close(fd); });
   for (auto& t : closers) t.join();
   multi_fds_.clear();
-  for (auto* l : perf_links_) bpf_link__destroy(l);
-  perf_links_.clear();
+}
+
+void UprobeLinks::close_in_background() {
+  detach_all_multi();
+  if (perf_links_.empty()) return;
+  // A perf-event uprobe is unregistered (the slow part) when the last
+  // reference to it goes. The child keeps its copies of the link descriptors
+  // until this process has closed its own, which the pipe's end tells it.
+  int handoff[2];
+  if (pipe2(handoff, O_CLOEXEC) != 0) {
+    detach_all();
+    return;
+  }
+  std::vector<int> link_fds;
+  for (auto* l : perf_links_) link_fds.push_back(bpf_link__fd(l));
+  pid_t pid = fork();
+  if (pid < 0) {
+    close(handoff[0]);
+    close(handoff[1]);
+    detach_all();
+    return;
+  }
+  if (pid == 0) {
+    // Only async-signal-safe calls here (the parent has other threads). No
+    // terminal or pipe of the caller's stays open for the seconds this takes.
+    close(STDIN_FILENO);
+    close(STDOUT_FILENO);
+    close(STDERR_FILENO);
+    close(handoff[1]);
+    char byte;
+    while (read(handoff[0], &byte, 1) < 0 && errno == EINTR) {
+    }
+    for (int fd : link_fds) close(fd);
+    _exit(0);
+  }
+  close(handoff[0]);
+  detach_all();  // cheap now: the child still holds every link
+  close(handoff[1]);
 }
 
 }  // namespace vs::tracer

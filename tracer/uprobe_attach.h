@@ -39,9 +39,14 @@ class UprobeLinks {
   Status attach(AttachMode mode, bpf_program* prog, const std::string& path, const std::vector<UprobeSite>& sites,
                 bool is_return);
   void detach_all();
+  // Perf-event links close one by one in the kernel (~0.1 s each): a child
+  // process takes them over and closes them, so that this one can exit now.
+  // Falls back to detach_all() if it cannot fork.
+  void close_in_background();
   std::size_t size() const { return multi_fds_.size() + perf_links_.size(); }
 
  private:
+  void detach_all_multi();
   std::vector<int> multi_fds_;
   std::vector<bpf_link*> perf_links_;
 };

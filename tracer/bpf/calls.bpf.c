@@ -13,8 +13,13 @@ const volatile __u32 cfg_trace_all = 0; /* trace every process that calls CUDA *
 
 __u64 next_seq = 1;
 
+/* Set by user space when tracing stops and the probes cannot be detached at
+ * once (perf-event links take ~0.1 s each to close): they record nothing more. */
+volatile __u32 probes_off = 0;
+
 SEC("uprobe")
 int vs_call_entry(struct pt_regs *ctx) {
+  if (probes_off) return 0;
   __u64 pid_tgid = bpf_get_current_pid_tgid();
   __u32 tgid = pid_tgid >> 32;
   __u32 tid = (__u32)pid_tgid;
@@ -214,6 +219,7 @@ const volatile __u64 cfg_wakeup_mask = 8191;
 
 SEC("uretprobe")
 int vs_call_return(struct pt_regs *ctx) {
+  if (probes_off) return 0;
   __u64 end_ns = bpf_ktime_get_ns();
   __u64 pid_tgid = bpf_get_current_pid_tgid();
   __u32 tgid = pid_tgid >> 32;
