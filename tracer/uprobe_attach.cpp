@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <thread>
@@ -119,6 +120,9 @@ void UprobeLinks::close_in_background() {
   }
   std::vector<int> link_fds;
   for (auto* l : perf_links_) link_fds.push_back(bpf_link__fd(l));
+  std::vector<unsigned> kept(link_fds.begin(), link_fds.end());  // what the child keeps open, in order
+  kept.push_back(static_cast<unsigned>(handoff[0]));
+  std::sort(kept.begin(), kept.end());
   pid_t pid = fork();
   if (pid < 0) {
     close(handoff[0]);
@@ -127,12 +131,15 @@ void UprobeLinks::close_in_background() {
     return;
   }
   if (pid == 0) {
-    // Only async-signal-safe calls here (the parent has other threads). No
-    // terminal or pipe of the caller's stays open for the seconds this takes.
-    close(STDIN_FILENO);
-    close(STDOUT_FILENO);
-    close(STDERR_FILENO);
-    close(handoff[1]);
+    // Only system calls here (the parent has other threads). Everything but
+    // the links goes at once: no terminal, pipe or file of the caller's stays
+    // open for the seconds this takes.
+    unsigned from = 0;
+    for (unsigned fd : kept) {
+      if (fd > from) close_range(from, fd - 1, 0);
+      from = fd + 1;
+    }
+    close_range(from, ~0U, 0);
     char byte;
     while (read(handoff[0], &byte, 1) < 0 && errno == EINTR) {
     }
