@@ -88,6 +88,11 @@ struct caller_key {
   __u64 mm;
   __u64 addr;
 };
+struct caller_info {
+  __u64 ino;
+  __u32 dev;
+  __u32 found;
+};
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, 16384);
@@ -187,27 +192,18 @@ static long vs_caller_vma(struct task_struct *task, struct vm_area_struct *vma, 
 
 /* The file mapped at a return address, or 0 (anonymous memory such as JIT
  * code, or the lookup could not run because the mmap lock was contended:
- * tried again next time). A thread calls from few sites, so its state keeps
- * the last ones (direct-mapped) in front of the shared LRU map. */
-static __always_inline struct caller_info *vs_caller_file(struct vs_thread_state *st, __u64 addr) {
+ * tried again next time). */
+static __always_inline struct caller_info *vs_caller_file(__u64 addr) {
   struct task_struct *task = bpf_get_current_task_btf();
-  __u64 mm = (__u64)task->mm; /* a trusted pointer: a plain load, no helper call */
-  struct vs_caller_slot *slot = &st->callers[(addr ^ (addr >> 6)) & (VS_CALLER_SLOTS - 1)];
-  if (slot->addr == addr && slot->mm == mm) return slot->info.found ? &slot->info : 0;
-
-  struct caller_key key = {.mm = mm, .addr = addr};
+  struct caller_key key = {.mm = (__u64)task->mm, .addr = addr}; /* a trusted pointer: a plain load */
   struct caller_info *info = bpf_map_lookup_elem(&caller_cache, &key);
   if (!info) {
     struct caller_info fresh = {};
     if (bpf_find_vma(task, addr, vs_caller_vma, &fresh, 0) != 0) return 0;
     bpf_map_update_elem(&caller_cache, &key, &fresh, BPF_ANY);
     info = bpf_map_lookup_elem(&caller_cache, &key);
-    if (!info) return 0;
   }
-  slot->mm = mm;
-  slot->addr = addr;
-  slot->info = *info;
-  return info->found ? &slot->info : 0;
+  return info && info->found ? info : 0;
 }
 
 /* Waking the consumer for every record costs an IPI and a context switch per
@@ -244,7 +240,7 @@ int vs_call_return(struct pt_regs *ctx) {
   /* The kernel has put the original return address back in ip before uretprobe
    * handlers run. Resolved before the record is reserved: see vs_send_object. */
   __u64 caller = PT_REGS_IP(ctx);
-  struct caller_info *file = caller ? vs_caller_file(st, caller) : 0;
+  struct caller_info *file = caller ? vs_caller_file(caller) : 0;
 
   struct vs_frame *f = &st->frames[idx];
   struct vs_api_plan *plan = bpf_map_lookup_elem(&api_plans, &api);

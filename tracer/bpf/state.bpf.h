@@ -25,20 +25,6 @@ struct vs_frame {
   char preemptor_comm[VS_COMM_LEN];
 };
 
-/* The file mapped at a call site (see vs_caller_file). */
-struct caller_info {
-  __u64 ino;
-  __u32 dev;
-  __u32 found;
-};
-
-#define VS_CALLER_SLOTS 4 /* a power of two */
-struct vs_caller_slot {
-  __u64 mm; /* the address space: an exec keeps the thread, not its mappings */
-  __u64 addr;
-  struct caller_info info;
-};
-
 /* One per thread of a traced process that has made a CUDA call, kept until
  * the thread exits (no map churn per call); depth 0 between calls, which is
  * what the scheduler hooks check. */
@@ -50,7 +36,6 @@ struct vs_thread_state {
   __u32 pad;
   char out_next_comm[VS_COMM_LEN];
   struct vs_frame frames[VS_MAX_DEPTH];
-  struct vs_caller_slot callers[VS_CALLER_SLOTS];
 };
 
 /* Task-local storage: the probes find their thread's state through the task
