@@ -1,110 +1,232 @@
 #include "tools/growth_model.h"
 
 #include <algorithm>
-#include <map>
 
 namespace vs::tools {
 namespace {
 
 using R = GrowthRules;
 
-// The working phase ends before the teardown: the last run of releases, when nothing but calls that do no
-// work (synchronizations, device and context calls) follows it. Returns the number of calls it keeps.
-std::size_t working_calls(const std::vector<ActivityCall>& calls) {
-  std::size_t end = calls.size();
-  while (end > 0 && calls[end - 1].kind == ActivityCall::Kind::Other) --end;
-  if (end == 0 || calls[end - 1].kind != ActivityCall::Kind::Release) return calls.size();
-  while (end > 0 && calls[end - 1].kind == ActivityCall::Kind::Release) --end;
-  return end;
+// Calls read at a time when walking back over a teardown.
+constexpr std::int64_t kTeardownChunk = 512;
+
+std::string plural(std::int64_t n, const std::string& word) {
+  return std::to_string(n) + " " + word + (n == 1 ? "" : "s");
 }
 
 }  // namespace
 
-ActivityCall::Kind activity_kind(const std::string& op) {
+ActivityKind activity_kind(const std::string& op) {
   if (op == "free" || op == "free_host" || op == "vmm_unmap" || op == "vmm_release" || op == "vmm_address_free")
-    return ActivityCall::Kind::Release;
+    return ActivityKind::Release;
   if (op == "sync" || op == "set_device" || op == "set_context" || op == "primary_ctx_retain" || op == "mem_get_info")
-    return ActivityCall::Kind::Other;
-  return ActivityCall::Kind::Work;
+    return ActivityKind::Other;
+  return ActivityKind::Work;
 }
 
-Result<std::vector<ActivityCall>> load_activity(const store::TraceReader& db, const Session& session,
-                                                std::int64_t pid, std::int64_t from_ns, std::int64_t to_ns) {
-  std::map<std::int64_t, ActivityCall::Kind> kind_of_api;
+Result<ActivityIndex> ActivityIndex::load(const store::TraceReader& db, const Session& session,
+                                          std::optional<std::int64_t> pid) {
+  ActivityIndex ix;
+  ix.db_ = &db;
+  ix.session_ = session;
   Status st = db.query("SELECT id, op FROM apis", {},
-                       [&](const store::Row& r) { kind_of_api[r.i64(0)] = activity_kind(r.text(1)); });
+                       [&](const store::Row& r) { ix.kind_of_api_[r.i64(0)] = activity_kind(r.text(1)); });
   if (!st) return Error{st.message()};
-  std::vector<ActivityCall> calls;
-  st = db.query("SELECT ts_ns, api_id FROM call_rows WHERE pid = ? AND ts_ns BETWEEN ? AND ? AND session_id = ? "
-                "AND parent_id IS NULL ORDER BY ts_ns",
-                {pid, from_ns, to_ns, session.id}, [&](const store::Row& r) {
-                  auto k = kind_of_api.find(r.i64(1));
-                  calls.push_back({r.i64(0), k == kind_of_api.end() ? ActivityCall::Kind::Work : k->second});
-                });
+  bool has_column = false;
+  st = db.query("SELECT 1 FROM pragma_table_info('call_rows') WHERE name = 'seq'", {},
+                [&](const store::Row&) { has_column = true; });
   if (!st) return Error{st.message()};
-  return calls;
+  if (has_column) {
+    // Numbered by the writer unless this session was written before schema 4 (into an upgraded file).
+    st = db.query("SELECT seq IS NOT NULL FROM call_rows WHERE session_id = ? AND parent_id IS NULL LIMIT 1",
+                  {session.id}, [&](const store::Row& r) { ix.stored_ = r.i64(0) != 0; });
+    if (!st) return Error{st.message()};
+  }
+  if (ix.stored_) return ix;
+  std::map<std::int64_t, std::int64_t> next;  // pid -> seq of its next call
+  std::string sql = "SELECT id, pid, ts_ns, api_id FROM call_rows WHERE session_id = ? AND parent_id IS NULL";
+  std::vector<store::SqlValue> params{session.id};
+  if (pid) {
+    sql += " AND pid = ?";
+    params.emplace_back(*pid);
+  }
+  st = db.query(sql + " ORDER BY ts_ns, id", params, [&](const store::Row& r) {
+    const std::int64_t seq = ++next[r.i64(1)];
+    auto k = ix.kind_of_api_.find(r.i64(3));
+    ix.calls_[r.i64(1)].push_back({r.i64(2), seq, k == ix.kind_of_api_.end() ? ActivityKind::Work : k->second});
+    ix.seq_of_call_[r.i64(0)] = seq;
+  });
+  if (!st) return Error{st.message()};
+  return ix;
 }
 
-GrowthVerdict judge_growth(const StepFunction& level, const std::vector<ActivityCall>& activity, std::int64_t from_ns,
-                           std::int64_t to_ns, std::int64_t min_growth_bytes) {
-  GrowthVerdict v;
-  auto first = std::lower_bound(activity.begin(), activity.end(), from_ns,
+void ActivityIndex::number(std::vector<Lifetime>& lifetimes) const {
+  if (stored_) return;
+  for (Lifetime& l : lifetimes) {
+    auto a = seq_of_call_.find(l.alloc_call_id);
+    l.alloc_seq = a == seq_of_call_.end() ? 0 : a->second;
+    auto f = l.free_call_id ? seq_of_call_.find(*l.free_call_id) : seq_of_call_.end();
+    l.free_seq = f == seq_of_call_.end() ? kNever : f->second;
+  }
+}
+
+namespace {
+
+// Walks back from a process's last call: the teardown is the final run of releases, when nothing but calls that
+// do no work follows it; the call before it is the last of the working phase.
+struct TeardownScan {
+  bool in_releases = false, released = false, done = false;
+  std::int64_t work_seq = 0, work_ts = 0;
+  void add(ActivityKind kind, std::int64_t seq, std::int64_t ts) {
+    if (done || (!in_releases && kind == ActivityKind::Other)) return;
+    if (kind == ActivityKind::Release) {
+      in_releases = released = true;
+      return;
+    }
+    done = true;
+    work_seq = seq;
+    work_ts = ts;
+  }
+  // Without a release at the end there is no teardown: the work ends with the last call.
+  void finish(Activity& a, std::int64_t last_ts) const {
+    a.last_work_seq = released ? work_seq : a.last_seq;
+    a.last_work_ts_ns = released ? work_ts : last_ts;
+  }
+};
+
+}  // namespace
+
+Activity activity_of(const std::vector<ActivityCall>& calls, std::int64_t from_ns, std::int64_t to_ns) {
+  Activity a;
+  auto first = std::lower_bound(calls.begin(), calls.end(), from_ns,
                                 [](const ActivityCall& c, std::int64_t t) { return c.ts_ns < t; });
-  auto last = std::upper_bound(activity.begin(), activity.end(), to_ns,
+  auto last = std::upper_bound(calls.begin(), calls.end(), to_ns,
                                [](std::int64_t t, const ActivityCall& c) { return t < c.ts_ns; });
-  const std::vector<ActivityCall> calls(first, last);
-  const std::size_t n = working_calls(calls);
-  v.teardown_calls = static_cast<std::int64_t>(calls.size() - n);
-  v.calls = static_cast<std::int64_t>(n);
-  if (n == 0) {
+  if (first >= last) return a;
+  a.first_seq = first->seq;
+  a.first_ts_ns = first->ts_ns;
+  a.last_seq = std::prev(last)->seq;
+  TeardownScan scan;
+  for (auto c = last; c != first && !scan.done;) {
+    --c;
+    scan.add(c->kind, c->seq, c->ts_ns);
+  }
+  scan.finish(a, std::prev(last)->ts_ns);
+  return a;
+}
+
+Result<Activity> ActivityIndex::activity(std::int64_t pid, std::int64_t from_ns, std::int64_t to_ns) const {
+  Activity a;
+  TeardownScan scan;
+  if (!stored_) {
+    auto it = calls_.find(pid);
+    return it == calls_.end() ? a : activity_of(it->second, from_ns, to_ns);
+  }
+  const std::string scope = " FROM call_rows WHERE pid = ? AND ts_ns BETWEEN ? AND ? AND session_id = ? "
+                            "AND parent_id IS NULL";
+  Status st = db_->query("SELECT seq, ts_ns" + scope + " ORDER BY ts_ns LIMIT 1", {pid, from_ns, to_ns, session_.id},
+                         [&](const store::Row& r) {
+                           a.first_seq = r.i64(0);
+                           a.first_ts_ns = r.i64(1);
+                         });
+  if (!st) return Error{st.message()};
+  if (a.first_seq == 0) return a;
+  std::int64_t last_ts = 0;
+  for (std::int64_t offset = 0; !scan.done; offset += kTeardownChunk) {
+    std::int64_t rows = 0;
+    st = db_->query("SELECT seq, ts_ns, api_id" + scope + " ORDER BY ts_ns DESC LIMIT ? OFFSET ?",
+                    {pid, from_ns, to_ns, session_.id, kTeardownChunk, offset}, [&](const store::Row& r) {
+                      if (rows++ == 0 && offset == 0) {
+                        a.last_seq = r.i64(0);
+                        last_ts = r.i64(1);
+                      }
+                      auto k = kind_of_api_.find(r.i64(2));
+                      scan.add(k == kind_of_api_.end() ? ActivityKind::Work : k->second, r.i64(0), r.i64(1));
+                    });
+    if (!st) return Error{st.message()};
+    if (rows < kTeardownChunk) break;
+  }
+  scan.finish(a, last_ts);
+  return a;
+}
+
+std::int64_t CallLevel::at(std::int64_t seq) const {
+  auto it = std::upper_bound(changes.begin(), changes.end(), seq,
+                             [](std::int64_t s, const Change& c) { return s < c.seq; });
+  return it == changes.begin() ? initial : std::prev(it)->bytes;
+}
+
+CallLevel call_level(const std::vector<const Lifetime*>& lifetimes, std::int64_t first_seq) {
+  CallLevel level;
+  struct Delta {
+    std::int64_t seq, ts_ns, bytes;
+  };
+  std::vector<Delta> deltas;
+  for (const Lifetime* l : lifetimes) {
+    if (l->alloc_seq == 0) continue;  // made by a call outside the numbering (nested): not in the activity
+    const bool freed = l->free_seq != kNever && !l->released_at_exit;
+    if (freed && l->free_seq < first_seq) continue;
+    if (l->alloc_seq < first_seq) level.initial += l->bytes;
+    else deltas.push_back({l->alloc_seq, l->alloc_ns, l->bytes});
+    if (freed) deltas.push_back({l->free_seq, l->free_ns, -l->bytes});
+  }
+  std::sort(deltas.begin(), deltas.end(), [](const Delta& a, const Delta& b) { return a.seq < b.seq; });
+  std::int64_t bytes = level.initial;
+  for (const Delta& d : deltas) {
+    bytes += d.bytes;
+    if (!level.changes.empty() && level.changes.back().seq == d.seq) level.changes.back().bytes = bytes;
+    else level.changes.push_back({d.seq, d.ts_ns, bytes});
+  }
+  return level;
+}
+
+GrowthVerdict judge_growth(const CallLevel& level, const Activity& activity, std::int64_t min_growth_bytes) {
+  GrowthVerdict v;
+  v.calls = activity.calls();
+  v.teardown_calls = activity.teardown_calls();
+  if (v.calls == 0) {
     v.verdict = "steady";
-    v.reason = calls.empty() ? "no calls of the process in the window" : "its calls only released memory";
-    v.start_bytes = v.high_bytes = v.end_bytes = v.first_episode_end_bytes = level.at(to_ns);
+    v.reason = activity.first_seq == 0 ? "no calls of the process in the window" : "its calls only released memory";
+    v.start_bytes = v.high_bytes = v.end_bytes = v.first_episode_end_bytes = v.mid_high_bytes =
+        level.at(activity.last_seq);
     return v;
   }
-  v.work_start_ns = calls.front().ts_ns;
-  v.work_end_ns = calls[n - 1].ts_ns;
-  v.start_bytes = level.at(v.work_start_ns - 1);
-  // One walk over the calls and the level's steps together: the value at a call counts a change at its instant.
-  std::int64_t high = v.start_bytes, value = v.start_bytes;
-  auto step = std::upper_bound(level.steps.begin(), level.steps.end(), v.work_start_ns - 1,
-                               [](std::int64_t t, const auto& s) { return t < s.first; });
-  std::vector<std::int64_t> episode_starts;  // call indices
-  std::int64_t last_high = -1, mid_high = high;
-  std::int64_t first_episode_end = -1;  // the call index of the first episode's last new high
-  const std::size_t mid = n / 2;
-  bool previous_was_high = false;
-  for (std::size_t i = 0; i < n; ++i) {
-    for (; step != level.steps.end() && step->first <= calls[i].ts_ns; ++step) value = step->second;
-    const bool new_high = value > high;
-    if (new_high) {
-      high = value;
+  const std::int64_t first = activity.first_seq, last = activity.last_work_seq;
+  const std::int64_t mid = first + v.calls / 2;
+  v.start_bytes = level.at(first - 1);
+  std::int64_t high = v.start_bytes;
+  v.mid_high_bytes = high;  // the high as of the middle call
+  std::vector<std::int64_t> episode_starts;  // seqs
+  std::int64_t previous_high_seq = -1, first_episode_end_seq = -1;
+  auto change = std::upper_bound(level.changes.begin(), level.changes.end(), first - 1,
+                                 [](std::int64_t s, const CallLevel::Change& c) { return s < c.seq; });
+  for (; change != level.changes.end() && change->seq <= last; ++change) {
+    if (change->bytes > high) {
+      // Any call between two new highs (one per seq) separates their episodes.
+      if (previous_high_seq < 0 || change->seq > previous_high_seq + 1) episode_starts.push_back(change->seq);
+      if (episode_starts.size() == 1) {
+        v.first_episode_end_bytes = change->bytes;
+        first_episode_end_seq = change->seq;
+      }
+      high = change->bytes;
       ++v.new_highs;
-      if (!previous_was_high) episode_starts.push_back(static_cast<std::int64_t>(i));
-      if (v.first_high_ns == 0) v.first_high_ns = calls[i].ts_ns;
-      v.last_high_ns = calls[i].ts_ns;
-      last_high = static_cast<std::int64_t>(i);
-    } else if (episode_starts.size() == 1 && previous_was_high) {
-      v.first_episode_end_bytes = high;
-      first_episode_end = static_cast<std::int64_t>(i) - 1;
+      if (v.first_high_ns == 0) v.first_high_ns = change->ts_ns;
+      v.last_high_ns = change->ts_ns;
+      previous_high_seq = change->seq;
     }
-    previous_was_high = new_high;
-    if (i + 1 == mid) mid_high = high;
+    if (change->seq <= mid) v.mid_high_bytes = high;
   }
-  if (episode_starts.size() <= 1) {
-    v.first_episode_end_bytes = high;
-    first_episode_end = last_high;
-  }
+  if (episode_starts.empty()) v.first_episode_end_bytes = high;
   v.high_bytes = high;
-  v.end_bytes = value;
+  v.end_bytes = level.at(last);
   v.episodes = static_cast<std::int64_t>(episode_starts.size());
-  v.calls_since_last_high = last_high < 0 ? v.calls : v.calls - 1 - last_high;
+  v.last_high_seq = previous_high_seq;
+  v.calls_since_last_high = previous_high_seq < 0 ? v.calls : last - previous_high_seq;
   for (std::size_t k = episode_starts.size() > R::kRecentWaits ? episode_starts.size() - R::kRecentWaits : 1;
        k < episode_starts.size(); ++k)
     v.longest_recent_wait_calls = std::max(v.longest_recent_wait_calls, episode_starts[k] - episode_starts[k - 1]);
 
   const std::int64_t flat = v.calls_since_last_high;
-  const std::int64_t second_half_growth = high - mid_high;
   const std::string flat_text = std::to_string(flat) + " of its " + std::to_string(v.calls) + " calls since its last new high";
   if (v.growth_bytes() < min_growth_bytes) {
     v.verdict = "steady";
@@ -112,17 +234,18 @@ GrowthVerdict judge_growth(const StepFunction& level, const std::vector<Activity
   } else if (static_cast<double>(v.end_bytes) * 100 < static_cast<double>(v.high_bytes) * R::kMinEndPctOfHigh) {
     v.verdict = "steady";
     v.reason = "returned most of its high: " + fmt_bytes(v.end_bytes) + " of " + fmt_bytes(v.high_bytes) +
-               " at its last working call";
+               " after its last working call";
   } else if (v.episodes >= R::kMinEpisodes && v.repeated_growth_bytes() >= min_growth_bytes) {
     const std::int64_t wait = v.longest_recent_wait_calls;
-    const std::string rhythm = std::to_string(v.episodes) + " growth episodes; while growing, a new high at least every " +
-                               std::to_string(wait) + " calls; " + flat_text;
-    if (flat <= R::kGrowingFactor * wait && second_half_growth >= min_growth_bytes) {
+    const std::string rhythm = plural(v.episodes, "growth episode") + "; while growing, a new high at least every " +
+                               plural(wait, "call") + "; " + flat_text;
+    if (flat <= R::kGrowingFactor * wait && v.second_half_growth_bytes() >= min_growth_bytes) {
       v.verdict = "growing";
-      v.reason = rhythm + "; +" + fmt_bytes(second_half_growth) + " over the second half of its calls";
+      v.reason = rhythm + "; +" + fmt_bytes(v.second_half_growth_bytes()) + " over the second half of its calls";
     } else if (flat <= R::kGrowingFactor * wait) {
       v.verdict = "plateau";
-      v.reason = rhythm + ", but only +" + fmt_bytes(second_half_growth) + " over the second half of its calls";
+      v.reason = rhythm + ", but only +" + fmt_bytes(v.second_half_growth_bytes()) +
+                 " over the second half of its calls";
     } else if (flat >= R::kPlateauFactor * wait && flat >= R::kMinFlatCalls) {
       v.verdict = "plateau";
       v.reason = rhythm + ": growth stopped";
@@ -135,10 +258,10 @@ GrowthVerdict judge_growth(const StepFunction& level, const std::vector<Activity
     // One load-like episode carries the growth (later new highs, if any, added less than the threshold): judge
     // the calls since that episode.
     const bool later_growth = v.repeated_growth_bytes() >= min_growth_bytes;
-    const std::int64_t since = later_growth ? flat : v.calls - 1 - first_episode_end;
-    const std::string grew = "grew in " + std::to_string(v.episodes) + " episode" + (v.episodes == 1 ? "" : "s") +
-                             " (+" + fmt_bytes(v.repeated_growth_bytes()) + " after the first); " +
-                             std::to_string(since) + " of its " + std::to_string(v.calls) + " calls since " +
+    const std::int64_t since = later_growth ? flat : last - first_episode_end_seq;
+    const std::string grew = "grew in " + plural(v.episodes, "episode") + " (+" +
+                             fmt_bytes(v.repeated_growth_bytes()) + " after the first); " + std::to_string(since) +
+                             " of its " + std::to_string(v.calls) + " calls since " +
                              (later_growth ? "its last new high" : "the first episode");
     if (since >= R::kMinFlatCalls) {
       v.verdict = "plateau";
@@ -153,18 +276,17 @@ GrowthVerdict judge_growth(const StepFunction& level, const std::vector<Activity
 }
 
 std::string growth_rule_text() {
-  return "judged on the process's calls, not on time: a call at which outstanding bytes rise above every earlier value "
-         "is a new high, consecutive new highs are one episode; the working phase ends before a final burst of "
-         "releases. steady: the high is less than the threshold above the start, or the end is below " +
-         std::to_string(static_cast<int>(R::kMinEndPctOfHigh)) +
-         "% of the high. growing: >= " + std::to_string(R::kMinEpisodes) +
-         " episodes, growth after the first episode >= the threshold, the calls since the last new high <= " +
-         std::to_string(R::kGrowingFactor) + " x the longest wait between the last " +
+  return "judged on the process's calls, not on time: a call at which outstanding bytes rise above every earlier "
+         "value is a new high, consecutive new highs are one episode; the working phase ends before a final burst "
+         "of releases. steady: the high is less than the threshold above the start, or the end is below " +
+         std::to_string(static_cast<int>(R::kMinEndPctOfHigh)) + "% of the high. growing: >= " +
+         std::to_string(R::kMinEpisodes) + " episodes, growth after the first episode >= the threshold, the calls "
+         "since the last new high <= " + std::to_string(R::kGrowingFactor) + " x the longest wait between the last " +
          std::to_string(R::kRecentWaits + 1) + " episodes, and growth >= the threshold over the second half of the "
          "calls. plateau: the calls since the last new high >= " + std::to_string(R::kPlateauFactor) +
          " x that wait and >= " + std::to_string(R::kMinFlatCalls) + " (with fewer episodes: >= " +
-         std::to_string(R::kMinFlatCalls) + "). undecided: in between; calls_to_decide more calls without a new high "
-         "would make it a plateau, a new high would keep it growing";
+         std::to_string(R::kMinFlatCalls) + " since the first). undecided: in between; calls_to_decide more calls "
+         "without a new high would make it a plateau, a new high would keep it growing";
 }
 
 }  // namespace vs::tools

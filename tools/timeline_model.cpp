@@ -20,9 +20,16 @@ double round_ms(double ms) { return std::round(ms * 1000.0) / 1000.0; }
 
 Result<std::vector<Lifetime>> load_lifetimes(const store::TraceReader& db, const Session& session,
                                              const LifetimeFilter& filter, const Progress& progress) {
+  // alloc_seq and free_seq since schema 4.
+  bool has_seq = false;
+  Status cols = db.query("SELECT 1 FROM pragma_table_info('allocations') WHERE name = 'alloc_seq'", {},
+                         [&](const store::Row&) { has_seq = true; });
+  if (!cols) return Error{cols.message()};
   std::string sql =
       "SELECT id, pid, device, kind, bytes, alloc_call_id, free_call_id, alloc_ts_ns, free_ts_ns, "
-      "end_reason = 'process_exit', caller_id FROM allocations "
+      "end_reason = 'process_exit', caller_id, " +
+      std::string(has_seq ? "alloc_seq, free_seq" : "NULL, NULL") +
+      " FROM allocations "
       "WHERE session_id = ? AND alloc_ts_ns <= ? AND (free_ts_ns IS NULL OR free_ts_ns > ?)";
   std::vector<store::SqlValue> params = {session.id, filter.to_ns, filter.from_ns};
   if (filter.pid) {
@@ -52,6 +59,8 @@ Result<std::vector<Lifetime>> load_lifetimes(const store::TraceReader& db, const
     l.free_ns = r.is_null(8) ? kNever : r.i64(8);
     l.released_at_exit = r.i64(9) == 1;
     if (!r.is_null(10)) l.caller_id = r.i64(10);
+    if (!r.is_null(11)) l.alloc_seq = r.i64(11);
+    if (!r.is_null(12)) l.free_seq = r.i64(12);
     out.push_back(std::move(l));
   });
   if (!st) return Error{st.message()};

@@ -48,6 +48,10 @@ struct Lifetime {
   std::int64_t free_ns = kNever;  // kNever: still held when the trace ends
   bool released_at_exit = false;  // end_reason = 'process_exit': never freed by a call
   std::optional<std::int64_t> caller_id;
+  // The process's activity numbers (call_rows.seq) of the calls that made and ended it; 0 / kNever: none
+  // (tools/growth_model.h: ActivityIndex fills them for traces that do not store them).
+  std::int64_t alloc_seq = 0;
+  std::int64_t free_seq = kNever;
 };
 
 struct LifetimeFilter {

@@ -1,7 +1,6 @@
 // The growth verdict (tools/growth_model.h) on call sequences built here: each
 // verdict and its boundaries, and that no verdict depends on the time between calls.
 #include <catch2/catch.hpp>
-#include <random>
 
 #include "tools/growth_model.h"
 
@@ -9,28 +8,27 @@ namespace vs::tools {
 namespace {
 
 constexpr std::int64_t kMiB = 1 << 20;
-using Kind = ActivityCall::Kind;
 using R = GrowthRules;
 
 // A process's calls, one after the other, and its outstanding bytes.
 struct Sequence {
   std::vector<ActivityCall> calls;
-  StepFunction level;
+  CallLevel level;
   std::int64_t bytes = 0;
 
-  void call(Kind kind, std::int64_t delta = 0) {
-    const std::int64_t ts = (static_cast<std::int64_t>(calls.size()) + 1) * 1000;
-    calls.push_back({ts, kind});
+  void call(ActivityKind kind, std::int64_t delta = 0) {
+    const std::int64_t seq = static_cast<std::int64_t>(calls.size()) + 1;
+    calls.push_back({seq * 1000, seq, kind});
     if (delta != 0) {
       bytes += delta;
-      level.steps.push_back({ts, bytes});
+      level.changes.push_back({seq, seq * 1000, bytes});
     }
   }
-  void alloc(std::int64_t b) { call(Kind::Work, b); }
-  void free(std::int64_t b) { call(Kind::Release, -b); }
+  void alloc(std::int64_t b) { call(ActivityKind::Work, b); }
+  void free(std::int64_t b) { call(ActivityKind::Release, -b); }
   void heartbeat() {  // a result copied back and waited for, as .item() does
-    call(Kind::Work);
-    call(Kind::Other);
+    call(ActivityKind::Work);
+    call(ActivityKind::Other);
   }
   void load(int tensors, std::int64_t each) {
     for (int i = 0; i < tensors; ++i) alloc(each);
@@ -45,10 +43,7 @@ struct Sequence {
     for (int i = 0; i < n; ++i) heartbeat();
   }
   GrowthVerdict judge(std::int64_t min_growth = 64 * kMiB) const {
-    StepFunction f = level;
-    f.from_ns = 0;
-    f.to_ns = calls.empty() ? 0 : calls.back().ts_ns;
-    return judge_growth(f, calls, 0, f.to_ns, min_growth);
+    return judge_growth(level, activity_of(calls, 0, calls.back().ts_ns), min_growth);
   }
 };
 
@@ -124,7 +119,7 @@ TEST_CASE("growth: the release burst of a shutdown does not cancel the growth", 
   s.load(10, 20 * kMiB);
   s.leaking_requests(30, 100 * kMiB);
   for (int i = 0; i < 40; ++i) s.free(100 * kMiB);
-  s.call(Kind::Other);  // a final synchronize
+  s.call(ActivityKind::Other);  // a final synchronize
   auto v = s.judge();
   INFO(v.reason);
   CHECK(v.verdict == "growing");
@@ -140,8 +135,8 @@ TEST_CASE("growth: the release burst of a shutdown does not cancel the growth", 
 TEST_CASE("growth: a load followed at once by the exit is too short to tell", "[growth]") {
   Sequence s;
   s.load(3, 128 * kMiB);
-  s.call(Kind::Other);
-  s.call(Kind::Other);
+  s.call(ActivityKind::Other);
+  s.call(ActivityKind::Other);
   auto v = s.judge();
   INFO(v.reason);
   CHECK(v.verdict == "undecided");
@@ -183,34 +178,55 @@ TEST_CASE("growth: a late small new high after a plateau does not make it a leak
   CHECK(v.verdict == "plateau");
 }
 
-TEST_CASE("growth: no verdict depends on the time between calls", "[growth]") {
-  std::mt19937_64 rng(7);
-  std::uniform_real_distribution<double> factor(0.01, 100);
-  std::vector<Sequence> cases(4);
-  cases[0].load(100, 20 * kMiB), cases[0].leaking_requests(40, 100 * kMiB);
-  cases[1].leaking_requests(20, 50 * kMiB), cases[1].flat_requests(50);
-  cases[2].leaking_requests(20, 50 * kMiB), cases[2].flat_requests(5);
-  cases[3].load(3, 128 * kMiB), cases[3].flat_requests(1);
-  for (const Sequence& original : cases) {
-    const auto before = original.judge();
-    for (int round = 0; round < 20; ++round) {
-      // Every gap between calls scaled by its own factor: a monotone warp of the timestamps.
-      Sequence warped = original;
-      std::map<std::int64_t, std::int64_t> warp;
-      std::int64_t t = 0, previous = 0;
-      for (auto& c : warped.calls) {
-        t += std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(c.ts_ns - previous) * factor(rng)));
-        previous = c.ts_ns;
-        warp[c.ts_ns] = t;
-        c.ts_ns = t;
-      }
-      for (auto& step : warped.level.steps) step.first = warp.at(step.first);
-      const auto after = warped.judge();
-      CHECK(after.verdict == before.verdict);
-      CHECK(after.reason == before.reason);
-      CHECK(after.calls_to_decide == before.calls_to_decide);
-    }
-  }
+TEST_CASE("growth: the teardown is the final run of releases, with only synchronizations after it", "[growth]") {
+  auto activity = [](std::vector<ActivityKind> kinds) {
+    std::vector<ActivityCall> calls;
+    for (std::size_t i = 0; i < kinds.size(); ++i)
+      calls.push_back({static_cast<std::int64_t>(i + 1) * 10, static_cast<std::int64_t>(i + 1), kinds[i]});
+    return activity_of(calls, 0, 1000);
+  };
+  using K = ActivityKind;
+  auto a = activity({K::Work, K::Other, K::Work, K::Release, K::Release, K::Other});
+  CHECK(a.first_seq == 1);
+  CHECK(a.last_seq == 6);
+  CHECK(a.last_work_seq == 3);
+  CHECK(a.calls() == 3);
+  CHECK(a.teardown_calls() == 3);
+  // Synchronizations at the end without a release are the end of the work.
+  a = activity({K::Work, K::Work, K::Other, K::Other});
+  CHECK(a.last_work_seq == 4);
+  CHECK(a.teardown_calls() == 0);
+  // A release followed by work is work.
+  a = activity({K::Work, K::Release, K::Work});
+  CHECK(a.last_work_seq == 3);
+  // Only releases: no working phase.
+  a = activity({K::Release, K::Other});
+  CHECK(a.last_work_seq == 0);
+  CHECK(a.calls() == 0);
+  // A window selects by time.
+  std::vector<ActivityCall> calls;
+  for (std::int64_t i = 1; i <= 10; ++i) calls.push_back({i * 10, i, K::Work});
+  a = activity_of(calls, 25, 70);
+  CHECK(a.first_seq == 3);
+  CHECK(a.last_seq == 7);
+}
+
+TEST_CASE("growth: the level along the calls counts each allocation from its call to its free", "[growth]") {
+  Lifetime held{.bytes = 100, .alloc_ns = 10, .alloc_seq = 1};
+  Lifetime freed{.bytes = 50, .free_call_id = 9, .alloc_ns = 20, .free_ns = 40, .alloc_seq = 2, .free_seq = 4};
+  Lifetime at_exit{.bytes = 7, .alloc_ns = 30, .free_ns = 90, .released_at_exit = true, .alloc_seq = 3};
+  Lifetime nested{.bytes = 1000, .alloc_ns = 35};  // no alloc_seq: outside the numbering
+  auto level = call_level({&held, &freed, &at_exit, &nested}, 1);
+  CHECK(level.initial == 0);
+  CHECK(level.at(0) == 0);
+  CHECK(level.at(1) == 100);
+  CHECK(level.at(2) == 150);
+  CHECK(level.at(3) == 157);
+  CHECK(level.at(4) == 107);
+  CHECK(level.at(100) == 107);  // released at exit: held through every call
+  auto from3 = call_level({&held, &freed, &at_exit}, 3);
+  CHECK(from3.initial == 150);  // made before the window, still held at its start
+  CHECK(from3.at(4) == 107);
 }
 
 }  // namespace
