@@ -13,7 +13,7 @@
 # has everything. Then OUTDIR is packed into OUTDIR.tar.gz (split into parts of 15 MiB if larger).
 #
 # One workload failing does not stop the others: each trace runs under a time limit
-# (CORPUS_TRACE_LIMIT_S, default 90), and no trace is started after CORPUS_DEADLINE_S (default 480)
+# (CORPUS_TRACE_LIMIT_S, default 90), and no trace is started after CORPUS_DEADLINE_S (default 420)
 # seconds, so that the pack is made within one 10-minute command. The whole set takes ~4-5 minutes.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,15 +27,16 @@ if [ -z "${PYTHON:-}" ] && [ -x /opt/torch/.venv/bin/python3 ]; then export PYTH
 source "$here/../gpu/common.sh"  # sets $vs and $py
 wl=("$py" "$here/workloads.py")
 trace_limit=${CORPUS_TRACE_LIMIT_S:-90}
-deadline=${CORPUS_DEADLINE_S:-480}
+deadline=${CORPUS_DEADLINE_S:-420}
 export PYTHONUNBUFFERED=1
 
 # Every trace, in recording order (the manifest's names).
 all=(leak_default leak_expandable leak_async leak_paced leak_slow leak_loss_accum leak_silent
+     multi_leak multi_leak_vs_warmup attach_leak attach_healthy
+     live_after_empty_cache_list live_after_empty_cache_optimizer released_clean_model released_clean_serving
+     cache_held_idle cache_held_serving oom_hard oom_retry
      plateau_context plateau_context_paced plateau_warmup plateau_step healthy_serving healthy_training
-     cache_held_idle cache_held_serving live_after_empty_cache_list live_after_empty_cache_optimizer
-     released_clean_model released_clean_serving quiet_sync quiet_copies contention_sync contention_copies
-     oom_hard oom_retry multi_leak multi_leak_vs_warmup attach_leak attach_healthy exit_holding_state)
+     quiet_sync quiet_copies contention_sync contention_copies exit_holding_state)
 for name in "$@"; do
   if [[ " ${all[*]} " != *" $name "* ]]; then
     echo "record.sh: no trace named '$name'; the traces: ${all[*]}" >&2
@@ -228,28 +229,28 @@ launch leak_paced -- "${wl[@]}" leak_after_startup --startup-s 2 --requests 30 -
 launch leak_slow -- "${wl[@]}" leak_slow --requests 400 --pause-ms 4
 launch leak_loss_accum -- "${wl[@]}" leak_loss_accum --requests 60
 launch leak_silent -- "${wl[@]}" leak_silent --startup-s 4 --requests 40
+launch multi_leak -- "${wl[@]}" multi_leak
+launch multi_leak_vs_warmup -- "${wl[@]}" multi_leak_vs_warmup
+attach attach_leak attach_leak --requests 30
+attach attach_healthy attach_healthy --requests 40 --pause-ms 20
+launch live_after_empty_cache_list -- "${wl[@]}" live_after_empty_cache_list --requests 20 --idle-s 1
+launch live_after_empty_cache_optimizer -- "${wl[@]}" live_after_empty_cache_optimizer --requests 20 --idle-s 1
+launch released_clean_model -- "${wl[@]}" released_clean_model --requests 20 --idle-s 1
+launch released_clean_serving -- "${wl[@]}" released_clean_serving --requests 20 --idle-s 1
+launch cache_held_idle -- "${wl[@]}" cache_held_idle --idle-s 1.5
+launch cache_held_serving -- "${wl[@]}" cache_held_serving --requests 30 --idle-s 1.5
+launch oom_hard -- "${wl[@]}" oom_hard
+launch oom_retry -- "${wl[@]}" oom_retry
 launch plateau_context -- "${wl[@]}" plateau_context --growing 25 --requests 75
 launch plateau_context_paced -- "${wl[@]}" plateau_context --growing 25 --requests 75 --pause-ms 100
 launch plateau_warmup -- "${wl[@]}" plateau_warmup --requests 105
 launch plateau_step -- "${wl[@]}" plateau_step --requests 80 --step-at 20
 launch healthy_serving -- "${wl[@]}" healthy_serving --requests 60
 launch healthy_training -- "${wl[@]}" healthy_training --requests 80
-launch cache_held_idle -- "${wl[@]}" cache_held_idle --idle-s 1.5
-launch cache_held_serving -- "${wl[@]}" cache_held_serving --requests 30 --idle-s 1.5
-launch live_after_empty_cache_list -- "${wl[@]}" live_after_empty_cache_list --requests 20 --idle-s 1
-launch live_after_empty_cache_optimizer -- "${wl[@]}" live_after_empty_cache_optimizer --requests 20 --idle-s 1
-launch released_clean_model -- "${wl[@]}" released_clean_model --requests 20 --idle-s 1
-launch released_clean_serving -- "${wl[@]}" released_clean_serving --requests 20 --idle-s 1
 launch quiet_sync -- taskset -c 0,1 "${wl[@]}" sync_loop --requests 3000
 launch quiet_copies -- taskset -c 0,1 "${wl[@]}" copy_loop --requests 2000
 contended contention_sync sync_loop --requests 3000
 contended contention_copies copy_loop --requests 2000
-launch oom_hard -- "${wl[@]}" oom_hard
-launch oom_retry -- "${wl[@]}" oom_retry
-launch multi_leak -- "${wl[@]}" multi_leak
-launch multi_leak_vs_warmup -- "${wl[@]}" multi_leak_vs_warmup
-attach attach_leak attach_leak --requests 30
-attach attach_healthy attach_healthy --requests 40 --pause-ms 20
 launch exit_holding_state -- "${wl[@]}" exit_holding_state --requests 20
 
 echo "recorded in $(seconds_since "$start") s; packing"
