@@ -1,0 +1,40 @@
+#include "tools/findings/registry.h"
+
+#include <algorithm>
+
+namespace vs::tools::findings {
+namespace {
+
+// released_at_exit runs after leak_growth: its text refers to leak_growth's finding for the same process.
+constexpr const Rule* kRules[] = {
+    &kCoverageGapRule,
+    &kLeakGrowthRule,
+    &kCallErrorsRule,
+    &kPreemptionTailRule,
+    &kMissedFreesRule,
+    &kAllocatorCacheHeldRule,
+    &kLibraryHeldRule,
+    &kNvmlContextOverheadRule,
+    &kReleasedAtExitRule,
+};
+
+// Within one severity, what the user suffers more first: failures and growth that will fail, then what bounds
+// the trace's own numbers, then slowness, then memory held by design, then accounting.
+constexpr std::string_view kRankedKinds[] = {
+    "leak_growth",          "out_of_memory", "coverage_gap",    "preemption_tail",       "missed_frees",
+    "call_errors",          "allocator_cache_held", "library_held", "unmatched_frees", "nvml_context_overhead",
+    "released_at_exit",
+};
+
+}  // namespace
+
+std::span<const Rule* const> rules() { return kRules; }
+
+std::span<const std::string_view> ranked_kinds() { return kRankedKinds; }
+
+std::size_t kind_rank(std::string_view kind) {
+  return static_cast<std::size_t>(std::find(std::begin(kRankedKinds), std::end(kRankedKinds), kind) -
+                                  std::begin(kRankedKinds));
+}
+
+}  // namespace vs::tools::findings
