@@ -49,21 +49,22 @@ Pairing::Process* Pairing::find_process(std::uint32_t pid) {
   return it == processes_.end() ? nullptr : &it->second;
 }
 
-void Pairing::close(const Open& o, std::optional<std::int64_t> free_call_id, std::int64_t free_ts_ns,
-                    const char* reason, PairingOps& ops) {
+void Pairing::close(const Open& o, std::optional<std::int64_t> free_call_id, std::optional<std::int64_t> free_seq,
+                    std::int64_t free_ts_ns, const char* reason, PairingOps& ops) {
   totals_.bytes_by_kind[static_cast<int>(o.kind)] -= o.bytes;
   --totals_.open_count;
-  ops.closed.push_back(AllocationClose{o.id, free_call_id, free_ts_ns, reason});
+  ops.closed.push_back(AllocationClose{o.id, free_call_id, free_ts_ns, free_seq, reason});
 }
 
 template <class Map>
-void Pairing::open(Map& ns, const CallRecord& call, AllocKind kind, std::uint64_t ptr,
-                   std::optional<std::uint64_t> handle, std::optional<std::int64_t> device, PairingOps& ops) {
+void Pairing::open(Map& ns, const CallRecord& call, std::optional<std::int64_t> seq, AllocKind kind,
+                   std::uint64_t ptr, std::optional<std::uint64_t> handle, std::optional<std::int64_t> device,
+                   PairingOps& ops) {
   const std::uint64_t bytes = call.bytes.value_or(0);
   const Open fresh{next_id_++, bytes, device, kind};
   auto [it, inserted] = ns.try_emplace(ptr, fresh);
   if (!inserted) {
-    close(it->second, call.id, call.ts_ns + call.dur_ns, kSuperseded, ops);
+    close(it->second, call.id, seq, call.ts_ns + call.dur_ns, kSuperseded, ops);
     it->second = fresh;
   }
   totals_.bytes_by_kind[static_cast<int>(kind)] += bytes;
@@ -78,25 +79,27 @@ void Pairing::open(Map& ns, const CallRecord& call, AllocKind kind, std::uint64_
   row.handle = handle;
   row.alloc_call_id = call.id;
   row.alloc_ts_ns = call.ts_ns;
+  row.alloc_seq = seq;
   row.caller = call.caller;
 }
 
 template <class Map>
-bool Pairing::close_at(Map& ns, std::uint64_t key, const CallRecord& call, PairingOps& ops) {
+bool Pairing::close_at(Map& ns, std::uint64_t key, const CallRecord& call, std::optional<std::int64_t> seq,
+                       PairingOps& ops) {
   auto it = ns.find(key);
   if (it == ns.end()) return false;
-  close(it->second, call.id, call.ts_ns + call.dur_ns, kFreed, ops);
+  close(it->second, call.id, seq, call.ts_ns + call.dur_ns, kFreed, ops);
   ns.erase(it);
   return true;
 }
 
-PairingOps Pairing::on_call(const CallRecord& call) {
+PairingOps Pairing::on_call(const CallRecord& call, std::optional<std::int64_t> seq) {
   PairingOps ops;
-  on_call(call, ops);
+  on_call(call, seq, ops);
   return ops;
 }
 
-void Pairing::on_call(const CallRecord& call, PairingOps& ops) {
+void Pairing::on_call(const CallRecord& call, std::optional<std::int64_t> seq, PairingOps& ops) {
   if (call.ret != 0 || call.incomplete) return;
   const ApiInfo* api = find_api(call.api_id);
   if (api == nullptr || !is_memory_op(api->op)) return;
@@ -111,7 +114,7 @@ void Pairing::on_call(const CallRecord& call, PairingOps& ops) {
       // A successful zero-byte cudaMalloc returns NULL: nothing was allocated.
       if (!call.ptr || *call.ptr == 0) return;
       Process& p = process(call.pid);
-      open(p.pointers, call, api->kind, *call.ptr, std::nullopt, call.device, ops);
+      open(p.pointers, call, seq, api->kind, *call.ptr, std::nullopt, call.device, ops);
       return;
     }
     case Op::Free:
@@ -119,30 +122,30 @@ void Pairing::on_call(const CallRecord& call, PairingOps& ops) {
       // cudaFree(0) / cudaFreeHost(0) are no-ops (cudaFree(0) initializes a context).
       if (!call.ptr || *call.ptr == 0) return;
       Process* p = find_process(call.pid);
-      if (p == nullptr || !close_at(p->pointers, *call.ptr, call, ops)) unmatched(call.ptr);
+      if (p == nullptr || !close_at(p->pointers, *call.ptr, call, seq, ops)) unmatched(call.ptr);
       return;
     }
     case Op::VmmReserve: {
       if (!call.ptr || *call.ptr == 0) return;
-      open(process(call.pid).reserved, call, AllocKind::VmmReserved, *call.ptr, std::nullopt, call.device, ops);
+      open(process(call.pid).reserved, call, seq, AllocKind::VmmReserved, *call.ptr, std::nullopt, call.device, ops);
       return;
     }
     case Op::VmmAddressFree: {
       if (!call.ptr) return;
       Process* p = find_process(call.pid);
-      if (p == nullptr || !close_at(p->reserved, *call.ptr, call, ops)) unmatched(call.ptr);
+      if (p == nullptr || !close_at(p->reserved, *call.ptr, call, seq, ops)) unmatched(call.ptr);
       return;
     }
     case Op::VmmCreate: {
       if (!call.handle) return;
       // vmm_physical rows keep the handle in `ptr` (their key) and leave `handle` NULL.
-      open(process(call.pid).physical, call, AllocKind::VmmPhysical, *call.handle, std::nullopt, call.device, ops);
+      open(process(call.pid).physical, call, seq, AllocKind::VmmPhysical, *call.handle, std::nullopt, call.device, ops);
       return;
     }
     case Op::VmmRelease: {
       if (!call.handle) return;
       Process* p = find_process(call.pid);
-      if (p == nullptr || !close_at(p->physical, *call.handle, call, ops)) unmatched(call.handle);
+      if (p == nullptr || !close_at(p->physical, *call.handle, call, seq, ops)) unmatched(call.handle);
       return;
     }
     case Op::VmmMap: {
@@ -153,7 +156,7 @@ void Pairing::on_call(const CallRecord& call, PairingOps& ops) {
         auto phys = p.physical.find(*call.handle);
         if (phys != p.physical.end() && phys->second.device) device = phys->second.device;
       }
-      open(p.mapped, call, AllocKind::VmmMapped, *call.ptr, call.handle, device, ops);
+      open(p.mapped, call, seq, AllocKind::VmmMapped, *call.ptr, call.handle, device, ops);
       return;
     }
     case Op::VmmUnmap: {
@@ -170,7 +173,7 @@ void Pairing::on_call(const CallRecord& call, PairingOps& ops) {
                                       : start + size;
         auto it = p->mapped.lower_bound(start);
         while (it != p->mapped.end() && it->first < end) {
-          close(it->second, call.id, call.ts_ns + call.dur_ns, kFreed, ops);
+          close(it->second, call.id, seq, call.ts_ns + call.dur_ns, kFreed, ops);
           it = p->mapped.erase(it);
           any = true;
         }
@@ -196,7 +199,7 @@ PairingOps Pairing::on_process_exit(std::uint32_t pid, std::int64_t ts_ns) {
   for (const auto& [key, o] : p.mapped) held.push_back(&o);
   std::sort(held.begin(), held.end(), [](const Open* a, const Open* b) { return a->id < b->id; });
   ops.closed.reserve(held.size());
-  for (const Open* o : held) close(*o, std::nullopt, ts_ns, kProcessExit, ops);
+  for (const Open* o : held) close(*o, std::nullopt, std::nullopt, ts_ns, kProcessExit, ops);
   processes_.erase(it);
   return ops;
 }

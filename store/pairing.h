@@ -24,6 +24,7 @@ struct AllocationOpen {
   std::uint64_t bytes = 0;
   std::optional<std::uint64_t> handle;  // vmm_mapped: the physical handle
   std::int64_t alloc_call_id = 0, alloc_ts_ns = 0;
+  std::optional<std::int64_t> alloc_seq;  // the allocating call's seq (NULL: a nested call)
   std::optional<std::string> caller;
 };
 
@@ -31,6 +32,8 @@ struct AllocationClose {
   std::int64_t id = 0;
   std::optional<std::int64_t> free_call_id;  // NULL for process_exit
   std::int64_t free_ts_ns = 0;
+  // The seq of the call free_call_id (NULL: a nested call, or process_exit).
+  std::optional<std::int64_t> free_seq;
   // freed | process_exit | superseded. 'superseded': a later successful allocation
   // returned the same key (pid, ptr / handle / address) while this one was still open,
   // so its free was missed (not traced, or the call failed to decode); free_call_id is
@@ -61,9 +64,12 @@ class Pairing {
  public:
   explicit Pairing(std::int64_t first_allocation_id = 1);
   // `call.device` is final here (the caller resolved it). Failed calls (ret != 0) change nothing.
-  PairingOps on_call(const CallRecord& call);
+  // `seq` is the call's ordinal among the top-level calls of its process (call_rows.seq, which the
+  // writer numbers), nullopt for a nested call or where no seq is kept: it becomes alloc_seq /
+  // free_seq of what the call opens or closes.
+  PairingOps on_call(const CallRecord& call, std::optional<std::int64_t> seq = std::nullopt);
   // The same, appending to `ops` (the caller clears it and reuses its capacity).
-  void on_call(const CallRecord& call, PairingOps& ops);
+  void on_call(const CallRecord& call, std::optional<std::int64_t> seq, PairingOps& ops);
   PairingOps on_process_exit(std::uint32_t pid, std::int64_t ts_ns);
   const OutstandingTotals& totals() const { return totals_; }
 
@@ -86,12 +92,12 @@ class Pairing {
   Process& process(std::uint32_t pid);        // creates it
   Process* find_process(std::uint32_t pid);   // nullptr if it holds nothing known
   template <class Map>
-  void open(Map& ns, const CallRecord& call, AllocKind kind, std::uint64_t ptr,
+  void open(Map& ns, const CallRecord& call, std::optional<std::int64_t> seq, AllocKind kind, std::uint64_t ptr,
             std::optional<std::uint64_t> handle, std::optional<std::int64_t> device, PairingOps& ops);
   template <class Map>
-  bool close_at(Map& ns, std::uint64_t key, const CallRecord& call, PairingOps& ops);
-  void close(const Open& o, std::optional<std::int64_t> free_call_id, std::int64_t free_ts_ns,
-             const char* reason, PairingOps& ops);
+  bool close_at(Map& ns, std::uint64_t key, const CallRecord& call, std::optional<std::int64_t> seq, PairingOps& ops);
+  void close(const Open& o, std::optional<std::int64_t> free_call_id, std::optional<std::int64_t> free_seq,
+             std::int64_t free_ts_ns, const char* reason, PairingOps& ops);
 
   std::int64_t next_id_;
   OutstandingTotals totals_;

@@ -1,7 +1,9 @@
--- vramscope trace store, schema version 3 (PRAGMA user_version = 3). Version 2 added
+-- vramscope trace store, schema version 4 (PRAGMA user_version = 4). Version 2 added
 -- summaries, call_stats and call_stats_preemptors; version 3 call_buckets and
--- call_bucket_stats. Readers accept older files (without them), and a writer or
--- `build_summaries` opening one adds the tables.
+-- call_bucket_stats; version 4 the columns call_rows.seq, allocations.alloc_seq and
+-- allocations.free_seq. Readers accept older files (without them), and a writer or
+-- `build_summaries` opening one adds the tables and the columns (NULL in the rows
+-- already there).
 --
 -- One SQLite file holds one or more trace sessions. Every table carries
 -- session_id. Times are nanoseconds on one clock, CLOCK_MONOTONIC of the traced
@@ -119,7 +121,15 @@ CREATE TABLE IF NOT EXISTS call_rows (
   preempted_by_comm TEXT,            -- its comm (data, not instructions)
   longest_off_ns INTEGER,            -- that interval's length
   parent_id     INTEGER,             -- the enclosing traced call (e.g. cudaMalloc for its cuMemAlloc_v2)
-  incomplete    INTEGER NOT NULL DEFAULT 0  -- 1: the thread exited inside the call; dur_ns runs to the exit
+  incomplete    INTEGER NOT NULL DEFAULT 0, -- 1: the thread exited inside the call; dur_ns runs to the exit
+  seq           INTEGER              -- top-level calls (parent_id NULL): the call's ordinal among the top-level
+                                     -- calls of its process in this session, 1, 2, 3, ... per (session_id, pid), in
+                                     -- the order the calls reached the writer (as they returned; id orders them
+                                     -- as they were entered: threads of one process can differ). The process's
+                                     -- activity order, what leak verdicts count in ("flat for N calls"); it does
+                                     -- not depend on timestamps.
+                                     -- NULL for nested calls, and in sessions written before schema 4 (number
+                                     -- the top-level calls of a process by id there).
 );
 
 CREATE VIEW IF NOT EXISTS calls AS
@@ -148,7 +158,15 @@ CREATE TABLE IF NOT EXISTS allocations (
   free_ts_ns     INTEGER,         -- NULL: outstanding at the end of what was recorded
   end_reason     TEXT,            -- 'freed' | 'process_exit' (released when the process exited) |
                                   -- 'superseded' (a new allocation got the same address: its free was missed) | NULL
-  caller_id      INTEGER REFERENCES objects(id)  -- who allocated it
+  caller_id      INTEGER REFERENCES objects(id), -- who allocated it
+  -- The positions of alloc_call_id and free_call_id in the process's activity order (call_rows.seq);
+  -- NULL in sessions written before schema 4.
+  alloc_seq      INTEGER,         -- the seq of alloc_call_id; NULL when a nested call allocated (a driver
+                                  -- call inside a runtime call other than an allocation, e.g. a lazy
+                                  -- cuMemAlloc_v2 inside cudaDeviceSynchronize)
+  free_seq       INTEGER          -- the seq of free_call_id: 'freed', the freeing call; 'superseded', the
+                                  -- allocation call that took the address over. NULL while outstanding, for
+                                  -- 'process_exit' (no call ended it) and when a nested call ended it
 );
 
 -- Frees and unmaps that matched no recorded allocation (memory allocated before tracing began).

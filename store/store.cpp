@@ -27,19 +27,20 @@ constexpr auto kCommitInterval = std::chrono::milliseconds(50);
 constexpr std::size_t kWakeOps = 8192;
 // Producers wait (the ring buffer then fills and the kernel side counts drops)
 // rather than let the queue grow without bound when the disk cannot keep up
-// (an operation is 176 bytes: this bounds the queue to about 23 MB).
+// (an operation is 184 bytes: this bounds the queue to about 24 MB).
 constexpr std::size_t kMaxQueuedOps = 1u << 17;
 constexpr int kMaxLoggedErrors = 5;
 constexpr std::size_t kMultiRows = 32;
-constexpr int kCallColumns = 22, kAllocColumns = 14;
+constexpr int kCallColumns = 23, kAllocColumns = 16;
 
 const char* const kInsertCall =
     "INSERT INTO call_rows (id, session_id, ts_ns, dur_ns, pid, tid, api_id, device, stream, ptr, bytes, handle, ret, "
-    "caller_id, off_cpu_ns, runq_ns, switches, preempted_by, preempted_by_comm, longest_off_ns, parent_id, incomplete) "
+    "caller_id, off_cpu_ns, runq_ns, switches, preempted_by, preempted_by_comm, longest_off_ns, parent_id, incomplete, "
+    "seq) "
     "VALUES ";
 const char* const kInsertAlloc =
     "INSERT INTO allocations (id, session_id, pid, device, kind, ptr, bytes, handle, alloc_call_id, alloc_ts_ns, "
-    "caller_id, free_call_id, free_ts_ns, end_reason) VALUES ";
+    "caller_id, alloc_seq, free_call_id, free_ts_ns, end_reason, free_seq) VALUES ";
 
 // "(?,?,...),(?,?,...)": `rows` groups of `columns` parameters.
 std::string values_list(int columns, std::size_t rows) {
@@ -60,9 +61,9 @@ constexpr std::int64_t bits(std::uint64_t v) { return static_cast<std::int64_t>(
 struct CallRow {
   enum : std::uint16_t {
     kDevice = 1, kStream = 2, kPtr = 4, kBytes = 8, kHandle = 16, kPreemptedBy = 32,
-    kComm = 64, kLongestOff = 128, kParent = 256,
+    kComm = 64, kLongestOff = 128, kParent = 256, kSeq = 512,
   };
-  std::int64_t id, ts_ns, dur_ns;
+  std::int64_t id, ts_ns, dur_ns, seq;
   std::int64_t device;
   std::uint64_t stream, ptr, bytes, handle;
   std::int64_t ret, caller_id, off_cpu_ns, runq_ns, longest_off_ns, parent_id;
@@ -75,13 +76,13 @@ struct CallRow {
 struct AllocOpenRow {
   std::int64_t id, alloc_call_id, alloc_ts_ns, caller_id;
   std::uint64_t ptr, bytes;
-  std::optional<std::int64_t> device;
+  std::optional<std::int64_t> device, alloc_seq;
   std::optional<std::uint64_t> handle;
   std::uint32_t pid;
   AllocKind kind;
   // Filled in by the writer when the close arrives in the same transaction (one INSERT, no UPDATE).
   bool closed = false;
-  std::optional<std::int64_t> free_call_id;
+  std::optional<std::int64_t> free_call_id, free_seq;
   std::int64_t free_ts_ns = 0;
   std::string end_reason;
 };
@@ -171,7 +172,39 @@ Result<std::int64_t> query_int(sqlite3* db, const char* sql, const std::string& 
   return static_cast<std::int64_t>(std::strtoll(t->c_str(), nullptr, 10));
 }
 
+// Columns added to tables of an earlier schema version: CREATE TABLE IF NOT EXISTS leaves an
+// existing table as it is, so an older file gets them by ALTER TABLE. schema.sql declares them
+// the same way, last in their tables, so that old and new files have one column order.
+struct AddedColumn {
+  const char* table;
+  const char* column;
+  const char* type;
+};
+constexpr AddedColumn kAddedColumns[] = {
+    // schema 4
+    {"call_rows", "seq", "INTEGER"},
+    {"allocations", "alloc_seq", "INTEGER"},
+    {"allocations", "free_seq", "INTEGER"},
+};
+
 }  // namespace
+
+Status upgrade_schema(sqlite3* db) {
+  if (Status s = exec(db, std::string(schema_sql()), "creating the tables"); !s) return s;
+  for (const AddedColumn& c : kAddedColumns) {
+    const std::string name = std::string(c.table) + "." + c.column;
+    const std::string has = std::string("SELECT count(*) FROM pragma_table_info('") + c.table + "') WHERE name = '" +
+                            c.column + "'";
+    auto present = query_int(db, has.c_str(), "looking for column " + name);
+    if (!present) return present.error();
+    if (*present > 0) continue;
+    if (Status s = exec(db, std::string("ALTER TABLE ") + c.table + " ADD COLUMN " + c.column + " " + c.type,
+                        "adding column " + name);
+        !s)
+      return s;
+  }
+  return exec(db, "PRAGMA user_version = " + std::to_string(kSchemaVersion), "setting the schema version");
+}
 
 // ---------------------------------------------------------------------------
 
@@ -219,6 +252,7 @@ struct TraceWriter::Impl {
   std::int64_t last_caller_id = 0;
   std::set<std::pair<std::uint32_t, std::optional<std::int64_t>>> processes_seen;  // this session
   std::unordered_map<std::uint32_t, std::int64_t> newest_process;                   // pid -> processes.id
+  std::unordered_map<std::uint32_t, std::int64_t> top_level_calls;                  // pid -> its last call_rows.seq
   bool warned_no_session = false;
 
   // Stats.
@@ -353,7 +387,7 @@ struct TraceWriter::Impl {
            opt(18, CallRow::kPreemptedBy, std::int64_t{c.preempted_by}) |
            ((c.present & CallRow::kComm) ? bind(s, base + 19, c.comm) : sqlite3_bind_null(s, base + 19)) |
            opt(20, CallRow::kLongestOff, c.longest_off_ns) | opt(21, CallRow::kParent, c.parent_id) |
-           bind(s, base + 22, std::int64_t{c.incomplete ? 1 : 0});
+           bind(s, base + 22, std::int64_t{c.incomplete ? 1 : 0}) | opt(23, CallRow::kSeq, c.seq);
   }
 
   static int bind_alloc(sqlite3_stmt* s, int base, std::int64_t session, const AllocOpenRow& a) {
@@ -363,11 +397,13 @@ struct TraceWriter::Impl {
              sqlite3_bind_text(s, base + 5, kind.data(), static_cast<int>(kind.size()), SQLITE_STATIC) |
              bind(s, base + 6, bits(a.ptr)) | bind(s, base + 7, bits(a.bytes)) | bind(s, base + 8, a.handle) |
              bind(s, base + 9, a.alloc_call_id) | bind(s, base + 10, a.alloc_ts_ns) |
-             (a.caller_id != 0 ? bind(s, base + 11, a.caller_id) : sqlite3_bind_null(s, base + 11));
+             (a.caller_id != 0 ? bind(s, base + 11, a.caller_id) : sqlite3_bind_null(s, base + 11)) |
+             bind(s, base + 12, a.alloc_seq);
     if (a.closed)
-      return rc | bind(s, base + 12, a.free_call_id) | bind(s, base + 13, a.free_ts_ns) |
-             bind(s, base + 14, a.end_reason);
-    return rc | sqlite3_bind_null(s, base + 12) | sqlite3_bind_null(s, base + 13) | sqlite3_bind_null(s, base + 14);
+      return rc | bind(s, base + 13, a.free_call_id) | bind(s, base + 14, a.free_ts_ns) |
+             bind(s, base + 15, a.end_reason) | bind(s, base + 16, a.free_seq);
+    return rc | sqlite3_bind_null(s, base + 13) | sqlite3_bind_null(s, base + 14) | sqlite3_bind_null(s, base + 15) |
+           sqlite3_bind_null(s, base + 16);
   }
 
   // Inserts `rows` with the multi-row statement while kMultiRows are left, then one by one.
@@ -431,12 +467,14 @@ struct TraceWriter::Impl {
         it->closed = true;
         it->free_call_id = c.free_call_id;
         it->free_ts_ns = c.free_ts_ns;
+        it->free_seq = c.free_seq;
         it->end_reason = std::move(c.end_reason);
         return;
       }
     }
     sqlite3_stmt* s = upd_alloc.s;
-    int rc = bind(s, 1, c.free_call_id) | bind(s, 2, c.free_ts_ns) | bind(s, 3, c.end_reason) | bind(s, 4, c.id);
+    int rc = bind(s, 1, c.free_call_id) | bind(s, 2, c.free_ts_ns) | bind(s, 3, c.end_reason) | bind(s, 4, c.free_seq) |
+             bind(s, 5, c.id);
     write(upd_alloc, rc, "update allocations (free)");
   }
 
@@ -593,6 +631,7 @@ struct TraceWriter::Impl {
       row.id = o.id;
       row.alloc_call_id = o.alloc_call_id;
       row.alloc_ts_ns = o.alloc_ts_ns;
+      row.alloc_seq = o.alloc_seq;
       row.caller_id = caller_id;
       row.ptr = o.ptr;
       row.bytes = o.bytes;
@@ -642,7 +681,8 @@ struct TraceWriter::Impl {
         {&ins_call_multi, call_multi.c_str()},
         {&ins_alloc, alloc1.c_str()},
         {&ins_alloc_multi, alloc_multi.c_str()},
-        {&upd_alloc, "UPDATE allocations SET free_call_id = ?, free_ts_ns = ?, end_reason = ? WHERE id = ?"},
+        {&upd_alloc,
+         "UPDATE allocations SET free_call_id = ?, free_ts_ns = ?, end_reason = ?, free_seq = ? WHERE id = ?"},
         {&ins_unmatched, "INSERT OR IGNORE INTO unmatched_frees (call_id, session_id, pid, ptr) VALUES (?,?,?,?)"},
         {&ins_object, "INSERT OR IGNORE INTO objects (id, path) VALUES (?,?)"},
         {&ins_process,
@@ -738,12 +778,9 @@ Result<std::unique_ptr<TraceWriter>> TraceWriter::open(const std::string& path) 
     sqlite3_exec(db.db, "ROLLBACK", nullptr, nullptr, nullptr);
     return Error{m};
   };
-  if (Status s = exec(db.db, std::string(schema_sql()), "cannot create the schema in " + ctx); !s)
-    return abort(s.message() + "; check that the directory is writable and the disk is not full");
-  if (Status s = exec(db.db, "PRAGMA user_version = " + std::to_string(kSchemaVersion),
-                      "cannot set the schema version of " + ctx);
-      !s)
-    return abort(s.message());
+  if (Status s = upgrade_schema(db.db); !s)
+    return abort("cannot create or upgrade the schema of " + ctx + ": " + s.message() +
+                 "; check that the directory is writable and the disk is not full");
   {
     Stmt ins;
     if (sqlite3_prepare_v2(db.db, "INSERT OR IGNORE INTO apis (id, name, layer, op) VALUES (?,?,?,?)", -1, &ins.s,
@@ -834,6 +871,7 @@ std::int64_t TraceWriter::begin_session(const SessionInfo& info) {
     im.session_id = id;
     im.processes_seen.clear();
     im.newest_process.clear();
+    im.top_level_calls.clear();
     // Allocations do not carry over from an earlier session of this writer: what was
     // open stays outstanding (free NULL) in that session.
     im.pairing = Pairing(im.next_allocation_id);
@@ -926,6 +964,10 @@ void TraceWriter::add_call(const CallRecord& call) {
   row.runq_ns = call.runq_ns;
   row.longest_off_ns = call.longest_off_ns.value_or(0);
   row.parent_id = call.parent_id.value_or(0);
+  // The process's activity order: its top-level calls numbered as they arrive here.
+  std::optional<std::int64_t> seq;
+  if (!call.parent_id) seq = ++im.top_level_calls[call.pid];
+  row.seq = seq.value_or(0);
   row.pid = call.pid;
   row.tid = call.tid;
   row.switches = call.switches;
@@ -933,6 +975,7 @@ void TraceWriter::add_call(const CallRecord& call) {
   row.present |= call.preempted_by ? CallRow::kPreemptedBy : 0;
   row.present |= call.longest_off_ns ? CallRow::kLongestOff : 0;
   row.present |= call.parent_id ? CallRow::kParent : 0;
+  row.present |= seq ? CallRow::kSeq : 0;
   if (call.preempted_by_comm) {
     row.present |= CallRow::kComm;
     row.comm = *call.preempted_by_comm;
@@ -946,7 +989,7 @@ void TraceWriter::add_call(const CallRecord& call) {
   im.ops.opened.clear();
   im.ops.closed.clear();
   im.ops.unmatched.clear();
-  im.pairing.on_call(call, im.ops);
+  im.pairing.on_call(call, seq, im.ops);
   if (!im.ops.opened.empty() || !im.ops.closed.empty() || !im.ops.unmatched.empty())
     im.push_pairing(l, im.ops, caller_id);
 }

@@ -19,16 +19,25 @@
 #include "store/pairing.h"
 #include "store/records.h"
 
+struct sqlite3;
+
 namespace vs::store {
 
 // 2: per-API summaries (summaries, call_stats, call_stats_preemptors).
-// 3: the same per run of calls (call_buckets, call_bucket_stats), for time windows. Readers accept 1 and 2.
-inline constexpr int kSchemaVersion = 3;
+// 3: the same per run of calls (call_buckets, call_bucket_stats), for time windows.
+// 4: each top-level call's ordinal in its process (call_rows.seq), and that of the calls that made and
+//    ended an allocation (allocations.alloc_seq, free_seq). Readers accept 1 to 3 (the columns absent).
+inline constexpr int kSchemaVersion = 4;
 
 // The schema text (store/schema.sql, embedded at build time).
 std::string_view schema_sql();
 // Its indexes (store/indexes.sql), built when a session ends.
 std::string_view index_sql();
+
+// Brings the schema of a read-write connection to kSchemaVersion: creates the tables an older file
+// lacks, adds the columns added since to its existing tables, sets user_version. Idempotent; the
+// caller holds the transaction, if any. The error says which step failed.
+Status upgrade_schema(sqlite3* db);
 
 struct WriterStats {
   std::int64_t calls_written = 0;     // rows committed

@@ -305,14 +305,8 @@ Status build_summaries(const std::string& path, std::int64_t session_id) {
   if (version <= 0) return Error{ctx + " is not a vramscope trace (no schema version)"};
   if (version > kSchemaVersion)
     return Error{ctx + " was written by a newer vramscope (schema " + std::to_string(version) + "); upgrade vramscope"};
-  // Every CREATE in the schema is IF NOT EXISTS: this adds the tables a file of an older version lacks.
-  std::string upgrade = std::string(schema_sql()) + "; PRAGMA user_version = " + std::to_string(kSchemaVersion);
-  char* msg = nullptr;
-  if (sqlite3_exec(raw, upgrade.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
-    std::string m = msg != nullptr ? msg : errmsg(raw);
-    sqlite3_free(msg);
-    return Error{"cannot upgrade " + ctx + " to schema " + std::to_string(kSchemaVersion) + ": " + m};
-  }
+  if (Status st = upgrade_schema(raw); !st)
+    return Error{"cannot upgrade " + ctx + " to schema " + std::to_string(kSchemaVersion) + ": " + st.message()};
   {
     Statement s(raw, "SELECT status FROM sessions WHERE id = ?");
     sqlite3_bind_int64(s.get(), 1, session_id);

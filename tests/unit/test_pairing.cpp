@@ -340,3 +340,67 @@ TEST_CASE("pairing: an allocation at a still-open pointer supersedes the old one
   CHECK(f.closed[0].id == 3);
   CHECK(p.totals().open_count == 0);
 }
+
+TEST_CASE("pairing: allocations carry the seq of the calls that made and ended them", "[pairing]") {
+  using Seq = std::optional<std::int64_t>;
+  Pairing p;
+  SECTION("cudaMalloc / cudaFree, cuMemCreate / cuMemRelease, cudaMallocAsync / cudaFreeAsync") {
+    const struct {
+      const char* alloc;
+      const char* free;
+      bool by_handle;
+    } pairs[] = {{"cudaMalloc", "cudaFree", false}, {"cuMemCreate", "cuMemRelease", true},
+                 {"cudaMallocAsync", "cudaFreeAsync", false}};
+    std::int64_t id = 1;
+    for (const auto& pair : pairs) {
+      INFO(pair.alloc << " / " << pair.free);
+      Call opening(id, pair.alloc), closing(id + 1, pair.free);
+      if (pair.by_handle) {
+        opening.handle(7).bytes(1 << 21);
+        closing.handle(7);
+      } else {
+        opening.ptr(kPtr).bytes(256);
+        closing.ptr(kPtr);
+      }
+      auto a = p.on_call(opening, Seq(10 * id));
+      REQUIRE(a.opened.size() == 1);
+      CHECK(a.opened[0].alloc_seq == Seq(10 * id));
+      auto f = p.on_call(closing, Seq(10 * id + 3));
+      REQUIRE(f.closed.size() == 1);
+      CHECK(f.closed[0].id == a.opened[0].id);
+      CHECK(f.closed[0].free_seq == Seq(10 * id + 3));
+      id += 2;
+    }
+  }
+  SECTION("superseded: the seq of the allocation call that took the address over") {
+    p.on_call(Call(1, "cudaMalloc").ptr(kPtr).bytes(100), Seq(1));
+    auto again = p.on_call(Call(2, "cudaMalloc").ptr(kPtr).bytes(300), Seq(2));
+    REQUIRE(again.closed.size() == 1);
+    CHECK(again.closed[0].end_reason == "superseded");
+    CHECK(again.closed[0].free_seq == Seq(2));
+    REQUIRE(again.opened.size() == 1);
+    CHECK(again.opened[0].alloc_seq == Seq(2));
+  }
+  SECTION("process_exit: no call ended them") {
+    p.on_call(Call(1, "cudaMalloc").ptr(kPtr).bytes(100), Seq(1));
+    auto e = p.on_process_exit(100, 5000);
+    REQUIRE(e.closed.size() == 1);
+    CHECK(e.closed[0].end_reason == "process_exit");
+    CHECK_FALSE(e.closed[0].free_seq.has_value());
+  }
+  SECTION("nested calls have no seq, and a runtime call's allocation takes the runtime call's") {
+    // cuMemAlloc_v2 inside cudaMalloc arrives first and is counted by its parent.
+    CHECK(nothing(p.on_call(Call(2, "cuMemAlloc_v2").ptr(kPtr).bytes(64).parent(1, "cudaMalloc"), std::nullopt)));
+    auto a = p.on_call(Call(1, "cudaMalloc").ptr(kPtr).bytes(64), Seq(4));
+    REQUIRE(a.opened.size() == 1);
+    CHECK(a.opened[0].alloc_seq == Seq(4));
+    // A lazy allocation inside a sync is its own allocation, made by a nested call.
+    auto lazy =
+        p.on_call(Call(4, "cuMemAlloc_v2").ptr(kPtr + 4096).bytes(64).parent(3, "cudaDeviceSynchronize"), std::nullopt);
+    REQUIRE(lazy.opened.size() == 1);
+    CHECK_FALSE(lazy.opened[0].alloc_seq.has_value());
+    auto f = p.on_call(Call(6, "cuMemFree_v2").ptr(kPtr + 4096).parent(5, "cudaDeviceSynchronize"), std::nullopt);
+    REQUIRE(f.closed.size() == 1);
+    CHECK_FALSE(f.closed[0].free_seq.has_value());
+  }
+}

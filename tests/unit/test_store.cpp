@@ -1,15 +1,20 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "call_builder.h"
+#include "store/reader.h"
 #include "store/store.h"
+#include "store/summaries.h"
 
 using vs::store::TraceWriter;
 using vs::test::Call;
@@ -336,6 +341,10 @@ TEST_CASE("store: many calls span several transactions", "[store]") {
   CHECK(db.one("SELECT count(*) FROM call_rows") == std::to_string(kCalls));
   CHECK(db.one("SELECT count(*), count(free_call_id) FROM allocations") == "8000|8000");
   CHECK(db.one("SELECT count(*) FROM allocations WHERE free_call_id != alloc_call_id + 1") == "0");
+  // One process, no nested calls: seq is the call id, across transactions (frees of committed rows are UPDATEs).
+  CHECK(db.one("SELECT count(seq), min(seq), max(seq) FROM call_rows WHERE seq = id") == "16000|1|16000");
+  CHECK(db.one("SELECT count(*) FROM allocations WHERE alloc_seq = alloc_call_id AND free_seq = free_call_id") ==
+        "8000");
 }
 
 TEST_CASE("store: producers on several threads, stats() meanwhile", "[store]") {
@@ -383,6 +392,196 @@ TEST_CASE("store: producers on several threads, stats() meanwhile", "[store]") {
                "WHERE c.pid != a.pid OR c.ptr != a.ptr") == "0");
   CHECK(db.one("SELECT count(*) FROM objects") == "3");
   CHECK(db.one("SELECT count(*) FROM unmatched_frees") == "0");
+  // Each process's calls came from one thread, in id order: numbered 1..4000 each, whatever the interleaving.
+  CHECK(db.one("SELECT count(*) FROM call_rows WHERE seq = id - (pid - 1000) * 4000") == "12000");
+  CHECK(db.one("SELECT count(*) FROM allocations a JOIN call_rows c ON c.id = a.alloc_call_id "
+               "JOIN call_rows f ON f.id = a.free_call_id WHERE a.alloc_seq = c.seq AND a.free_seq = f.seq") == "6000");
+}
+
+TEST_CASE("store: seq numbers each process's top-level calls; allocations carry the seq of their calls", "[store]") {
+  TempDir dir;
+  const fs::path file = dir.path / "trace.db";
+  constexpr std::uint64_t kHandle = 0x55, kAsync = 0x7f0000900000, kLazy = 0x7f0000a00000;
+  {
+    auto opened = TraceWriter::open(file.string());
+    REQUIRE(opened.ok());
+    auto& w = *opened.value();
+    REQUIRE(w.begin_session(session_info("h", 0)) == 1);
+    // Two processes take turns; a nested driver call arrives before its runtime parent.
+    w.add_call(Call(1, "cudaMalloc", 100).ptr(kP1).bytes(256));
+    w.add_call(Call(2, "cudaMalloc", 200).ptr(kP1).bytes(512));
+    w.add_call(Call(4, "cuMemAlloc_v2", 100).ptr(kP2).bytes(1024).parent(3, "cudaMalloc"));
+    w.add_call(Call(3, "cudaMalloc", 100).ptr(kP2).bytes(1024));
+    w.add_call(Call(5, "cuMemCreate", 200).handle(kHandle).bytes(1 << 21).device(0));
+    w.add_call(Call(6, "cudaMallocAsync", 100).ptr(kAsync).bytes(4096).stream(7));
+    // Committed: the frees below update rows already written.
+    REQUIRE(w.flush().ok());
+    w.add_call(Call(7, "cudaLaunchKernel", 200));  // not a memory call: numbered all the same
+    w.add_call(Call(8, "cudaFreeAsync", 100).ptr(kAsync).stream(7));
+    w.add_call(Call(9, "cuMemRelease", 200).handle(kHandle));
+    w.add_call(Call(10, "cudaFree", 100).ptr(kP1));
+    w.add_call(Call(12, "cuMemFree_v2", 100).ptr(kP2).parent(11, "cudaFree"));
+    w.add_call(Call(11, "cudaFree", 100).ptr(kP2));
+    w.add_call(Call(13, "cudaMalloc", 200).ptr(kP1).bytes(64));  // supersedes call 2's: its free was missed
+    // Allocated and freed before the next commit, most likely: one INSERT with both seqs.
+    w.add_call(Call(14, "cudaMalloc", 100).ptr(kP1).bytes(2048));
+    w.add_call(Call(15, "cudaFree", 100).ptr(kP1));
+    // A lazy allocation and its release, each by a driver call nested in a sync.
+    w.add_call(Call(16, "cuMemAlloc_v2", 100).ptr(kLazy).bytes(128).parent(17, "cudaDeviceSynchronize"));
+    w.add_call(Call(17, "cudaDeviceSynchronize", 100));
+    w.add_call(Call(18, "cuMemFree_v2", 100).ptr(kLazy).parent(19, "cudaStreamSynchronize"));
+    w.add_call(Call(19, "cudaStreamSynchronize", 100));
+    w.process_exited(200, 30000, 0);  // releases call 13's allocation
+    vs::store::SessionEnd end;
+    end.end_ts_ns = 40000;
+    REQUIRE(w.end_session(end).ok());
+
+    // A new session numbers afresh.
+    REQUIRE(w.begin_session(session_info("h", 50000)) == 2);
+    w.add_call(Call(20, "cudaLaunchKernel", 100));
+    w.add_call(Call(21, "cudaMalloc", 100).ptr(kP1).bytes(8));
+    REQUIRE(w.end_session(end).ok());
+  }
+  Sql db(file);
+  CHECK(db.rows("SELECT id, pid, seq FROM call_rows WHERE session_id = 1 ORDER BY id") ==
+        std::vector<std::string>{"1|100|1", "2|200|1", "3|100|2", "4|100|NULL", "5|200|2", "6|100|3",
+                                 "7|200|3", "8|100|4", "9|200|4", "10|100|5", "11|100|6", "12|100|NULL",
+                                 "13|200|5", "14|100|7", "15|100|8", "16|100|NULL", "17|100|9", "18|100|NULL",
+                                 "19|100|10"});
+  CHECK(db.rows("SELECT id, pid, kind, alloc_call_id, alloc_seq, free_call_id, free_seq, end_reason "
+                "FROM allocations WHERE session_id = 1 ORDER BY id") ==
+        std::vector<std::string>{
+            "1|100|device|1|1|10|5|freed",
+            "2|200|device|2|1|13|5|superseded",
+            "3|100|device|3|2|11|6|freed",
+            "4|200|vmm_physical|5|2|9|4|freed",
+            "5|100|async|6|3|8|4|freed",
+            "6|200|device|13|5|NULL|NULL|process_exit",
+            "7|100|device|14|7|15|8|freed",
+            "8|100|device|16|NULL|18|NULL|freed",
+        });
+  // Whatever the path (INSERT of a row closed in its transaction, UPDATE of a committed one),
+  // alloc_seq and free_seq are the seq of alloc_call_id and free_call_id.
+  CHECK(db.one("SELECT count(*) FROM allocations a JOIN call_rows c ON c.id = a.alloc_call_id "
+               "WHERE a.alloc_seq IS NOT c.seq") == "0");
+  CHECK(db.one("SELECT count(*) FROM allocations a JOIN call_rows c ON c.id = a.free_call_id "
+               "WHERE a.free_seq IS NOT c.seq") == "0");
+  CHECK(db.rows("SELECT id, pid, seq FROM call_rows WHERE session_id = 2 ORDER BY id") ==
+        std::vector<std::string>{"20|100|1", "21|100|2"});
+  CHECK(db.one("SELECT alloc_call_id, alloc_seq FROM allocations WHERE session_id = 2") == "21|2");
+}
+
+namespace {
+
+// The recorded traces shipped in examples/traces: written with schema 1, before seq existed.
+std::vector<fs::path> shipped_traces() {
+  std::vector<fs::path> out;
+  for (const auto& entry : fs::directory_iterator(fs::path(VS_EXAMPLES_DIR) / "traces"))
+    if (fs::exists(entry.path() / "trace.db")) out.push_back(entry.path() / "trace.db");
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string file_bytes(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string columns_of(Sql& db, const std::string& table) {
+  std::string out;
+  for (const std::string& c : db.rows("SELECT name FROM pragma_table_info('" + table + "')"))
+    out += (out.empty() ? "" : ",") + c;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("store: the shipped schema-1 traces open in the reader unchanged", "[store]") {
+  const auto traces = shipped_traces();
+  REQUIRE(traces.size() == 6);
+  for (const fs::path& trace : traces) {
+    INFO(trace);
+    const std::string before = file_bytes(trace);
+    {
+      auto r = vs::store::TraceReader::open(trace.string());
+      REQUIRE(r.ok());
+      std::int64_t version = -1, calls = -1;
+      REQUIRE((*r)->query("PRAGMA user_version", {}, [&](const vs::store::Row& row) { version = row.i64(0); }).ok());
+      REQUIRE((*r)->query("SELECT count(*) FROM calls", {}, [&](const vs::store::Row& row) { calls = row.i64(0); }).ok());
+      CHECK(version == 1);
+      CHECK(calls > 0);
+    }
+    CHECK(file_bytes(trace) == before);
+  }
+}
+
+TEST_CASE("store: a writer opening a schema-1 file adds the seq columns; the old session keeps NULL", "[store]") {
+  TempDir dir;
+  const fs::path file = dir.path / "trace.db";
+  fs::copy_file(fs::path(VS_EXAMPLES_DIR) / "traces" / "leak" / "trace.db", file);
+  std::string old_calls, old_allocations;
+  {
+    Sql db(file);
+    REQUIRE(db.one("PRAGMA user_version") == "1");
+    CHECK(columns_of(db, "call_rows").find("seq") == std::string::npos);
+    old_calls = db.one("SELECT count(*), max(id) FROM call_rows");
+    old_allocations = db.one("SELECT count(*), count(free_call_id) FROM allocations");
+  }
+  const std::int64_t max_old_id = std::stoll(old_calls.substr(old_calls.find('|') + 1));
+  std::int64_t base = 0;
+  {
+    auto w = TraceWriter::open(file.string());
+    INFO((w.ok() ? std::string() : w.error().message));
+    REQUIRE(w.ok());
+    base = (*w)->next_call_id();
+    CHECK(base == max_old_id + 1);
+    REQUIRE((*w)->begin_session(session_info("host-b", 1000)) == 2);
+    (*w)->add_call(Call(base + 1, "cuMemAlloc_v2", 4242).ptr(kP1).bytes(64).parent(base, "cudaMalloc"));
+    (*w)->add_call(Call(base, "cudaMalloc", 4242).ptr(kP1).bytes(64));
+    (*w)->add_call(Call(base + 2, "cudaFree", 4242).ptr(kP1));
+    vs::store::SessionEnd end;
+    end.end_ts_ns = 9000;
+    vs::Status st = (*w)->end_session(end);
+    INFO(st.message());
+    REQUIRE(st.ok());
+  }
+  Sql db(file);
+  CHECK(db.one("PRAGMA user_version") == std::to_string(vs::store::kSchemaVersion));
+  // Added last, as schema.sql declares them: old and new files have one column order.
+  const std::string call_columns = columns_of(db, "call_rows");
+  CHECK(call_columns.substr(call_columns.rfind(',') + 1) == "seq");
+  const std::string alloc_columns = columns_of(db, "allocations");
+  CHECK(alloc_columns.substr(alloc_columns.size() - std::string("alloc_seq,free_seq").size()) == "alloc_seq,free_seq");
+  // The recorded session is as it was, without numbers (readers number its top-level calls by id).
+  CHECK(db.one("SELECT count(*), max(id) FROM call_rows WHERE session_id = 1") == old_calls);
+  CHECK(db.one("SELECT count(seq) FROM call_rows WHERE session_id = 1") == "0");
+  CHECK(db.one("SELECT count(*), count(free_call_id) FROM allocations WHERE session_id = 1") == old_allocations);
+  CHECK(db.one("SELECT count(alloc_seq), count(free_seq) FROM allocations WHERE session_id = 1") == "0|0");
+  // The appended one has them.
+  CHECK(db.rows("SELECT id - " + std::to_string(base) + ", seq FROM call_rows WHERE session_id = 2 ORDER BY id") ==
+        std::vector<std::string>{"0|1", "1|NULL", "2|2"});
+  CHECK(db.one("SELECT alloc_seq, free_seq, end_reason FROM allocations WHERE session_id = 2") == "1|2|freed");
+  // And the reader opens the upgraded file.
+  CHECK(vs::store::TraceReader::open(file.string()).ok());
+}
+
+TEST_CASE("store: build_summaries on a schema-1 file adds the seq columns too", "[store]") {
+  TempDir dir;
+  const fs::path file = dir.path / "trace.db";
+  fs::copy_file(fs::path(VS_EXAMPLES_DIR) / "traces" / "attach" / "trace.db", file);
+  vs::Status st = vs::store::build_summaries(file.string(), 1);
+  INFO(st.message());
+  REQUIRE(st.ok());
+  Sql db(file);
+  CHECK(db.one("PRAGMA user_version") == std::to_string(vs::store::kSchemaVersion));
+  CHECK(db.one("SELECT count(*) FROM pragma_table_info('call_rows') WHERE name = 'seq'") == "1");
+  CHECK(db.one("SELECT count(*) FROM pragma_table_info('allocations') WHERE name IN ('alloc_seq', 'free_seq')") ==
+        "2");
+  CHECK(db.one("SELECT count(*), count(seq) FROM call_rows") == "20|0");
+  CHECK(db.one("SELECT calls FROM summaries WHERE session_id = 1") == "20");
+  // A second upgrade finds the columns there and adds nothing.
+  REQUIRE(vs::store::build_summaries(file.string(), 1).ok());
+  CHECK(db.one("SELECT count(*) FROM pragma_table_info('call_rows') WHERE name = 'seq'") == "1");
 }
 
 TEST_CASE("store: a file from a newer vramscope is refused", "[store]") {
