@@ -1,5 +1,8 @@
 // Time warps (tests/tools/time_warp.h): the rewriter keeps every call and
-// maps every timestamp through one monotone map.
+// maps every timestamp through one monotone map; and the property the growth
+// analyses must have: a warp of the idle time, which changes the pacing and
+// not the program, changes no leak verdict. Run over every shipped trace (and
+// the recorded corpus, where present) and every synthetic scenario.
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <set>
@@ -103,6 +106,81 @@ void check_copy(const std::string& original, const std::string& copy, const tw::
   CHECK(after.q("SELECT COUNT(*) FROM call_stats") == before.q("SELECT COUNT(*) FROM call_stats"));
 }
 
+// ---- the verdicts a warp must not change ----
+
+struct Verdicts {
+  std::string leak_growth_pids;                          // findings' leak_growth, e.g. "476 5001"
+  std::map<std::string, std::string> classification;     // leak_candidates: "pid 476 device libc10_cuda.so" -> verdict
+  std::string first_finding;                             // "leak_growth pid 476", or "none"
+};
+
+Verdicts verdicts_of(const std::string& file) {
+  const auto t = vs::test::open_trace(file);
+  Verdicts v;
+  const json findings = vs::test::run_tool_checked(*t.reader, "findings", {{"limit", 50}}).structured;
+  std::set<std::int64_t> pids;
+  for (const auto& f : findings["findings"])
+    if (f["kind"] == "leak_growth") pids.insert(f["pid"].get<std::int64_t>());
+  for (auto pid : pids) v.leak_growth_pids += (v.leak_growth_pids.empty() ? "" : " ") + std::to_string(pid);
+  v.first_finding = "none";
+  if (!findings["findings"].empty()) {
+    const json& first = findings["findings"][0];
+    v.first_finding = first["kind"].get<std::string>() +
+                      (first["pid"].is_null() ? "" : " pid " + std::to_string(first["pid"].get<std::int64_t>()));
+  }
+  const json candidates = vs::test::run_tool_checked(*t.reader, "leak_candidates", {{"limit", 100}}).structured;
+  REQUIRE(candidates["candidates_more"] == 0);
+  for (const auto& c : candidates["candidates"])
+    v.classification["pid " + std::to_string(c["pid"].get<std::int64_t>()) + " " + c["kind"].get<std::string>() + " " +
+                     c["library"].get<std::string>()] = c["classification"].get<std::string>();
+  return v;
+}
+
+// Every standard warp of `file` gives the verdicts of the original; the failure names the trace, the warp
+// and the verdict that changed, with its value before and after.
+void check_verdicts_keep(const std::string& name, const std::string& file, const syn::TempDir& dir) {
+  const Verdicts before = verdicts_of(file);
+  int n = 0;
+  for (const tw::WarpSpec& warp : tw::standard_warps()) {
+    const std::string copy = dir.file("warped-" + std::to_string(n++) + ".db");
+    auto warped = tw::warp_trace(file, copy, warp);
+    INFO("trace " << name << ", warp " << warp.name << (warped.ok() ? "" : ": " + warped.error().message));
+    REQUIRE(warped.ok());
+    const Verdicts after = verdicts_of(copy);
+    {
+      INFO("verdict: pids with a leak_growth finding");
+      CHECK(before.leak_growth_pids == after.leak_growth_pids);
+    }
+    {
+      INFO("verdict: the first finding (kind, pid)");
+      CHECK(before.first_finding == after.first_finding);
+    }
+    std::set<std::string> series;
+    for (const auto& [key, c] : before.classification) series.insert(key);
+    for (const auto& [key, c] : after.classification) series.insert(key);
+    for (const auto& key : series) {
+      INFO("verdict: leak_candidates classification of " << key);
+      const auto b = before.classification.find(key), a = after.classification.find(key);
+      CHECK((b == before.classification.end() ? "(absent)" : b->second) ==
+            (a == after.classification.end() ? "(absent)" : a->second));
+    }
+    for (const char* suffix : {"", "-wal", "-shm"}) fs::remove(copy + suffix);
+  }
+}
+
+// The recorded traces: examples/traces/*/trace.db, and examples/corpus/traces/*.db where it exists.
+std::vector<fs::path> recorded_traces() {
+  std::vector<fs::path> out;
+  const fs::path examples(VS_EXAMPLES_DIR);
+  for (const auto& d : fs::directory_iterator(examples / "traces"))
+    if (fs::exists(d.path() / "trace.db")) out.push_back(d.path() / "trace.db");
+  if (fs::is_directory(examples / "corpus" / "traces"))
+    for (const auto& f : fs::directory_iterator(examples / "corpus" / "traces"))
+      if (f.path().extension() == ".db") out.push_back(f.path());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("time warp: the map has slope 1 inside calls and rescales each gap", "[time_warp]") {
@@ -179,4 +257,22 @@ TEST_CASE("time warp: a warped copy keeps every call and maps every timestamp", 
     }
   }
   CHECK_FALSE(tw::warp_trace(synthetic, synthetic, tw::scale_startup(2)).ok());  // never over an existing file
+}
+
+TEST_CASE("time warp: the verdicts of every recorded trace stay the same under each warp", "[time_warp]") {
+  syn::TempDir dir("vs_time_warp");
+  const auto traces = recorded_traces();
+  REQUIRE(traces.size() >= 6);
+  for (const fs::path& trace : traces)
+    check_verdicts_keep(fs::relative(trace, fs::path(VS_EXAMPLES_DIR)).string(), trace.string(), dir);
+}
+
+TEST_CASE("time warp: the verdicts of every synthetic scenario stay the same under each warp", "[time_warp]") {
+  syn::TempDir dir("vs_time_warp");
+  int n = 0;
+  for (const syn::Scenario& scenario : syn::scenarios()) {
+    const std::string file = dir.file("scenario-" + std::to_string(n++) + ".db");
+    syn::write_trace(file, scenario.workloads);
+    check_verdicts_keep("synthetic '" + scenario.name + "'", file, dir);
+  }
 }
