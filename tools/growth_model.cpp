@@ -221,6 +221,7 @@ GrowthVerdict judge_growth(const CallLevel& level, const Activity& activity, std
   v.end_bytes = level.at(last);
   v.episodes = static_cast<std::int64_t>(episode_starts.size());
   v.last_high_seq = previous_high_seq;
+  v.first_episode_end_seq = first_episode_end_seq;
   v.calls_since_last_high = previous_high_seq < 0 ? v.calls : last - previous_high_seq;
   for (std::size_t k = episode_starts.size() > R::kRecentWaits ? episode_starts.size() - R::kRecentWaits : 1;
        k < episode_starts.size(); ++k)

@@ -37,16 +37,19 @@ namespace vs::tools {
 
 // Thresholds of the growth verdict, each with the reason for its value.
 struct GrowthRules {
-  // Fewer separate episodes are a load or a warm-up, not a trend: a leak leaves bytes behind request after
-  // request (5: the smallest count at which "every time" is more than a coincidence).
-  static constexpr std::int64_t kMinEpisodes = 5;
+  // Fewer separate episodes are a load and a warm-up, not a trend: a training loop's first steps make several
+  // (the first forward, backward and optimizer state, then a few segments as the cache settles: 6-7 in the
+  // warm-up traces of examples/corpus), while a leak leaves bytes behind request after request.
+  static constexpr std::int64_t kMinEpisodes = 8;
   // The waits between new highs of a caching allocator are irregular (a new segment every few requests): a flat
   // end up to twice the longest recent wait is still the same rhythm.
   static constexpr std::int64_t kGrowingFactor = 2;
   // Flat for four times the longest recent wait, the rhythm has stopped.
   static constexpr std::int64_t kPlateauFactor = 4;
-  // The recent rhythm: the waits between the last episodes (an early load's quick episodes do not count).
-  static constexpr std::int64_t kRecentWaits = 4;
+  // The recent rhythm: the longest of the waits between the last episodes (an early load's quick episodes do not
+  // count). One request can make several episodes (a VMM allocation is cuMemCreate, cuMemMap, cuMemSetAccess;
+  // a step allocates between copies): over 16 waits, its own period is in view.
+  static constexpr std::int64_t kRecentWaits = 16;
   // A plateau needs the process to have gone on working: at least this many calls after its last new high
   // (10 requests that copy a result back and synchronize).
   static constexpr std::int64_t kMinFlatCalls = 20;
@@ -129,6 +132,7 @@ struct GrowthVerdict {
   std::int64_t high_bytes = 0;                 // the high of the working phase
   std::int64_t end_bytes = 0;                  // after its last call
   std::int64_t first_high_ns = 0, last_high_ns = 0;
+  std::int64_t first_episode_end_seq = 0;  // the call of the first episode's last new high
   std::int64_t last_high_seq = 0;
   std::int64_t growth_bytes() const { return high_bytes - start_bytes; }
   // What the episodes after the first left behind: a leak's bytes, not the model load's.

@@ -91,10 +91,10 @@ const std::vector<Ctx::Allocation>& Ctx::allocations() {
   if (!allocations_) {
     allocations_.emplace();
     query(std::string("SELECT ") + kGpuKindsSql + ", id, pid, COALESCE(caller_id, 0), alloc_ts_ns, bytes, "
-              "alloc_call_id, free_ts_ns, COALESCE(end_reason, '') FROM allocations WHERE " + scope(),
+              "alloc_call_id, free_ts_ns, COALESCE(end_reason, ''), kind FROM allocations WHERE " + scope(),
           params(), [&](const store::Row& r) {
             allocations_->push_back({r.i64(0) != 0, r.i64(1), r.i64(2), r.i64(3), r.i64(4), r.i64(5), r.i64(6),
-                                     r.is_null(7) ? std::nullopt : std::optional(r.i64(7)), r.text(8)});
+                                     r.is_null(7) ? std::nullopt : std::optional(r.i64(7)), r.text(8), r.text(9)});
           });
   }
   return *allocations_;

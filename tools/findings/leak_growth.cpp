@@ -1,27 +1,18 @@
 // leak_growth: per process, outstanding GPU memory that kept reaching new highs
-// through the end of the process's activity and was not given back.
+// through the end of the process's work, judged on its calls, not on time
+// (tools/growth_model.h), so that neither a long start-up nor the pacing of
+// requests changes the verdict.
 #include <algorithm>
-#include <cmath>
 
 #include "tools/findings/registry.h"
+#include "tools/growth_model.h"
 
 namespace vs::tools::findings {
 namespace {
 
-// Equal time slices of a process's activity: enough to tell growth spread over the run from one step up.
-constexpr int kLeakSlices = 20;
-// A quarter of the slices: growth that recurs through the run, not a warm-up step or two.
-constexpr int kLeakMinGrowingSlices = 5;
-// The last quarter of the slices: growth that goes on to the end of the activity, not one that stopped.
-constexpr int kLeakLateSlice = kLeakSlices * 3 / 4;
-// A new high counts when it exceeds the last by more than this: less than one 2 MiB segment of PyTorch's
-// small pool, so that no new segment is missed and no rounding counts.
-constexpr std::int64_t kLeakNewHighBytes = kMiB;
-// Growth over the second half, above the few large segments (20 MiB and up) a caching allocator adds as a
-// workload settles.
+// Growth after the first episode (a model load), above the few large segments (20 MiB and up) a caching
+// allocator adds as a workload settles.
 constexpr std::int64_t kLeakMinGrowthBytes = 64 * kMiB;
-// The end within 10% of the high: the memory was not given back.
-constexpr std::int64_t kLeakMinEndPctOfHigh = 90;
 
 constexpr KindSeverity kLeakGrowthKind{
     "leak_growth", Severity::High,
@@ -29,96 +20,105 @@ constexpr KindSeverity kLeakGrowthKind{
     "the others on the GPU"};
 constexpr KindSeverity kKinds[] = {kLeakGrowthKind};
 
-// Per process: when outstanding GPU memory last grew, was it still growing
-// at the end of the process's activity, and was it given back?
 void leak_growth(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
-  std::map<std::int64_t, std::vector<const Ctx::Allocation*>> by_pid;
-  for (const Ctx::Allocation& a : c.allocations())
-    if (a.gpu) by_pid[a.pid].push_back(&a);
-  for (const auto& [pid, allocations] : by_pid) {
-    std::int64_t first = allocations.front()->alloc_ts;
-    for (const Ctx::Allocation* a : allocations) first = std::min(first, a->alloc_ts);
-    std::int64_t last = c.value(
-        "SELECT ts_ns FROM call_rows WHERE pid = ? AND ts_ns <= ? AND session_id = ? ORDER BY ts_ns DESC LIMIT 1",
-        {pid, c.session.end_ns, c.session.id});
-    std::int64_t span = last - first + 1;
-    if (span <= 1) continue;
-    std::vector<std::int64_t> level(kLeakSlices, 0);
-    auto slice = [&](std::int64_t ts) {
-      return static_cast<std::size_t>(std::min<std::int64_t>(kLeakSlices - 1, (ts - first) * kLeakSlices / span));
-    };
-    for (const Ctx::Allocation* a : allocations) {
-      if (a->alloc_ts <= last) level[slice(a->alloc_ts)] += a->bytes;
-      const bool released = a->end_reason == "freed" || a->end_reason == "superseded";
-      if (released && a->free_ts && *a->free_ts <= last) level[slice(*a->free_ts)] -= a->bytes;
+  const LifetimeFilter whole{c.session.start_ns, c.session.end_ns, c.pid, std::nullopt};
+  auto lifetimes = load_lifetimes(c.db, c.session, whole, Progress{});
+  if (!lifetimes) {
+    c.status = Status(lifetimes.error());
+    return;
+  }
+  auto index = ActivityIndex::load(c.db, c.session, c.pid);
+  if (!index) {
+    c.status = Status(index.error());
+    return;
+  }
+  index->number(*lifetimes);
+  std::map<std::int64_t, std::vector<const Lifetime*>> by_pid;
+  for (const Lifetime& l : *lifetimes)
+    if (occupies_gpu_memory(l.kind)) by_pid[l.pid].push_back(&l);
+  for (const auto& [pid, gpu] : by_pid) {
+    auto activity = index->activity(pid, c.session.start_ns, c.session.end_ns);
+    if (!activity) {
+      c.status = Status(activity.error());
+      return;
     }
-    std::int64_t high = 0;
-    int growing = 0, growing_late = 0, last_growing = -1;
-    for (int i = 0; i < kLeakSlices; ++i) {
-      if (i > 0) level[i] += level[i - 1];
-      if (level[i] > high + kLeakNewHighBytes) {
-        ++growing;
-        if (i >= kLeakLateSlice) ++growing_late;
-        last_growing = i;
-      }
-      high = std::max(high, level[i]);
-    }
-    const std::int64_t mid = level[kLeakSlices / 2 - 1], end = level[kLeakSlices - 1];
-    const bool fired = growing >= kLeakMinGrowingSlices && growing_late >= 1 && end - mid >= kLeakMinGrowthBytes &&
-                       end * 100 >= high * kLeakMinEndPctOfHigh;
-    if (!fired) {
-      notes.push_back(c.who(pid) + ": new high in " + std::to_string(growing) + " of " + std::to_string(kLeakSlices) +
-                      " slices (" + std::to_string(growing_late) + " in the last quarter), " +
-                      fmt_bytes(end - mid) + " over the second half, " + fmt_bytes(end) + " of a " +
-                      fmt_bytes(high) + " high at the end");
+    const CallLevel level = call_level(gpu, activity->first_seq);
+    const GrowthVerdict v = judge_growth(level, *activity, kLeakMinGrowthBytes);
+    if (v.verdict != "growing") {
+      notes.push_back(c.who(pid) + ": " + v.verdict + ", " + v.reason +
+                      (v.verdict == "undecided" ? "; " + std::to_string(v.calls_to_decide) +
+                                                      " more calls without a new high would make it a plateau"
+                                                : ""));
       continue;
     }
-    const std::int64_t mid_ns = first + span / 2;
-    const std::string held = " FROM allocations WHERE session_id = ? AND pid = ? AND " + std::string(kGpuKindsSql) +
-                             " AND alloc_ts_ns >= ? AND (free_ts_ns IS NULL OR free_ts_ns > ?)";
-    const std::vector<store::SqlValue> held_params{c.session.id, pid, mid_ns, last};
-    std::int64_t held_count = 0, held_bytes = 0, released_at_exit = 0;
-    c.query("SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(SUM(end_reason = 'process_exit'), 0)" + held,
-            held_params, [&](const store::Row& r) {
-              held_count = r.i64(0);
-              held_bytes = r.i64(1);
-              released_at_exit = r.i64(2);
-            });
-    std::string sizes;
-    c.query("SELECT bytes, COUNT(*)" + held + " GROUP BY bytes ORDER BY COUNT(*) DESC, bytes DESC LIMIT 3", held_params,
-            [&](const store::Row& r) {
-              sizes += (sizes.empty() ? "" : ", ") + fmt_bytes(r.i64(0)) + " x " + std::to_string(r.i64(1));
-            });
+    // What the growth left behind: allocated after the first episode, still held after the last working call.
+    std::int64_t held_count = 0, held_bytes = 0, returned_at_exit = 0, returned_in_teardown = 0;
+    std::map<std::int64_t, std::int64_t> count_by_size;
+    std::vector<std::pair<std::int64_t, std::int64_t>> held_ids;  // (-bytes, id)
+    for (const Lifetime* l : gpu) {
+      const bool held_at_end = l->free_seq > activity->last_work_seq || l->released_at_exit;
+      if (l->alloc_seq <= v.first_episode_end_seq || !held_at_end) continue;
+      ++held_count;
+      held_bytes += l->bytes;
+      ++count_by_size[l->bytes];
+      held_ids.push_back({-l->bytes, l->id});
+      if (l->released_at_exit) returned_at_exit += l->bytes;
+      else if (l->free_seq != kNever) returned_in_teardown += l->bytes;
+    }
+    std::vector<std::pair<std::int64_t, std::int64_t>> sizes(count_by_size.begin(), count_by_size.end());
+    std::stable_sort(sizes.begin(), sizes.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    std::string common;
+    for (std::size_t i = 0; i < sizes.size() && i < 3; ++i)
+      common += (i ? ", " : "") + fmt_bytes(sizes[i].first) + " x " + std::to_string(sizes[i].second);
+    std::sort(held_ids.begin(), held_ids.end());
+
+    const Process& p = c.processes[pid];
     Finding f(kLeakGrowthKind);
     f.pid = pid;
-    f.size = static_cast<double>(end - mid);
-    const double seconds = static_cast<double>(last - mid_ns) / 1e9;
-    const Process& p = c.processes[pid];
-    f.title = c.who(pid) + ": outstanding GPU memory grew by " + fmt_bytes(end - mid) +
-              " in the second half of its activity and was not given back";
-    f.summary = "Outstanding GPU memory of " + c.who(pid) + " went from " + fmt_bytes(mid) + " at " + c.t(mid_ns) +
-                " to " + fmt_bytes(end) + " at " + c.t(last) + " (+" + fmt_bytes(end - mid) + ", " +
-                fmt_bytes(static_cast<std::int64_t>(static_cast<double>(end - mid) / std::max(seconds, 1e-9))) +
-                "/s); it reached a new high in " + std::to_string(growing) + " of " + std::to_string(kLeakSlices) +
-                " equal slices of the process's activity (" + c.t(first) + " to " + c.t(last) +
-                "), the last in slice " + std::to_string(last_growing + 1) + ". " + std::to_string(held_count) +
-                " allocations made in the second half (" + fmt_bytes(held_bytes) + "; most common sizes: " + sizes +
-                ") were still held at its last call" +
-                (released_at_exit > 0 ? "; they were released only when the process exited at " + c.t(p.end_ns) + "."
-                                      : p.exited ? "." : "; the process was still running when the trace ended.");
-    f.rule = "outstanding GPU memory (device, async, managed, VMM physical) of one process reached a new high (by > " +
-             std::to_string(kLeakNewHighBytes / kMiB) + " MiB) in >= " + std::to_string(kLeakMinGrowingSlices) + " of " + std::to_string(kLeakSlices) +
-             " equal slices of its activity (first allocation to last call), at least once in the last quarter, "
-             "rose >= " + fmt_bytes(kLeakMinGrowthBytes) + " over the second half, and ended >= " +
-             std::to_string(kLeakMinEndPctOfHigh) + "% of its high";
-    f.numbers = {{"growth_bytes", end - mid},       {"start_outstanding_bytes", mid},
-                 {"end_outstanding_bytes", end},    {"high_bytes", high},
-                 {"growing_slices", growing},        {"slices", kLeakSlices},
-                 {"growth_start_t_ms", c.session.t_ms(mid_ns)}, {"last_call_t_ms", c.session.t_ms(last)},
-                 {"growth_rate_bytes_per_s", std::llround(static_cast<double>(end - mid) / std::max(seconds, 1e-9))},
-                 {"held_allocations", held_count},   {"held_bytes", held_bytes}};
-    f.allocation_ids = c.ids("SELECT id" + held + " ORDER BY bytes DESC, id LIMIT " + std::to_string(kMaxIds), held_params);
-    c.drill(f, "leak_candidates", {{"pid", pid}}, "growth slope and fit, and the allocation patterns responsible");
+    f.size = static_cast<double>(v.repeated_growth_bytes());
+    f.title = c.who(pid) + ": outstanding GPU memory kept growing through the end of its work (+" +
+              fmt_bytes(v.repeated_growth_bytes()) + " after its first growth episode)";
+    std::string given_back;
+    if (returned_in_teardown > 0)
+      given_back += " " + fmt_bytes(returned_in_teardown) + " of it was returned only by the " +
+                    std::to_string(v.teardown_calls) + " release calls after its last working call (the teardown).";
+    if (returned_at_exit > 0)
+      given_back += " " + fmt_bytes(returned_at_exit) + " was released only when the process exited at " +
+                    c.t(p.end_ns) + ".";
+    if (given_back.empty()) given_back = p.exited ? " Nothing of it was given back." : " The process was still running when the trace ended.";
+    f.summary = "Over its " + std::to_string(v.calls) + " calls from " + c.t(activity->first_ts_ns) + " to " +
+                c.t(activity->last_work_ts_ns) + ", outstanding GPU memory of " + c.who(pid) + " went from " +
+                fmt_bytes(v.start_bytes) + " to a high of " + fmt_bytes(v.high_bytes) + " (" +
+                fmt_bytes(v.end_bytes) + " after its last working call): " + std::to_string(v.new_highs) +
+                " new highs in " + std::to_string(v.episodes) + " episodes, the first (+" +
+                fmt_bytes(v.first_episode_end_bytes - v.start_bytes) + ", a load) then +" +
+                fmt_bytes(v.repeated_growth_bytes()) + "; while growing, a new high came at least every " +
+                std::to_string(v.longest_recent_wait_calls) + " calls, and the last one only " +
+                std::to_string(v.calls_since_last_high) + " calls before the end. " + std::to_string(held_count) +
+                " allocations made after the first episode (" + fmt_bytes(held_bytes) + "; most common sizes: " +
+                common + ") were still held after its last working call." + given_back;
+    f.rule = "GPU memory of one process (device, async, managed, VMM physical), " + growth_rule_text() +
+             "; fires when growing, with a threshold of " + fmt_bytes(kLeakMinGrowthBytes);
+    f.numbers = {{"growth_bytes", v.repeated_growth_bytes()},
+                 {"start_outstanding_bytes", v.start_bytes},
+                 {"first_episode_high_bytes", v.first_episode_end_bytes},
+                 {"high_bytes", v.high_bytes},
+                 {"end_outstanding_bytes", v.end_bytes},
+                 {"second_half_growth_bytes", v.second_half_growth_bytes()},
+                 {"calls", v.calls},
+                 {"new_highs", v.new_highs},
+                 {"episodes", v.episodes},
+                 {"longest_recent_wait_calls", v.longest_recent_wait_calls},
+                 {"calls_since_last_high", v.calls_since_last_high},
+                 {"teardown_calls", v.teardown_calls},
+                 {"first_call_t_ms", c.session.t_ms(activity->first_ts_ns)},
+                 {"last_working_call_t_ms", c.session.t_ms(activity->last_work_ts_ns)},
+                 {"held_allocations", held_count},
+                 {"held_bytes", held_bytes},
+                 {"released_at_exit_bytes", returned_at_exit},
+                 {"returned_in_teardown_bytes", returned_in_teardown}};
+    for (std::size_t i = 0; i < held_ids.size() && i < kMaxIds; ++i) f.allocation_ids.push_back(held_ids[i].second);
+    c.drill(f, "leak_candidates", {{"pid", pid}}, "the growth per kind and calling library, and the sizes never freed");
     c.drill(f, "allocation_timeline", {{"pid", pid}}, "the outstanding-bytes curve over time, with NVML's view");
     c.drill(f, "outstanding_allocations", held_at_end(c, pid), "what was held at the end, by size and calling library");
     out.push_back(std::move(f));

@@ -97,6 +97,10 @@ void fill_tails(Ctx& c, std::map<std::int64_t, Tail>& tails) {
   }
 }
 
+// The tracer's own threads: when they held the CPU the traced thread waited for, the tail is the cost of
+// observing, which the workload does not pay untraced.
+constexpr std::string_view kTracerComm = "vramscope";
+
 // Per API: is the slowest 1% slow because the thread was waiting for a CPU?
 void preemption_tail(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
   const auto& stats = c.call_stats();
@@ -120,6 +124,11 @@ void preemption_tail(Ctx& c, std::vector<Finding>& out, std::vector<std::string>
     }
     auto top = std::max_element(preemptors.begin(), preemptors.end(),
                                 [](const auto& a, const auto& b) { return a.second < b.second; });
+    if (top != preemptors.end() && top->first == kTracerComm) {
+      notes.push_back(api + ": p99 " + fmt_ns(p99) + " (p50 " + fmt_ns(p50) + "), " + pct(runq_share) +
+                      " of the tail waiting for a CPU held mostly by the tracer itself: its cost, not the workload's");
+      continue;
+    }
     Finding f(kPreemptionTailKind);
     f.size = static_cast<double>(p99);
     f.title = api + "'s tail is CPU preemption: p99 " + fmt_ns(p99) + " vs p50 " + fmt_ns(p50) + ", " +

@@ -13,17 +13,20 @@ constexpr const Rule* kRules[] = {
     &kPreemptionTailRule,
     &kMissedFreesRule,
     &kAllocatorCacheHeldRule,
+    &kHeldAfterEmptyCacheRule,
     &kLibraryHeldRule,
     &kNvmlContextOverheadRule,
     &kReleasedAtExitRule,
 };
 
 // Within one severity, what the user suffers more first: failures and growth that will fail, then what bounds
-// the trace's own numbers, then slowness, then memory held by design, then accounting.
+// the trace's own numbers, then memory held that the user believes released, then slowness, then memory held by
+// design, then accounting; memory held until exit before NVML's context estimate, which explains rather than
+// reports.
 constexpr std::string_view kRankedKinds[] = {
-    "leak_growth",          "out_of_memory", "coverage_gap",    "preemption_tail",       "missed_frees",
-    "call_errors",          "allocator_cache_held", "library_held", "unmatched_frees", "nvml_context_overhead",
-    "released_at_exit",
+    "out_of_memory",        "leak_growth",  "coverage_gap",    "held_after_empty_cache", "preemption_tail",
+    "missed_frees",         "call_errors",  "allocator_cache_held", "library_held",      "unmatched_frees",
+    "released_at_exit",     "nvml_context_overhead",
 };
 
 }  // namespace

@@ -11,7 +11,7 @@ namespace vs::tools::findings {
 
 // One per file of tools/findings/.
 extern const Rule kCoverageGapRule, kLeakGrowthRule, kCallErrorsRule, kPreemptionTailRule, kMissedFreesRule,
-    kAllocatorCacheHeldRule, kLibraryHeldRule, kNvmlContextOverheadRule, kReleasedAtExitRule;
+    kAllocatorCacheHeldRule, kHeldAfterEmptyCacheRule, kLibraryHeldRule, kNvmlContextOverheadRule, kReleasedAtExitRule;
 
 // The rules, in the order they run and `checked` lists them.
 std::span<const Rule* const> rules();

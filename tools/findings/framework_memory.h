@@ -1,0 +1,34 @@
+// What a framework's caching allocator (PyTorch's libc10_cuda, ...) did with
+// the GPU memory it caches, per process: when it last allocated, whether it
+// released memory after that (empty_cache() or an out-of-memory retry returns
+// every segment with no live block in it), and what it still held at the end.
+// allocator_cache_held and held_after_empty_cache tell the two cases apart
+// with it. Only the order of events matters here, never the time between them.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "tools/findings/rule.h"
+
+namespace vs::tools::findings {
+
+struct FrameworkMemory {
+  std::int64_t pid = 0;
+  std::int64_t caller = 0;  // the allocator's library (objects.id; the lowest if several)
+  std::int64_t last_alloc_ns = 0;
+  std::int64_t last_release_ns = 0;  // the last free by a call; 0: none
+  std::int64_t releases_after_last_alloc = 0, released_bytes_after_last_alloc = 0;
+  std::int64_t frees = 0, freed_bytes = 0;  // every free by a call
+  std::vector<const Ctx::Allocation*> held;  // never freed by a call: held at the end (or released at exit)
+  std::int64_t held_bytes() const;
+  // Released after its last allocation: what stayed is what had live blocks when the cache was emptied.
+  bool released_after_last_alloc() const { return releases_after_last_alloc > 0; }
+};
+
+// Per process, the framework allocators' cacheable memory (device, VMM physical and managed: the
+// cudaMallocAsync backend's pool is the driver's, and its outstanding allocations are live tensors).
+std::map<std::int64_t, FrameworkMemory> framework_memory(Ctx& c);
+
+}  // namespace vs::tools::findings
