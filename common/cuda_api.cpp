@@ -181,18 +181,17 @@ const ApiInfo* find_api(std::string_view name) {
   return nullptr;
 }
 
-std::string_view alloc_kind_name(AllocKind kind) {
-  switch (kind) {
-    case AllocKind::None: return "none";
-    case AllocKind::Device: return "device";
-    case AllocKind::Async: return "async";
-    case AllocKind::Managed: return "managed";
-    case AllocKind::Host: return "host";
-    case AllocKind::VmmPhysical: return "vmm_physical";
-    case AllocKind::VmmReserved: return "vmm_reserved";
-    case AllocKind::VmmMapped: return "vmm_mapped";
-  }
-  return "none";
+AllocKind alloc_kind_named(std::string_view name) {
+  for (AllocKind kind : kAllocKinds)
+    if (alloc_kind_name(kind) == name) return kind;
+  return AllocKind::None;
+}
+
+std::string gpu_memory_kinds_sql(std::string_view column) {
+  std::string list;
+  for (AllocKind kind : kAllocKinds)
+    if (occupies_gpu_memory(kind)) list += (list.empty() ? "'" : ", '") + std::string(alloc_kind_name(kind)) + "'";
+  return std::string(column) + " IN (" + list + ")";
 }
 
 std::string_view op_name(Op op) {

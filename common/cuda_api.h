@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace vs {
@@ -37,6 +38,19 @@ enum class Op : std::uint8_t {
 
 // The `allocations.kind` vocabulary (store/schema.sql documents it).
 enum class AllocKind : std::uint8_t { None, Device, Async, Managed, Host, VmmPhysical, VmmReserved, VmmMapped };
+
+// The kinds of allocation, in the order results list them.
+inline constexpr AllocKind kAllocKinds[] = {AllocKind::Device,      AllocKind::Async,       AllocKind::Managed,
+                                            AllocKind::Host,        AllocKind::VmmPhysical, AllocKind::VmmReserved,
+                                            AllocKind::VmmMapped};
+
+// The one definition of what occupies GPU memory, for the tracer's summary, pairing's totals and every tool:
+// device, async, managed and vmm_physical bytes. host is pinned host memory; vmm_reserved is address space and
+// vmm_mapped maps vmm_physical bytes: adding either would count address space or the same memory twice.
+constexpr bool occupies_gpu_memory(AllocKind kind) {
+  return kind == AllocKind::Device || kind == AllocKind::Async || kind == AllocKind::Managed ||
+         kind == AllocKind::VmmPhysical;
+}
 
 // Where a decoded value comes from: an integer argument register (A0..A5),
 // a stack argument (S0 is the 7th argument), or a value read at return (Out0, Out1).
@@ -70,7 +84,24 @@ struct ApiInfo {
 std::span<const ApiInfo> all_apis();
 const ApiInfo* find_api(std::uint16_t id);
 const ApiInfo* find_api(std::string_view name);
-std::string_view alloc_kind_name(AllocKind kind);
+constexpr std::string_view alloc_kind_name(AllocKind kind) {
+  switch (kind) {
+    case AllocKind::None: return "none";
+    case AllocKind::Device: return "device";
+    case AllocKind::Async: return "async";
+    case AllocKind::Managed: return "managed";
+    case AllocKind::Host: return "host";
+    case AllocKind::VmmPhysical: return "vmm_physical";
+    case AllocKind::VmmReserved: return "vmm_reserved";
+    case AllocKind::VmmMapped: return "vmm_mapped";
+  }
+  return "none";
+}
+// The kind named `name` (an allocations.kind value); None for any other string.
+AllocKind alloc_kind_named(std::string_view name);
+// occupies_gpu_memory as an SQL condition on the allocations.kind column `column`:
+// "kind IN ('device', 'async', 'managed', 'vmm_physical')".
+std::string gpu_memory_kinds_sql(std::string_view column = "kind");
 std::string_view layer_name(Layer layer);
 std::string_view op_name(Op op);  // the `apis.op` vocabulary (store/schema.sql)
 

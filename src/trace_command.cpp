@@ -20,6 +20,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/cuda_api.h"
 #include "store/reader.h"
 #include "store/store.h"
 #include "tracer/decoder.h"
@@ -332,21 +333,24 @@ void print_summary(const std::string& db, std::int64_t session_id, double second
   std::fprintf(stderr, "vramscope: session %lld: %lld calls in %.1f s, %lld records lost -> %s\n",
                static_cast<long long>(session_id), static_cast<long long>(calls), seconds,
                static_cast<long long>(drops), db.c_str());
+  // Bytes of GPU memory only: pinned host memory and VMM address ranges are counted, not added.
+  const std::string gpu = " AND " + gpu_memory_kinds_sql("a.kind");
   (void)(*reader)->query(
       "SELECT p.pid, COALESCE(p.comm, ''), "
       "  (SELECT COUNT(*) FROM allocations a WHERE a.session_id = p.session_id AND a.pid = p.pid), "
-      "  (SELECT COALESCE(SUM(bytes), 0) FROM allocations a WHERE a.session_id = p.session_id AND a.pid = p.pid "
-      "     AND a.kind NOT IN ('vmm_reserved', 'vmm_mapped')), "
+      "  (SELECT COALESCE(SUM(bytes), 0) FROM allocations a WHERE a.session_id = p.session_id AND a.pid = p.pid" +
+          gpu + "), "
       "  (SELECT COUNT(*) FROM allocations a WHERE a.session_id = p.session_id AND a.pid = p.pid "
       "     AND a.end_reason IS NULL), "
       "  (SELECT COALESCE(SUM(bytes), 0) FROM allocations a WHERE a.session_id = p.session_id AND a.pid = p.pid "
-      "     AND a.end_reason IS NULL AND a.kind NOT IN ('vmm_reserved', 'vmm_mapped')), "
+      "     AND a.end_reason IS NULL" + gpu + "), "
       "  (SELECT COALESCE(SUM(bytes), 0) FROM allocations a WHERE a.session_id = p.session_id AND a.pid = p.pid "
-      "     AND a.end_reason = 'process_exit' AND a.kind NOT IN ('vmm_reserved', 'vmm_mapped')) "
+      "     AND a.end_reason = 'process_exit'" + gpu + ") "
       "FROM processes p WHERE p.session_id = ? ORDER BY p.first_ts_ns",
       {session_id}, [&](const store::Row& r) {
         std::fprintf(stderr,
-                     "  pid %lld [%s]: %lld allocations (%s), outstanding at end: %lld (%s), released at exit: %s\n",
+                     "  pid %lld [%s]: %lld allocations (%s of GPU memory), outstanding at end: %lld (%s), released at "
+                     "exit: %s\n",
                      static_cast<long long>(r.i64(0)), r.text(1).c_str(), static_cast<long long>(r.i64(2)),
                      human_bytes(static_cast<std::uint64_t>(r.i64(3))).c_str(), static_cast<long long>(r.i64(4)),
                      human_bytes(static_cast<std::uint64_t>(r.i64(5))).c_str(),

@@ -36,8 +36,10 @@ bool counted_by_parent(const ApiInfo& api, std::uint16_t parent_api_id) {
 }  // namespace
 
 std::uint64_t OutstandingTotals::device_bytes() const {
-  return bytes_by_kind[static_cast<int>(AllocKind::Device)] + bytes_by_kind[static_cast<int>(AllocKind::Async)] +
-         bytes_by_kind[static_cast<int>(AllocKind::Managed)] + bytes_by_kind[static_cast<int>(AllocKind::VmmPhysical)];
+  std::uint64_t bytes = 0;
+  for (AllocKind kind : kAllocKinds)
+    if (occupies_gpu_memory(kind)) bytes += bytes_by_kind[static_cast<int>(kind)];
+  return bytes;
 }
 
 Pairing::Pairing(std::int64_t first_allocation_id) : next_id_(first_allocation_id) {}

@@ -57,7 +57,7 @@ struct PairingOps {
 struct OutstandingTotals {
   std::uint64_t bytes_by_kind[8]{};  // indexed by AllocKind
   std::uint64_t open_count = 0;
-  std::uint64_t device_bytes() const;  // device + async + managed + vmm_physical: what occupies GPU memory
+  std::uint64_t device_bytes() const;  // what occupies GPU memory (common/cuda_api.h: occupies_gpu_memory)
 };
 
 class Pairing {

@@ -7,9 +7,7 @@
 
 namespace vs::tools {
 
-bool occupies_gpu_memory(std::string_view kind) {
-  return kind == "device" || kind == "async" || kind == "managed" || kind == "vmm_physical";
-}
+bool occupies_gpu_memory(std::string_view kind) { return vs::occupies_gpu_memory(alloc_kind_named(kind)); }
 
 int kind_group(std::string_view kind) {
   if (occupies_gpu_memory(kind)) return 0;

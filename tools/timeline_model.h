@@ -7,6 +7,7 @@
 // functions change exactly where allocations begin and end.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -16,16 +17,18 @@
 #include <utility>
 #include <vector>
 
+#include "common/cuda_api.h"
 #include "tools/common.h"
 
 namespace vs::tools {
 
-// allocations.kind, in the order results list them.
-inline constexpr std::string_view kAllocKinds[] = {"device", "async", "managed", "host",
-                                                    "vmm_physical", "vmm_reserved", "vmm_mapped"};
-// Kinds whose bytes occupy GPU memory. host is pinned host memory; vmm_reserved
-// is address space and vmm_mapped maps vmm_physical bytes: adding either would
-// count address space or the same memory twice.
+// allocations.kind names, in the order results list them (common/cuda_api.h: vs::kAllocKinds).
+inline constexpr auto kAllocKinds = [] {
+  std::array<std::string_view, std::size(vs::kAllocKinds)> names{};
+  for (std::size_t i = 0; i < names.size(); ++i) names[i] = alloc_kind_name(vs::kAllocKinds[i]);
+  return names;
+}();
+// Whether an allocations.kind occupies GPU memory: common/cuda_api.h's one definition, by name.
 bool occupies_gpu_memory(std::string_view kind);
 // How results rank kinds: 0 GPU memory, 1 pinned host memory, 2 address space.
 int kind_group(std::string_view kind);

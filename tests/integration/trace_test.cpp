@@ -154,6 +154,21 @@ TEST_CASE("managed, pinned host and pitched allocations", "[trace]") {
               "WHERE c.api = 'cudaMallocPitch'") == 1024 * 100);
 }
 
+TEST_CASE("the end-of-run summary counts GPU memory, not pinned host memory", "[trace]") {
+  // managed_host: 8 MiB managed and 102400 bytes pitched (GPU memory, both freed); 1 MiB and 2 MiB of pinned
+  // host memory, the 2 MiB kept to the exit. Of GPU memory, nothing is released at exit.
+  auto dir = temp_dir();
+  std::string db = dir + "/summary.db";
+  std::string cmd = std::string(VS_BINARY) + " trace --db " + db + " --cuda-lib " + fixture("libcudart.so.13") +
+                    " --cuda-lib " + fixture("libcuda.so.1") + " -- " + fixture("workload") +
+                    " managed_host > /dev/null 2> " + dir + "/log.txt";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  const std::string log = read_all(dir + "/log.txt");
+  INFO(log);
+  CHECK(log.find("]: 4 allocations (8.1 MiB of GPU memory), outstanding at end: 0 (0 B), released at exit: 0 B\n") !=
+        std::string::npos);
+}
+
 TEST_CASE("vmm: physical, reserved and mapped bytes, as expandable segments use them", "[trace]") {
   auto run = trace_scenario("vmm");
   CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_physical'") == 3);

@@ -14,15 +14,15 @@
 #include <string_view>
 #include <vector>
 
+#include "common/cuda_api.h"
 #include "tools/api_stats.h"
 #include "tools/common.h"
 
 namespace vs::tools::findings {
 
 constexpr std::int64_t kMiB = 1 << 20;
-// GPU memory: vmm_reserved is address space, vmm_mapped maps vmm_physical
-// bytes (adding both would count them twice), host is pinned host memory.
-constexpr const char* kGpuKindsSql = "kind IN ('device', 'async', 'managed', 'vmm_physical')";
+// GPU memory (common/cuda_api.h: occupies_gpu_memory) as a condition on allocations.kind.
+inline const std::string kGpuKindsSql = gpu_memory_kinds_sql();
 // Ids a finding cites as evidence: enough to start from, few enough to read.
 constexpr std::size_t kMaxIds = 10;
 
@@ -108,7 +108,6 @@ class Ctx {
     std::int64_t id, pid, caller_id, alloc_ts, bytes, alloc_call_id;  // caller_id 0: not recorded
     std::optional<std::int64_t> free_ts;
     std::string end_reason;  // '' while held
-    std::string kind;        // allocations.kind
   };
   const std::vector<Allocation>& allocations();
   // The ids of the kMaxIds largest allocations that `keep` selects, largest first, then the lowest id.
