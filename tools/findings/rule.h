@@ -108,6 +108,7 @@ class Ctx {
     std::int64_t id, pid, caller_id, alloc_ts, bytes, alloc_call_id;  // caller_id 0: not recorded
     std::optional<std::int64_t> free_ts;
     std::string end_reason;  // '' while held
+    std::string kind;        // allocations.kind
   };
   const std::vector<Allocation>& allocations();
   // The ids of the kMaxIds largest allocations that `keep` selects, largest first, then the lowest id.
