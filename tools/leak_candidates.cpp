@@ -1,14 +1,16 @@
 // leak_candidates: does outstanding memory grow, per process, kind and calling
-// library? A least-squares line through the exact step function
-// (tools/timeline_model.h), net growth, growth per iteration between
-// occurrences of a marker API, a classification with its thresholds stated,
-// and the allocation sizes that were made and never freed.
+// library? A verdict judged on the process's calls, not on time
+// (tools/growth_model.h, the same as findings' leak_growth), with its
+// thresholds stated; for reading, a least-squares line through the exact step
+// function (tools/timeline_model.h), growth per iteration between occurrences
+// of a marker API, and the allocation sizes that were made and never freed.
 #include <algorithm>
 #include <cstdio>
 #include <map>
 #include <tuple>
 
 #include "tools/common.h"
+#include "tools/growth_model.h"
 #include "tools/timeline_model.h"
 
 namespace vs::tools {
@@ -16,12 +18,6 @@ namespace {
 
 constexpr std::int64_t kDefaultMinGrowthBytes = 1 << 20;
 constexpr double kMinGrowthPctOfPeak = 10;  // net growth below this share of the peak is noise
-constexpr double kMinHeldPctOfPeak = 50;    // ending below this share of the peak: most of it was returned
-constexpr double kMinR2 = 0.5;
-constexpr double kMinRiseSpanPct = 25;      // the rise to the peak must span this share of the fitted span
-constexpr std::int64_t kMinNewHighs = 5;    // fewer separate rises are a one-time allocation, not a trend
-constexpr double kMinGrownIterationsPct = 60;
-constexpr std::size_t kMinIterations = 3;
 constexpr std::int64_t kDefaultLimit = 10;
 constexpr std::size_t kPatternsPerSeries = 5;
 
@@ -39,20 +35,19 @@ struct Pattern {
 
 struct Analysis {
   const SeriesKey* key = nullptr;
-  std::string classification, reason;
+  GrowthVerdict verdict;
   std::int64_t start_bytes = 0, end_bytes = 0, peak_bytes = 0, peak_ns = 0;
   std::int64_t end_released_at_exit_bytes = 0;
   std::int64_t fit_from_ns = 0, fit_to_ns = 0;
   LinearFit fit;
   std::int64_t allocations = 0, frees = 0;
-  std::int64_t new_highs = 0;  // times the series rose above every earlier value in the fitted span
   json iterations = nullptr;
   std::map<std::int64_t, Pattern> unfreed;  // by size
 
   std::int64_t growth() const { return end_bytes - start_bytes; }
 };
 
-int class_rank(const std::string& c) { return c == "growing" ? 0 : c == "plateau" ? 1 : 2; }
+int class_rank(const std::string& c) { return c == "growing" ? 0 : c == "undecided" ? 1 : c == "plateau" ? 2 : 3; }
 
 std::string pct(double v) {
   char buf[16];
@@ -84,35 +79,6 @@ json iterations_json(const StepFunction& f, const std::vector<std::int64_t>& mar
           {"last_marker_bytes", last}};
 }
 
-void classify(Analysis& a, std::int64_t min_growth_bytes) {
-  const double threshold = std::max(static_cast<double>(min_growth_bytes), a.peak_bytes * kMinGrowthPctOfPeak / 100);
-  const double span = static_cast<double>(a.fit_to_ns - a.fit_from_ns);
-  const double rise_pct = span > 0 ? 100.0 * static_cast<double>(a.peak_ns - a.fit_from_ns) / span : 0;
-  if (static_cast<double>(a.growth()) < threshold) {
-    a.classification = "steady";
-    a.reason = a.growth() < 0 ? "shrank by " + fmt_bytes(-a.growth())
-                              : "net growth " + fmt_bytes(a.growth()) + " below " +
-                                    fmt_bytes(static_cast<std::int64_t>(threshold));
-  } else if (a.end_bytes * 100 < a.peak_bytes * kMinHeldPctOfPeak) {
-    a.classification = "steady";
-    a.reason = "returned most of its peak: ends at " + fmt_bytes(a.end_bytes) + " of " + fmt_bytes(a.peak_bytes);
-  } else if (!a.iterations.is_null() && a.iterations["iterations"].get<std::size_t>() >= kMinIterations) {
-    std::int64_t n = a.iterations["iterations"].get<std::int64_t>(), grown = a.iterations["grown_iterations"];
-    bool growing = static_cast<double>(grown) * 100 >= kMinGrownIterationsPct * static_cast<double>(n);
-    a.classification = growing ? "growing" : "plateau";
-    a.reason = "grew in " + std::to_string(grown) + " of " + std::to_string(n) + " intervals between " +
-               a.iterations["marker_api"].get<std::string>() + " calls";
-  } else {
-    bool growing = a.fit.slope_bytes_per_s > 0 && a.fit.r2 >= kMinR2 && rise_pct >= kMinRiseSpanPct &&
-                   a.new_highs >= kMinNewHighs;
-    a.classification = growing ? "growing" : "plateau";
-    char buf[160];
-    std::snprintf(buf, sizeof buf, "rose to a new high %lld times over %.0f%% of the fitted span, R² %.2f",
-                  static_cast<long long>(a.new_highs), rise_pct, a.fit.r2);
-    a.reason = buf;
-  }
-}
-
 json analysis_json(const Analysis& a, const Session& session, const std::map<std::int64_t, std::string>& callers) {
   auto name = a.key->caller_id ? callers.find(*a.key->caller_id) : callers.end();
   std::vector<const Pattern*> patterns;
@@ -137,8 +103,8 @@ json analysis_json(const Analysis& a, const Session& session, const std::map<std
           {"kind", a.key->kind},
           {"library", name != callers.end() ? name->second : ""},
           {"occupies_gpu_memory", occupies_gpu_memory(a.key->kind)},
-          {"classification", a.classification},
-          {"reason", a.reason},
+          {"classification", a.verdict.verdict},
+          {"reason", a.verdict.reason},
           {"start_bytes", a.start_bytes},
           {"end_bytes", a.end_bytes},
           {"growth_bytes", a.growth()},
@@ -152,7 +118,14 @@ json analysis_json(const Analysis& a, const Session& session, const std::map<std
           {"fitted_growth_bytes", std::llround(a.fit.slope_bytes_per_s * span_s)},
           {"allocations", a.allocations},
           {"frees", a.frees},
-          {"new_highs", a.new_highs},
+          {"new_highs", a.verdict.new_highs},
+          {"activity",
+           {{"calls", a.verdict.calls},
+            {"teardown_calls", a.verdict.teardown_calls},
+            {"episodes", a.verdict.episodes},
+            {"calls_since_last_high", a.verdict.calls_since_last_high},
+            {"longest_recent_wait_calls", a.verdict.longest_recent_wait_calls},
+            {"calls_to_decide", a.verdict.calls_to_decide}}},
           {"iterations", a.iterations},
           {"never_freed_patterns", unfreed},
           {"never_freed_patterns_more", patterns.size() > kPatternsPerSeries ? patterns.size() - kPatternsPerSeries : 0}};
@@ -178,6 +151,10 @@ std::string analysis_text(const json& c) {
                 static_cast<long long>(c["frees"].get<std::int64_t>()), c["reason"].get<std::string>().c_str());
   std::string text = buf;
   if (c["classification"] == "steady") return text;
+  if (c["classification"] == "undecided")
+    text += "  to decide: " + std::to_string(c["activity"]["calls_to_decide"].get<std::int64_t>()) +
+            " more calls of the process without a new high would make it a plateau, a new high would keep it growing: "
+            "trace longer\n";
   if (const auto& it = c["iterations"]; !it.is_null()) {
     std::snprintf(buf, sizeof buf, "  per %s interval: %s mean, %s median, grew in %lld of %lld\n",
                   it["marker_api"].get<std::string>().c_str(),
@@ -259,6 +236,9 @@ Result<ToolOutput> run(const ToolInput& in) {
   if (!spans) return spans.error();
   auto callers = caller_names(in.db);
   if (!callers) return callers.error();
+  auto activity_index = ActivityIndex::load(in.db, *session, filter.pid);
+  if (!activity_index) return activity_index.error();
+  activity_index->number(*lifetimes);
 
   std::map<SeriesKey, int> index;
   std::vector<int> series_of;
@@ -286,12 +266,6 @@ Result<ToolOutput> run(const ToolInput& in) {
     a.end_bytes = f.at(exits_in_window ? a.fit_to_ns - 1 : a.fit_to_ns);
     std::tie(a.peak_bytes, a.peak_ns) = f.max_over(w.from_ns - 1, a.fit_to_ns - (exits_in_window ? 1 : 0));
     a.fit = fit_line(f, a.fit_from_ns, a.fit_to_ns);
-    std::int64_t high = f.initial;
-    for (const auto& [ts, value] : f.steps)
-      if (ts < a.fit_to_ns && value > high) {
-        high = value;
-        ++a.new_highs;
-      }
     if (auto m = markers.find(key.pid); m != markers.end()) {
       std::vector<std::int64_t> inside;
       for (auto ts : m->second)
@@ -318,10 +292,26 @@ Result<ToolOutput> run(const ToolInput& in) {
       p.last_ns = std::max(p.last_ns, l.alloc_ns);
     }
   }
-  for (auto& a : analyses) classify(a, min_growth_bytes);
+  // The verdict: each series along its process's calls in the window (up to the exit), the activity read once
+  // per process.
+  std::map<std::int64_t, Activity> activities;
+  std::vector<std::vector<const Lifetime*>> members(index.size());
+  for (std::size_t k = 0; k < lifetimes->size(); ++k) members[series_of[k]].push_back(&(*lifetimes)[k]);
+  for (const auto& [key, i] : index) {
+    Analysis& a = analyses[i];
+    auto act = activities.find(key.pid);
+    if (act == activities.end()) {
+      auto loaded = activity_index->activity(key.pid, w.from_ns, a.fit_to_ns);
+      if (!loaded) return loaded.error();
+      act = activities.emplace(key.pid, *loaded).first;
+    }
+    const auto threshold = std::max(
+        min_growth_bytes, static_cast<std::int64_t>(static_cast<double>(a.peak_bytes) * kMinGrowthPctOfPeak / 100));
+    a.verdict = judge_growth(call_level(members[i], act->second.first_seq), act->second, threshold);
+  }
   std::sort(analyses.begin(), analyses.end(), [](const Analysis& x, const Analysis& y) {
-    return std::tuple(class_rank(x.classification), kind_group(x.key->kind), -x.growth(), *x.key) <
-           std::tuple(class_rank(y.classification), kind_group(y.key->kind), -y.growth(), *y.key);
+    return std::tuple(class_rank(x.verdict.verdict), kind_group(x.key->kind), -x.growth(), *x.key) <
+           std::tuple(class_rank(y.verdict.verdict), kind_group(y.key->kind), -y.growth(), *y.key);
   });
 
   const std::size_t limit = static_cast<std::size_t>(arg_int(in.args, "limit", kDefaultLimit));
@@ -330,28 +320,28 @@ Result<ToolOutput> run(const ToolInput& in) {
   result["from_ms"] = round_ms(session->t_ms(w.from_ns));
   result["to_ms"] = round_ms(session->t_ms(w.to_ns));
   result["pid"] = filter.pid ? json(*filter.pid) : json(nullptr);
+  using G = GrowthRules;
   result["thresholds"] = {{"min_growth_bytes", min_growth_bytes},
                           {"min_growth_pct_of_peak", kMinGrowthPctOfPeak},
-                          {"min_end_pct_of_peak", kMinHeldPctOfPeak},
-                          {"min_r2", kMinR2},
-                          {"min_rise_span_pct", kMinRiseSpanPct},
-                          {"min_new_highs", kMinNewHighs},
-                          {"min_grown_iterations_pct", kMinGrownIterationsPct},
-                          {"min_iterations", kMinIterations}};
-  result["rule"] =
-      "steady: net growth (end - start) below max(min_growth_bytes, min_growth_pct_of_peak of the peak), or the end "
-      "below min_end_pct_of_peak of the peak (most of it returned). Otherwise, with >= min_iterations intervals "
-      "between marker_api calls: growing if at least min_grown_iterations_pct of them grew, else plateau. Without "
-      "markers: growing if the fitted slope is positive, R² >= min_r2, the series rose to a new high at least "
-      "min_new_highs times and the rise to the peak spans at least min_rise_span_pct of the fitted span; else plateau (grew once, then flat: a model load, a workspace, a cache).";
+                          {"min_end_pct_of_high", G::kMinEndPctOfHigh},
+                          {"min_episodes", G::kMinEpisodes},
+                          {"growing_factor", G::kGrowingFactor},
+                          {"plateau_factor", G::kPlateauFactor},
+                          {"recent_waits", G::kRecentWaits},
+                          {"min_flat_calls", G::kMinFlatCalls}};
+  result["rule"] = "the threshold is max(min_growth_bytes, min_growth_pct_of_peak of the series' peak); " +
+                   growth_rule_text() + ". The slope, R² and marker iterations are for reading, not for the verdict.";
   std::map<std::string, std::int64_t> counts;
   result["candidates"] = json::array();
   for (std::size_t i = 0; i < analyses.size(); ++i) {
-    ++counts[analyses[i].classification];
+    ++counts[analyses[i].verdict.verdict];
     if (i < limit) result["candidates"].push_back(analysis_json(analyses[i], *session, *callers));
   }
   result["candidates_more"] = analyses.size() > limit ? analyses.size() - limit : 0;
-  result["counts"] = {{"growing", counts["growing"]}, {"plateau", counts["plateau"]}, {"steady", counts["steady"]}};
+  result["counts"] = {{"growing", counts["growing"]},
+                      {"undecided", counts["undecided"]},
+                      {"plateau", counts["plateau"]},
+                      {"steady", counts["steady"]}};
   auto cov = coverage(in.db, *session);
   if (!cov) return cov.error();
   result["coverage"] = *cov;
@@ -360,16 +350,14 @@ Result<ToolOutput> run(const ToolInput& in) {
                      std::to_string(static_cast<long long>(result["from_ms"].get<double>())) + ".." +
                      std::to_string(static_cast<long long>(result["to_ms"].get<double>())) + " ms" +
                      (marker_api.empty() ? "" : ", iterations between " + marker_api + " calls") + ": " +
-                     std::to_string(counts["growing"]) + " growing, " + std::to_string(counts["plateau"]) +
-                     " plateau, " + std::to_string(counts["steady"]) + " steady (pid, kind, calling library)\n";
+                     std::to_string(counts["growing"]) + " growing, " + std::to_string(counts["undecided"]) +
+                     " undecided, " + std::to_string(counts["plateau"]) + " plateau, " +
+                     std::to_string(counts["steady"]) + " steady (pid, kind, calling library)\n";
   for (const auto& c : result["candidates"]) text += analysis_text(c);
   if (result["candidates_more"].get<std::size_t>() > 0)
     text += "... " + std::to_string(result["candidates_more"].get<std::size_t>()) + " series more (raise limit)\n";
-  text += "rule: steady if net growth < max(" + fmt_bytes(min_growth_bytes) + ", " + pct(kMinGrowthPctOfPeak) +
-          " of peak) or the end < " + pct(kMinHeldPctOfPeak) + " of peak; with markers, growing if >= " +
-          pct(kMinGrownIterationsPct) + " of intervals grew; else growing if slope > 0, R² >= " +
-          std::to_string(kMinR2).substr(0, 3) + ", >= " + std::to_string(kMinNewHighs) + " new highs over >= " +
-          pct(kMinRiseSpanPct) + " of the span; otherwise plateau (grew once, then flat)\n";
+  text += "rule: threshold max(" + fmt_bytes(min_growth_bytes) + ", " + pct(kMinGrowthPctOfPeak) + " of peak); " +
+          growth_rule_text() + "\n";
 
   ToolOutput out;
   out.text = bound_text(std::move(text), coverage_line(result["coverage"]));
@@ -383,7 +371,8 @@ extern const ToolSpec kLeakCandidates;
 const ToolSpec kLeakCandidates{
     "leak_candidates", "Growing memory (leak candidates)",
     "Use when memory may be leaking: per process, kind and calling library it fits the growth of outstanding bytes, "
-    "says growing vs plateau vs steady with the thresholds used, and lists the allocation sizes never freed. Pass "
+    "says growing vs plateau vs steady (or undecided, with how many more calls would decide) from the process's "
+    "calls, not from time, with the thresholds used, and lists the allocation sizes never freed. Pass "
     "marker_api (a call made once per request or iteration) for growth per iteration.",
     run};
 
