@@ -60,13 +60,17 @@ Result<ActivityIndex> ActivityIndex::load(const store::TraceReader& db, const Se
   return ix;
 }
 
+std::int64_t ActivityIndex::seq_of_call(std::int64_t call_id) const {
+  auto it = seq_of_call_.find(call_id);
+  return it == seq_of_call_.end() ? 0 : it->second;
+}
+
 void ActivityIndex::number(std::vector<Lifetime>& lifetimes) const {
   if (stored_) return;
   for (Lifetime& l : lifetimes) {
-    auto a = seq_of_call_.find(l.alloc_call_id);
-    l.alloc_seq = a == seq_of_call_.end() ? 0 : a->second;
-    auto f = l.free_call_id ? seq_of_call_.find(*l.free_call_id) : seq_of_call_.end();
-    l.free_seq = f == seq_of_call_.end() ? kNever : f->second;
+    l.alloc_seq = seq_of_call(l.alloc_call_id);
+    const std::int64_t free_seq = l.free_call_id ? seq_of_call(*l.free_call_id) : 0;
+    l.free_seq = free_seq == 0 ? kNever : free_seq;
   }
 }
 

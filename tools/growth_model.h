@@ -92,6 +92,8 @@ class ActivityIndex {
   Result<Activity> activity(std::int64_t pid, std::int64_t from_ns, std::int64_t to_ns) const;
   // Fills Lifetime::alloc_seq / free_seq where the trace does not store them.
   void number(std::vector<Lifetime>& lifetimes) const;
+  // Where the trace does not store them: the seq of a top-level call (0: a nested or unknown call).
+  std::int64_t seq_of_call(std::int64_t call_id) const;
   bool stored() const { return stored_; }
 
  private:

@@ -34,7 +34,8 @@ const std::vector<Workflow>& workflows() {
         {"findings", "",
          "ranked automatic findings, each with the rule that fired, measured numbers, call and allocation ids, and "
          "`next`: the tools and arguments to drill down with."},
-        {"leak_candidates", "", "when a finding is about growth: slope, fit and the allocation patterns responsible."},
+        {"leak_candidates", "", "when a finding is about growth: the verdict per process, kind and library "
+                                "(counted in calls, not time), and the allocation patterns responsible."},
         {"allocation_timeline", "", "outstanding bytes over time by kind, the peak, and NVML's device view alongside."},
         {"outstanding_allocations", "", "what is held at a given time, by size, kind and calling library."},
         {"api_latency", "", "per API count and p50/p90/p99/max, when a finding is about time."},
@@ -49,13 +50,17 @@ const std::vector<Workflow>& workflows() {
        "the measured numbers, their units and the call or allocation ids a person can check."},
       {"leak_hunt",
        "Find out whether GPU memory grows without being given back, and who holds it.",
-       {{"findings", "", "look for leak_growth, allocator_cache_held, library_held and released_at_exit."},
-        {"leak_candidates", "", "slope and fit of the growth, steady state vs growing, the allocation patterns."},
+       {{"findings", "", "look for leak_growth, held_after_empty_cache, allocator_cache_held, library_held and "
+                         "released_at_exit."},
+        {"leak_candidates", "", "growing, plateau, steady or undecided per process, kind and library, judged on the "
+                                "process's calls, with the allocation patterns never freed."},
         {"allocation_timeline", "", "the outstanding-bytes curve per process and kind, with NVML's view."},
         {"outstanding_allocations", "", "what is still held at the end, by size, kind and calling library, with ages; "
                                         "released-at-exit apart."}},
-       "Conclude which of these it is, with the numbers that tell them apart: growth in a live process (a leak); memory "
-       "the framework's allocator keeps cached (nvidia-smi counts it, the program's tensors may not); memory libraries "
+       "Conclude which of these it is, with the numbers that tell them apart: growth in a live process (a leak); "
+       "growth that stopped (a plateau: a warm-up or the largest input so far); memory that stayed after the "
+       "allocator released its cache (live tensors something still references); memory the framework's allocator "
+       "keeps cached (nvidia-smi counts it, the program's tensors may not); memory libraries "
        "such as cuBLAS allocate outside the framework's allocator; memory a process held until it exited (released "
        "at exit, not a leak of a live process); or the CUDA context, which only NVML shows."},
       {"slow_free",

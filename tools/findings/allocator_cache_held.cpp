@@ -65,10 +65,7 @@ void allocator_cache_held(Ctx& c, std::vector<Finding>& out, std::vector<std::st
                  {"held_until_t_ms", c.session.t_ms(end)},
                  {"frees", m.frees},
                  {"freed_bytes", m.freed_bytes}};
-    const auto& held_list = m.held;
-    f.allocation_ids = c.largest_allocations([&](const auto& a) {
-      return std::find(held_list.begin(), held_list.end(), &a) != held_list.end();
-    });
+    f.allocation_ids = c.largest_allocations([&](const auto& a) { return m.holds(a); });
     c.drill(f, "outstanding_allocations", held_at_end(c, pid), "the held segments, by size and age");
     c.drill(f, "allocation_timeline", {{"pid", pid}}, "when the allocator grew and gave memory back");
     out.push_back(std::move(f));

@@ -87,15 +87,37 @@ const std::map<std::int64_t, store::CallStats>& Ctx::call_stats() {
   return call_stats_ ? *call_stats_ : none;
 }
 
+const ActivityIndex& Ctx::activity_index() {
+  if (!activity_index_) {
+    auto loaded = ActivityIndex::load(db, session, pid);
+    if (loaded) activity_index_ = std::move(*loaded);
+    else {
+      if (status.ok()) status = Status(loaded.error());
+      activity_index_.emplace();
+    }
+  }
+  return *activity_index_;
+}
+
 const std::vector<Ctx::Allocation>& Ctx::allocations() {
   if (!allocations_) {
     allocations_.emplace();
+    const ActivityIndex& index = activity_index();
+    // alloc_seq and free_seq are stored since schema 4; older traces are numbered by the index.
+    const std::string seqs = index.stored() ? "COALESCE(alloc_seq, 0), COALESCE(free_seq, 0)" : "0, 0";
     query(std::string("SELECT ") + kGpuKindsSql + ", id, pid, COALESCE(caller_id, 0), alloc_ts_ns, bytes, "
-              "alloc_call_id, free_ts_ns, COALESCE(end_reason, ''), kind FROM allocations WHERE " + scope(),
+              "alloc_call_id, free_ts_ns, COALESCE(end_reason, ''), kind, COALESCE(free_call_id, 0), " + seqs +
+              " FROM allocations WHERE " + scope(),
           params(), [&](const store::Row& r) {
             allocations_->push_back({r.i64(0) != 0, r.i64(1), r.i64(2), r.i64(3), r.i64(4), r.i64(5), r.i64(6),
-                                     r.is_null(7) ? std::nullopt : std::optional(r.i64(7)), r.text(8), r.text(9)});
+                                     r.is_null(7) ? std::nullopt : std::optional(r.i64(7)), r.text(8), r.text(9),
+                                     r.i64(10), r.i64(11), r.i64(12)});
           });
+    if (!index.stored())
+      for (Allocation& a : *allocations_) {
+        a.alloc_seq = index.seq_of_call(a.alloc_call_id);
+        a.free_seq = a.free_call_id ? index.seq_of_call(a.free_call_id) : 0;
+      }
   }
   return *allocations_;
 }

@@ -1,6 +1,7 @@
 #include "tools/findings/framework_memory.h"
 
 #include <algorithm>
+#include <functional>
 
 namespace vs::tools::findings {
 
@@ -8,6 +9,10 @@ std::int64_t FrameworkMemory::held_bytes() const {
   std::int64_t bytes = 0;
   for (const Ctx::Allocation* a : held) bytes += a->bytes;
   return bytes;
+}
+
+bool FrameworkMemory::holds(const Ctx::Allocation& a) const {
+  return std::binary_search(held.begin(), held.end(), &a, std::less<const Ctx::Allocation*>());
 }
 
 std::map<std::int64_t, FrameworkMemory> framework_memory(Ctx& c) {

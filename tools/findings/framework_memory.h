@@ -21,8 +21,11 @@ struct FrameworkMemory {
   std::int64_t last_release_ns = 0;  // the last free by a call; 0: none
   std::int64_t releases_after_last_alloc = 0, released_bytes_after_last_alloc = 0;
   std::int64_t frees = 0, freed_bytes = 0;  // every free by a call
-  std::vector<const Ctx::Allocation*> held;  // never freed by a call: held at the end (or released at exit)
+  // Never freed by a call: held at the end (or released at exit). In the order of Ctx::allocations(), so
+  // ascending addresses: holds() is a binary search.
+  std::vector<const Ctx::Allocation*> held;
   std::int64_t held_bytes() const;
+  bool holds(const Ctx::Allocation& a) const;
   // Released after its last allocation: what stayed is what had live blocks when the cache was emptied.
   bool released_after_last_alloc() const { return releases_after_last_alloc > 0; }
 };

@@ -68,10 +68,7 @@ void held_after_empty_cache(Ctx& c, std::vector<Finding>& out, std::vector<std::
                  {"last_alloc_t_ms", c.session.t_ms(m.last_alloc_ns)},
                  {"held_first_alloc_t_ms", c.session.t_ms(first_alloc)},
                  {"held_last_alloc_t_ms", c.session.t_ms(last_alloc)}};
-    const auto& held_list = m.held;
-    f.allocation_ids = c.largest_allocations([&](const auto& a) {
-      return std::find(held_list.begin(), held_list.end(), &a) != held_list.end();
-    });
+    f.allocation_ids = c.largest_allocations([&](const auto& a) { return m.holds(a); });
     c.drill(f, "outstanding_allocations", held_at_end(c, pid), "the segments still held, by size and calling library");
     c.drill(f, "allocation_timeline", {{"pid", pid}}, "the release and what stayed, over time");
     out.push_back(std::move(f));

@@ -21,23 +21,30 @@ constexpr KindSeverity kLeakGrowthKind{
 constexpr KindSeverity kKinds[] = {kLeakGrowthKind};
 
 void leak_growth(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
-  const LifetimeFilter whole{c.session.start_ns, c.session.end_ns, c.pid, std::nullopt};
-  auto lifetimes = load_lifetimes(c.db, c.session, whole, Progress{});
-  if (!lifetimes) {
-    c.status = Status(lifetimes.error());
-    return;
+  // The GPU allocations of the scope as lifetimes along each process's calls (Ctx reads them once for all rules).
+  std::map<std::int64_t, std::vector<Lifetime>> by_pid;
+  for (const Ctx::Allocation& a : c.allocations()) {
+    if (!a.gpu) continue;
+    Lifetime l;
+    l.id = a.id;
+    l.pid = a.pid;
+    l.kind = a.kind;
+    l.bytes = a.bytes;
+    l.alloc_call_id = a.alloc_call_id;
+    if (a.free_call_id) l.free_call_id = a.free_call_id;
+    l.alloc_ns = a.alloc_ts;
+    l.free_ns = a.free_ts.value_or(kNever);
+    l.released_at_exit = a.end_reason == "process_exit";
+    if (a.caller_id) l.caller_id = a.caller_id;
+    l.alloc_seq = a.alloc_seq;
+    l.free_seq = a.free_seq == 0 ? kNever : a.free_seq;
+    by_pid[a.pid].push_back(std::move(l));
   }
-  auto index = ActivityIndex::load(c.db, c.session, c.pid);
-  if (!index) {
-    c.status = Status(index.error());
-    return;
-  }
-  index->number(*lifetimes);
-  std::map<std::int64_t, std::vector<const Lifetime*>> by_pid;
-  for (const Lifetime& l : *lifetimes)
-    if (occupies_gpu_memory(l.kind)) by_pid[l.pid].push_back(&l);
-  for (const auto& [pid, gpu] : by_pid) {
-    auto activity = index->activity(pid, c.session.start_ns, c.session.end_ns);
+  const ActivityIndex& index = c.activity_index();
+  for (const auto& [pid, lifetimes] : by_pid) {
+    std::vector<const Lifetime*> gpu;
+    for (const Lifetime& l : lifetimes) gpu.push_back(&l);
+    auto activity = index.activity(pid, c.session.start_ns, c.session.end_ns);
     if (!activity) {
       c.status = Status(activity.error());
       return;

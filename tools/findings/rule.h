@@ -17,6 +17,7 @@
 #include "common/cuda_api.h"
 #include "tools/api_stats.h"
 #include "tools/common.h"
+#include "tools/growth_model.h"
 
 namespace vs::tools::findings {
 
@@ -109,8 +110,12 @@ class Ctx {
     std::optional<std::int64_t> free_ts;
     std::string end_reason;  // '' while held
     std::string kind;        // allocations.kind
+    std::int64_t free_call_id;        // 0: none
+    std::int64_t alloc_seq, free_seq;  // the calls' numbers in the process's activity; 0: none
   };
   const std::vector<Allocation>& allocations();
+  // The session's activity numbering (tools/growth_model.h), loaded once.
+  const ActivityIndex& activity_index();
   // The ids of the kMaxIds largest allocations that `keep` selects, largest first, then the lowest id.
   std::vector<std::int64_t> largest_allocations(const std::function<bool(const Allocation&)>& keep);
   // Where to drill down: only tools of this build, with arguments their schemas accept.
@@ -119,6 +124,7 @@ class Ctx {
  private:
   std::optional<std::map<std::int64_t, store::CallStats>> call_stats_;
   std::optional<std::vector<Allocation>> allocations_;
+  std::optional<ActivityIndex> activity_index_;
 };
 
 // A rule: its name (as `checked` lists it), the kinds it emits with their severities, and the check. Its
