@@ -243,3 +243,117 @@ TEST_CASE("coverage_gap: any lost record or unprobed library is high, an unfinis
   CHECK(severities(findings_of(trace("pid"))) == std::vector<std::string>{"info"});
   CHECK(severities(findings_of(trace("fork"))).empty());  // traced from its start
 }
+
+// ---- the rules issue 10 rewrote: leak_growth, allocator_cache_held, held_after_empty_cache, call_errors ----
+
+namespace {
+
+// A copy of a result back to the host and its synchronize: the heartbeat of a request.
+std::int64_t heartbeat(syn::TraceBuilder& trace, std::int64_t ts) {
+  trace.call(kPid, "cudaMemcpyAsync", ts, 10 * syn::kUs).bytes(4).stream(0x5001).caller(syn::kTorchCudaLib);
+  trace.call(kPid, "cudaStreamSynchronize", ts + 20 * syn::kUs, 10 * syn::kUs).stream(0x5001).caller(syn::kTorchCudaLib);
+  return ts + 1 * syn::kMs;
+}
+
+// A model load, 40 requests with no new high, then `leaking` requests that each keep `bytes`: all the growth
+// after the load falls in the second half of the process's calls (1 + 80 + 3 x leaking calls).
+Findings late_leak(int leaking, std::uint64_t bytes) {
+  auto trace = one_process();
+  std::int64_t ts = kStart + 20 * syn::kMs;
+  std::uint64_t ptr = 0x7f0000000000;
+  malloc_call(trace, ts, ptr, 100 * kMiB);
+  ts += syn::kMs;
+  for (int i = 0; i < 40; ++i) ts = heartbeat(trace, ts);
+  for (int i = 0; i < leaking; ++i) {
+    ptr += 1ull << 32;
+    malloc_call(trace, ts, ptr, bytes);
+    ts = heartbeat(trace, ts + syn::kMs);
+  }
+  trace.exit(kPid, ts + 10 * syn::kMs);
+  return findings_of(trace);
+}
+
+// `held` bytes allocated by PyTorch's allocator and kept, then (with `release`) 100 MiB more allocated and
+// freed after the last allocation, as empty_cache() does with a cached segment; the process goes on.
+Findings held_at_end(std::uint64_t held, bool release) {
+  auto trace = one_process();
+  std::int64_t ts = kStart + 20 * syn::kMs;
+  malloc_call(trace, ts, 0x7f0000000000, held);
+  if (release) malloc_call(trace, ts + syn::kMs, 0x7f1000000000, 100 * kMiB);
+  ts = heartbeat(trace, ts + 2 * syn::kMs);
+  if (release) free_call(trace, ts, 0x7f1000000000);
+  for (int i = 0; i < 5; ++i) ts = heartbeat(trace, ts + syn::kMs);
+  trace.exit(kPid, ts + 10 * syn::kMs);
+  return findings_of(trace);
+}
+
+// A cuMemCreate that fails with 800 (not permitted), followed on the same thread by `next`.
+Findings failed_create_then(const std::string& next, std::int64_t next_ret) {
+  auto trace = one_process();
+  const std::int64_t ts = kStart + 20 * syn::kMs;
+  trace.call(kPid, "cuMemCreate", ts, 10 * syn::kUs).bytes(20 * kMiB).ret(800).caller(syn::kTorchAllocatorLib);
+  auto& c = trace.call(kPid, next, ts + syn::kMs, 10 * syn::kUs).ret(next_ret).caller(syn::kTorchAllocatorLib);
+  if (next == "cuMemCreate") c.bytes(20 * kMiB).handle(0x51);
+  heartbeat(trace, ts + 2 * syn::kMs);
+  trace.exit(kPid, ts + 10 * syn::kMs);
+  return findings_of(trace);
+}
+
+}  // namespace
+
+TEST_CASE("leak_growth: growth after the first episode and over the second half must reach 64 MiB",
+          "[findings][rules]") {
+  // 16 requests each keeping 4 MiB: 64 MiB exactly; one byte less each: 16 bytes short.
+  auto at = late_leak(16, 4 * kMiB);
+  REQUIRE(at.of("leak_growth").size() == 1);
+  const json n = at.of("leak_growth")[0]["evidence"]["numbers"];
+  CHECK(n["growth_bytes"] == 64 * kMiB);
+  CHECK(n["second_half_growth_bytes"] == 64 * kMiB);
+  CHECK(n["episodes"] == 17);
+  CHECK(n["calls_since_last_high"] == 2);
+  CHECK(at.out["findings"][0]["kind"] == "leak_growth");
+  auto below = late_leak(16, 4 * kMiB - 1);
+  CHECK(below.fired("leak_growth") == 0);
+}
+
+TEST_CASE("leak_growth: fewer than 8 growth episodes are a load and a warm-up, not a leak", "[findings][rules]") {
+  // Each request keeps 100 MiB: the bytes are far above the threshold, only the count of episodes decides.
+  CHECK(late_leak(6, 100 * kMiB).fired("leak_growth") == 0);  // the load + 6 = 7 episodes
+  CHECK(late_leak(7, 100 * kMiB).fired("leak_growth") == 1);  // 8
+}
+
+TEST_CASE("allocator_cache_held: 64 MiB held with no release after the last allocation", "[findings][rules]") {
+  CHECK(held_at_end(64 * kMiB - 1, false).fired("allocator_cache_held") == 0);
+  auto at = held_at_end(64 * kMiB, false);
+  REQUIRE(at.of("allocator_cache_held").size() == 1);
+  CHECK(at.of("allocator_cache_held")[0]["evidence"]["numbers"]["held_bytes"] == 64 * kMiB);
+  CHECK(at.fired("held_after_empty_cache") == 0);
+  // Released after its last allocation: what stayed is not the cache, whatever its size.
+  CHECK(held_at_end(1024 * kMiB, true).fired("allocator_cache_held") == 0);
+}
+
+TEST_CASE("held_after_empty_cache: 256 MiB still held after a release that followed the last allocation",
+          "[findings][rules]") {
+  CHECK(held_at_end(256 * kMiB - 1, true).fired("held_after_empty_cache") == 0);
+  auto at = held_at_end(256 * kMiB, true);
+  REQUIRE(at.of("held_after_empty_cache").size() == 1);
+  const json f = at.of("held_after_empty_cache")[0];
+  CHECK(f["severity"] == "medium");
+  CHECK(f["evidence"]["numbers"]["held_bytes"] == 256 * kMiB);
+  CHECK(f["evidence"]["numbers"]["released_bytes"] == 100 * kMiB);
+  CHECK(f["evidence"]["numbers"]["held_segments"] == 1);
+  // Without the release, the same memory is the cache's to report.
+  CHECK(held_at_end(256 * kMiB, false).fired("held_after_empty_cache") == 0);
+}
+
+TEST_CASE("call_errors: a failure the next call on its thread repeats with success is handled", "[findings][rules]") {
+  auto handled = failed_create_then("cuMemCreate", 0);
+  REQUIRE(handled.of("call_errors").size() == 1);
+  CHECK(handled.of("call_errors")[0]["severity"] == "info");
+  auto retried_in_vain = failed_create_then("cuMemCreate", 800);
+  REQUIRE(retried_in_vain.of("call_errors").size() == 1);
+  CHECK(retried_in_vain.of("call_errors")[0]["severity"] == "low");
+  auto other_call = failed_create_then("cudaStreamSynchronize", 0);
+  REQUIRE(other_call.of("call_errors").size() == 1);
+  CHECK(other_call.of("call_errors")[0]["severity"] == "low");
+}
