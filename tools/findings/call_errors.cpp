@@ -46,7 +46,7 @@ const char* error_name(const std::string& layer, std::int64_t ret) {
 // Failed calls: out of memory (an allocation returning 2, in either layer) apart from the rest.
 void call_errors(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
   struct Group {
-    std::int64_t api_id, ret, count, max_bytes, first_id, first_ts, pid;
+    std::int64_t api_id, ret, count, max_bytes, first_ts;
   };
   // Only the APIs whose stats count failed top-level calls: their calls are read through the (api_id, ts_ns) index.
   std::string failing;
@@ -54,11 +54,11 @@ void call_errors(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& no
     if (s.top_level_failed > 0) failing += (failing.empty() ? "" : ",") + std::to_string(api_id);
   std::vector<Group> groups;
   if (!failing.empty())
-    c.query("SELECT api_id, ret, COUNT(*), COALESCE(MAX(bytes), 0), MIN(id), MIN(ts_ns), MIN(pid) FROM call_rows "
+    c.query("SELECT api_id, ret, COUNT(*), COALESCE(MAX(bytes), 0), MIN(ts_ns) FROM call_rows "
             "WHERE " + c.scope_of_apis() + " AND api_id IN (" + failing + ") AND ret != 0 AND parent_id IS NULL "
             "GROUP BY api_id, ret ORDER BY COUNT(*) DESC, api_id, ret",
             c.params(), [&](const store::Row& r) {
-              groups.push_back({r.i64(0), r.i64(1), r.i64(2), r.i64(3), r.i64(4), r.i64(5), r.i64(6)});
+              groups.push_back({r.i64(0), r.i64(1), r.i64(2), r.i64(3), r.i64(4)});
             });
   if (groups.empty()) notes.push_back("no call returned an error");
   auto is_oom = [&](const Group& g) {
@@ -112,25 +112,30 @@ void call_errors(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& no
     for (const Group* g : sel)
       in_groups += (in_groups.empty() ? "" : " OR ") + std::string("(api_id = ") + std::to_string(g->api_id) +
                    " AND ret = " + std::to_string(g->ret) + ")";
-    f.call_ids = c.ids("SELECT id FROM call_rows WHERE " + c.scope_of_apis() + " AND parent_id IS NULL AND (" + in_groups +
-                           ") ORDER BY ts_ns LIMIT " + std::to_string(kMaxIds),
-                       c.params());
+    // The failed calls in time order: the first names the process the finding is about.
+    std::int64_t first_pid = 0;
+    c.query("SELECT id, pid FROM call_rows WHERE " + c.scope_of_apis() + " AND parent_id IS NULL AND (" + in_groups +
+                ") ORDER BY ts_ns, id LIMIT " + std::to_string(kMaxIds),
+            c.params(), [&](const store::Row& r) {
+              if (f.call_ids.empty()) first_pid = r.i64(1);
+              f.call_ids.push_back(r.i64(0));
+            });
     f.numbers = {{"failed_calls", total}, {"first_failure_t_ms", c.session.t_ms(first->first_ts)}};
     if (oom) {
       std::int64_t held = c.value("SELECT COALESCE(SUM(bytes), 0) FROM allocations WHERE session_id = ? AND pid = ? AND " +
                                       std::string(kGpuKindsSql) +
                                       " AND alloc_ts_ns <= ? AND (free_ts_ns IS NULL OR free_ts_ns > ?)",
-                                  {c.session.id, first->pid, first->first_ts, first->first_ts});
-      f.pid = first->pid;
+                                  {c.session.id, first_pid, first->first_ts, first->first_ts});
+      f.pid = first_pid;
       f.numbers["largest_request_bytes"] = max_bytes;
       f.numbers["outstanding_at_first_failure_bytes"] = held;
       f.title = std::to_string(total) + " allocation calls failed out of memory";
       f.summary = list + ". The largest request was " + fmt_bytes(max_bytes) + "; the first failure, at " +
-                  c.t(first->first_ts) + " in " + c.who(first->pid) + ", came while it held " + fmt_bytes(held) +
+                  c.t(first->first_ts) + " in " + c.who(first_pid) + ", came while it held " + fmt_bytes(held) +
                   " of traced GPU memory (NVML's device view, when recorded, shows what else used the GPU).";
       f.rule = "an allocation call (cudaMalloc*, cuMemAlloc*, cuMemCreate, ...) returned 2 (cudaErrorMemoryAllocation / "
                "CUDA_ERROR_OUT_OF_MEMORY)";
-      c.drill(f, "allocation_timeline", {{"pid", first->pid}}, "outstanding bytes leading up to the failure");
+      c.drill(f, "allocation_timeline", {{"pid", first_pid}}, "outstanding bytes leading up to the failure");
     } else if (which == Case::Handled) {
       f.title = std::to_string(total) + " CUDA calls returned an error that the caller handled";
       f.summary = list + ". Each was followed at once, on the same thread, by the same call succeeding: a "

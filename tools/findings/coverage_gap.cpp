@@ -21,8 +21,10 @@ constexpr KindSeverity kKinds[] = {kLostKind, kUnfinishedKind, kAttachedKind};
 // Losses and partial observation, which bound what every other finding means.
 void coverage_gap(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
   const json& cov = c.coverage;
-  auto gap = [&](const KindSeverity& kind, std::string title, std::string summary, std::string rule, json numbers) {
+  auto gap = [&](const KindSeverity& kind, std::string title, std::string summary, std::string rule, json numbers,
+                 std::optional<std::int64_t> pid = std::nullopt) {
     Finding f(kind);
+    f.pid = pid;
     f.title = std::move(title);
     f.summary = std::move(summary);
     f.rule = std::move(rule);
@@ -62,7 +64,7 @@ void coverage_gap(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& n
     gap(kAttachedKind, c.who(pid) + " was already running when tracing began",
         "Only what happened after " + c.t(p.first_ns) + " is observed: memory it allocated before is not in the "
         "trace, and a free of it appears in unmatched_frees. Not observed is not absent.",
-        "processes.how_found in ('pid', 'running')", {{"observed_from_t_ms", c.session.t_ms(p.first_ns)}});
+        "processes.how_found in ('pid', 'running')", {{"observed_from_t_ms", c.session.t_ms(p.first_ns)}}, pid);
   }
   if (out.empty() || std::none_of(out.begin(), out.end(), [](const Finding& f) { return f.kind == "coverage_gap"; }))
     notes.push_back("nothing lost, every library found was probed, every process traced from its start");
