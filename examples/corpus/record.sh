@@ -3,7 +3,10 @@
 # PyTorch. As root, from the repository:
 #
 #   bash examples/corpus/record.sh OUTDIR [NAME...]      # NAMEs restrict the set
+#   CORPUS_SET=heldout bash examples/corpus/record.sh OUTDIR [NAME...]   # the held-out set (heldout.py)
 #
+# CORPUS_SET picks the set: tuning (the default: workloads.py's 30 traces) or heldout (heldout.py's 15
+# traces, the manifest's "set": "heldout" entries; ~2-3 minutes; ship them to examples/corpus/traces/heldout/).
 # Uses the vramscope of examples/gpu/bundle/ (scripts/bundle.sh), else build/vramscope, and the Python of
 # $PYTHON, else /opt/torch/.venv/bin/python3, else python3. Per trace, in OUTDIR: NAME.db (the trace,
 # VACUUMed into a rollback-journal copy like examples/traces), NAME.json (torch.cuda.memory_stats()
@@ -18,14 +21,19 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 if [ $# -lt 1 ]; then
-  echo "usage: bash $0 OUTDIR [NAME...]" >&2
+  echo "usage: [CORPUS_SET=tuning|heldout] bash $0 OUTDIR [NAME...]" >&2
   exit 2
 fi
 out=$(realpath -m "$1")
 shift
 if [ -z "${PYTHON:-}" ] && [ -x /opt/torch/.venv/bin/python3 ]; then export PYTHON=/opt/torch/.venv/bin/python3; fi
 source "$here/../gpu/common.sh"  # sets $vs and $py
-wl=("$py" "$here/workloads.py")
+corpus_set=${CORPUS_SET:-tuning}
+case "$corpus_set" in
+  tuning) wl=("$py" "$here/workloads.py") ;;
+  heldout) wl=("$py" "$here/heldout.py") ;;
+  *) echo "record.sh: CORPUS_SET is '$corpus_set'; the sets: tuning (default), heldout" >&2; exit 2 ;;
+esac
 trace_limit=${CORPUS_TRACE_LIMIT_S:-90}
 deadline=${CORPUS_DEADLINE_S:-420}
 export PYTHONUNBUFFERED=1
@@ -37,6 +45,12 @@ all=(leak_default leak_expandable leak_async leak_paced leak_slow leak_loss_accu
      cache_held_idle cache_held_serving oom_hard oom_retry
      plateau_context plateau_context_paced plateau_warmup plateau_step healthy_serving healthy_training
      quiet_sync quiet_copies contention_sync contention_copies exit_holding_state)
+if [ "$corpus_set" = heldout ]; then
+  all=(kv_cache_dict_leak conv_metrics_leak late_phase_leak stream_prefetch_leak multi_second_leaks
+       notebook_live_after_empty_cache notebook_reset_clean gc_cycle_clean cache_held_after_eval
+       oom_single_request conv_training_healthy kv_prealloc_healthy async_serving_healthy
+       random_batch_plateau lru_cache_plateau)
+fi
 for name in "$@"; do
   if [[ " ${all[*]} " != *" $name "* ]]; then
     echo "record.sh: no trace named '$name'; the traces: ${all[*]}" >&2
@@ -77,6 +91,7 @@ printf 'name\texit\tseconds\tbytes\tcompare\n' > "$out/summary.tsv"
   echo "host: $(uname -a)"
   echo "vramscope: $("$vs" --version 2>&1) ($vs)"
   echo "repository: $(git -C "$here" rev-parse HEAD 2>/dev/null || echo 'not a git checkout')"
+  if [ "$corpus_set" != tuning ]; then echo "corpus set: $corpus_set (${wl[1]})"; fi
   "$py" -c 'import sys, torch; print("python:", sys.version.split()[0], "torch:", torch.__version__, "cuda:", torch.version.cuda, "gpu:", torch.cuda.get_device_name(0))'
   nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv 2>&1
   echo "cpus: $(nproc)"
@@ -222,6 +237,24 @@ attach() {
   finish "$name" "$([ "$rc_tracer" -ne 0 ] && echo "$rc_tracer" || echo "$rc_workload")" "$t0"
 }
 
+# The held-out set: each workload with heldout.py's defaults (its DEFAULTS), under the allocator named.
+if [ "$corpus_set" = heldout ]; then
+  launch kv_cache_dict_leak -- "${wl[@]}" kv_cache_dict_leak
+  launch conv_metrics_leak -- "${wl[@]}" conv_metrics_leak
+  launch late_phase_leak -- "${wl[@]}" late_phase_leak
+  launch stream_prefetch_leak PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True -- "${wl[@]}" stream_prefetch_leak
+  launch multi_second_leaks -- "${wl[@]}" multi_second_leaks
+  launch notebook_live_after_empty_cache -- "${wl[@]}" notebook_live_after_empty_cache
+  launch notebook_reset_clean -- "${wl[@]}" notebook_reset_clean
+  launch gc_cycle_clean -- "${wl[@]}" gc_cycle_clean
+  launch cache_held_after_eval -- "${wl[@]}" cache_held_after_eval
+  launch oom_single_request -- "${wl[@]}" oom_single_request
+  launch conv_training_healthy -- "${wl[@]}" conv_training_healthy
+  launch kv_prealloc_healthy -- "${wl[@]}" kv_prealloc_healthy
+  launch async_serving_healthy PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync -- "${wl[@]}" async_serving_healthy
+  launch random_batch_plateau -- "${wl[@]}" random_batch_plateau
+  launch lru_cache_plateau -- "${wl[@]}" lru_cache_plateau
+else
 launch leak_default -- "${wl[@]}" leak_after_startup --startup-s 4 --requests 40
 launch leak_expandable PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True -- "${wl[@]}" leak_after_startup --startup-s 4 --requests 40
 launch leak_async PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync -- "${wl[@]}" leak_after_startup --startup-s 4 --requests 40
@@ -252,6 +285,7 @@ launch quiet_copies -- taskset -c 0,1 "${wl[@]}" copy_loop --requests 2000
 contended contention_sync sync_loop --requests 3000
 contended contention_copies copy_loop --requests 2000
 launch exit_holding_state -- "${wl[@]}" exit_holding_state --requests 20
+fi
 
 echo "recorded in $(seconds_since "$start") s; packing"
 tar -czf "$out.tar.gz" -C "$(dirname "$out")" "$(basename "$out")"
