@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Scores vramscope's findings on the labeled corpus (manifest.json beside this file).
 
-    score.py --vramscope build/vramscope [--manifest FILE] [--root DIR] [--json OUT]
+    score.py --vramscope build/vramscope [--set all|tuning|heldout] [--manifest FILE] [--root DIR] [--json OUT]
+
+--set scores one set of the manifest: tuning (entries without "set", the traces the rules were tuned on),
+heldout (entries with "set": "heldout", recorded from heldout.py after the tuning), or all (the default).
 
 For every manifest entry whose trace file exists (the others are listed as missing, not scored), runs
 `vramscope report --db PATH --format json` and judges it: the rank-1 finding's kind ("none" when there is
@@ -20,6 +23,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SETS = ("tuning", "heldout")  # an entry's "set"; absent: tuning
 NONE = "none"  # the first "kind" of a trace with no finding
 ERROR = "error"  # the first "kind" of a trace whose report failed
 REPORT_TIMEOUT_S = 120
@@ -52,6 +56,8 @@ def load_manifest(path):
             if unknown:
                 errors.append(f"{where}: {field} names unknown kinds {sorted(unknown)} (the manifest's kinds: "
                               f"{', '.join(doc['kinds'])}, or {NONE})")
+        if t.get("set", SETS[0]) not in SETS:
+            errors.append(f"{where}: set {t.get('set')!r} is not one of {', '.join(SETS)} (absent: {SETS[0]})")
         if not t.get("expect_first"):
             errors.append(f"{where}: expect_first is empty")
         both = set(t.get("expect_first", [])) & set(t.get("must_not", []))
@@ -99,7 +105,7 @@ def leak_process_problem(db, session_id, substring, findings):
 
 def judge(entry, db, vramscope):
     """One trace's result: first kind, fired kinds, right or not, and why not."""
-    result = {"name": entry["name"], "label": entry["label"], "path": entry["path"],
+    result = {"name": entry["name"], "set": entry.get("set", SETS[0]), "label": entry["label"], "path": entry["path"],
               "expect_first": entry["expect_first"], "first": ERROR, "fired": [], "right": False, "reasons": []}
     out, error = report(vramscope, db)
     if error:
@@ -173,11 +179,15 @@ def main():
     ap.add_argument("--manifest", default=str(HERE / "manifest.json"))
     ap.add_argument("--root", default=str(HERE.parent.parent), help="what manifest paths are relative to")
     ap.add_argument("--json", metavar="OUT", help="also write the results and tables as JSON")
+    ap.add_argument("--set", choices=("all", *SETS), default="all",
+                    help="score only this set of the manifest (absent from an entry: tuning); default all")
     a = ap.parse_args()
     doc = load_manifest(a.manifest)
     root = Path(a.root)
+    entries = [t for t in doc["traces"] if a.set == "all" or t.get("set", SETS[0]) == a.set]
+    print(f"set: {a.set} ({len(entries)} of the manifest's {len(doc['traces'])} traces)")
     results, missing = [], []
-    for entry in doc["traces"]:
+    for entry in entries:
         db = root / entry["path"]
         if not db.is_file():
             missing.append(entry["name"])
@@ -203,15 +213,16 @@ def main():
         print_tables(results, labels, columns, confusion, per_kind)
     else:
         labels, columns, confusion, per_kind = [], [], {}, {}
-    print(f"\n{right} of {len(results)} scored traces right" + (f"; {len(missing)} missing" if missing else ""))
+    print(f"\n{right} of {len(results)} scored traces right" + (f"; {len(missing)} missing" if missing else "")
+          + f" (set: {a.set})")
     if a.json:
         Path(a.json).write_text(json.dumps({
-            "vramscope": a.vramscope, "manifest": a.manifest, "scored": len(results), "right": right,
+            "vramscope": a.vramscope, "manifest": a.manifest, "set": a.set, "scored": len(results), "right": right,
             "missing": missing, "traces": results,
             "confusion": {label: dict(confusion[label]) for label in labels}, "kinds": per_kind,
             "definitions": DEFINITIONS}, indent=1))
     if not results:
-        print(f"score.py: no trace of the manifest exists under {root}", file=sys.stderr)
+        print(f"score.py: no trace of the manifest's set {a.set} exists under {root}", file=sys.stderr)
         sys.exit(2)
     sys.exit(0 if right == len(results) else 1)
 
