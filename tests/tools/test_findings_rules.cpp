@@ -357,3 +357,23 @@ TEST_CASE("call_errors: a failure the next call on its thread repeats with succe
   REQUIRE(other_call.of("call_errors").size() == 1);
   CHECK(other_call.of("call_errors")[0]["severity"] == "low");
 }
+
+TEST_CASE("held_after_empty_cache: not after the allocator's own out-of-memory retry", "[findings][rules]") {
+  // An allocation fails, the allocator frees its cached segment and tries again, which fails too: what stayed
+  // (512 MiB) was in use, not a reference the program forgot; out_of_memory tells the story.
+  auto trace = one_process();
+  std::int64_t ts = kStart + 20 * syn::kMs;
+  malloc_call(trace, ts, 0x7f0000000000, 512 * kMiB);
+  malloc_call(trace, ts + syn::kMs, 0x7f1000000000, 100 * kMiB);
+  ts = heartbeat(trace, ts + 2 * syn::kMs);
+  trace.call(kPid, "cudaMalloc", ts, 20 * syn::kUs).bytes(512 * syn::kGiB).device(0).ret(2).caller(syn::kTorchAllocatorLib);
+  free_call(trace, ts + syn::kMs, 0x7f1000000000);
+  trace.call(kPid, "cudaMalloc", ts + 2 * syn::kMs, 20 * syn::kUs).bytes(512 * syn::kGiB).device(0).ret(2).caller(
+      syn::kTorchAllocatorLib);
+  for (int i = 0; i < 5; ++i) ts = heartbeat(trace, ts + 3 * syn::kMs);
+  trace.exit(kPid, ts + 10 * syn::kMs);
+  auto f = findings_of(trace);
+  CHECK(f.out["findings"][0]["kind"] == "out_of_memory");
+  CHECK(f.fired("held_after_empty_cache") == 0);
+  CHECK(f.fired("allocator_cache_held") == 0);
+}

@@ -358,16 +358,6 @@ const std::map<std::string, NumberSql>& number_sql() {
 
 // ---- running them --------------------------------------------------------------------------------------------
 
-std::vector<fs::path> shipped_traces() {
-  std::vector<fs::path> out;
-  const fs::path examples(VS_EXAMPLES_DIR);
-  for (const auto& d : fs::directory_iterator(examples / "traces"))
-    if (fs::exists(d.path() / "trace.db")) out.push_back(d.path() / "trace.db");
-  for (const auto& f : fs::directory_iterator(examples / "corpus" / "traces"))
-    if (f.path().extension() == ".db") out.push_back(f.path());
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 // One value from run_sql, as an agent would get it.
 json run_sql_value(const vs::store::TraceReader& db, std::int64_t session, const std::string& sql) {
@@ -496,7 +486,7 @@ TEST_CASE("findings SQL: every kind the registry declares has its numbers' defin
 
 TEST_CASE("findings SQL: every number a finding cites on the shipped traces is what run_sql computes",
           "[findings_sql]") {
-  const auto traces = shipped_traces();
+  const auto traces = vs::test::recorded_traces();
   CHECK(traces.size() >= 36);
   Compared compared;
   for (const fs::path& path : traces) check_numbers(path.string(), compared);

@@ -168,18 +168,6 @@ void check_verdicts_keep(const std::string& name, const std::string& file, const
   }
 }
 
-// The recorded traces: examples/traces/*/trace.db, and examples/corpus/traces/*.db where it exists.
-std::vector<fs::path> recorded_traces() {
-  std::vector<fs::path> out;
-  const fs::path examples(VS_EXAMPLES_DIR);
-  for (const auto& d : fs::directory_iterator(examples / "traces"))
-    if (fs::exists(d.path() / "trace.db")) out.push_back(d.path() / "trace.db");
-  if (fs::is_directory(examples / "corpus" / "traces"))
-    for (const auto& f : fs::directory_iterator(examples / "corpus" / "traces"))
-      if (f.path().extension() == ".db") out.push_back(f.path());
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 }  // namespace
 
@@ -261,7 +249,7 @@ TEST_CASE("time warp: a warped copy keeps every call and maps every timestamp", 
 
 TEST_CASE("time warp: the verdicts of every recorded trace stay the same under each warp", "[time_warp]") {
   syn::TempDir dir("vs_time_warp");
-  const auto traces = recorded_traces();
+  const auto traces = vs::test::recorded_traces();
   REQUIRE(traces.size() >= 6);
   for (const fs::path& trace : traces)
     check_verdicts_keep(fs::relative(trace, fs::path(VS_EXAMPLES_DIR)).string(), trace.string(), dir);

@@ -4,7 +4,10 @@
 #pragma once
 
 #include <catch2/catch.hpp>
+#include <algorithm>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include "common/json_schema.h"
 #include "tests/trace_file.h"
@@ -14,6 +17,21 @@ namespace vs::test {
 
 inline std::string example_trace(const std::string& name) {
   return std::string(VS_EXAMPLES_DIR) + "/traces/" + name + "/trace.db";
+}
+
+// Every trace recorded on a GPU that the repository ships: examples/traces/*/trace.db and the labeled corpus,
+// examples/corpus/traces/**/*.db (the tuning set and the held-out set), sorted.
+inline std::vector<std::filesystem::path> recorded_traces() {
+  namespace fs = std::filesystem;
+  std::vector<fs::path> out;
+  const fs::path examples(VS_EXAMPLES_DIR);
+  for (const auto& d : fs::directory_iterator(examples / "traces"))
+    if (fs::exists(d.path() / "trace.db")) out.push_back(d.path() / "trace.db");
+  if (fs::is_directory(examples / "corpus" / "traces"))
+    for (const auto& f : fs::recursive_directory_iterator(examples / "corpus" / "traces"))
+      if (f.path().extension() == ".db") out.push_back(f.path());
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 inline tools::ToolOutput run_tool_checked(const store::TraceReader& db, const std::string& name,

@@ -37,6 +37,22 @@ std::map<std::int64_t, FrameworkMemory> framework_memory(Ctx& c) {
       m.held.push_back(a);
     }
   }
+  // Failed allocations (out of memory) by the allocator, through the APIs whose top-level calls failed.
+  std::string failing;
+  for (const auto& [api_id, s] : c.call_stats()) {
+    const std::string& op = c.apis[api_id].op;
+    if (s.top_level_failed > 0 && (op == "alloc" || op == "vmm_create"))
+      failing += (failing.empty() ? "" : ",") + std::to_string(api_id);
+  }
+  if (!failing.empty() && !c.framework_callers.empty()) {
+    std::string callers;
+    for (auto id : c.framework_callers) callers += (callers.empty() ? "" : ",") + std::to_string(id);
+    c.query("SELECT pid, MAX(ts_ns) FROM call_rows WHERE " + c.scope_of_apis() + " AND api_id IN (" + failing +
+                ") AND ret = 2 AND parent_id IS NULL AND caller_id IN (" + callers + ") GROUP BY pid",
+            c.params(), [&](const store::Row& r) {
+              if (auto it = by_pid.find(r.i64(0)); it != by_pid.end()) it->second.last_failed_alloc_ns = r.i64(1);
+            });
+  }
   for (const Ctx::Allocation* a : mine) {
     FrameworkMemory& m = by_pid[a->pid];
     if (a->end_reason == "freed" && a->free_ts && *a->free_ts > m.last_alloc_ns) {

@@ -21,6 +21,7 @@ struct FrameworkMemory {
   std::int64_t last_release_ns = 0;  // the last free by a call; 0: none
   std::int64_t releases_after_last_alloc = 0, released_bytes_after_last_alloc = 0;
   std::int64_t frees = 0, freed_bytes = 0;  // every free by a call
+  std::int64_t last_failed_alloc_ns = 0;     // the last allocation by the allocator that failed out of memory
   // Never freed by a call: held at the end (or released at exit). In the order of Ctx::allocations(), so
   // ascending addresses: holds() is a binary search.
   std::vector<const Ctx::Allocation*> held;
@@ -28,6 +29,9 @@ struct FrameworkMemory {
   bool holds(const Ctx::Allocation& a) const;
   // Released after its last allocation: what stayed is what had live blocks when the cache was emptied.
   bool released_after_last_alloc() const { return releases_after_last_alloc > 0; }
+  // An allocation failed after the last that succeeded: the releases after it were the allocator's own retry
+  // (it frees its cache and tries again), not the program's empty_cache(), and what stayed was still in use.
+  bool released_for_oom_retry() const { return released_after_last_alloc() && last_failed_alloc_ns > last_alloc_ns; }
 };
 
 // Per process, the framework allocators' cacheable memory (device, VMM physical and managed: the

@@ -30,6 +30,12 @@ void held_after_empty_cache(Ctx& c, std::vector<Finding>& out, std::vector<std::
       continue;
     }
     const std::int64_t held = m.held_bytes();
+    if (m.released_for_oom_retry()) {
+      notes.push_back(c.who(pid) + ": " + name + " released " + fmt_bytes(m.released_bytes_after_last_alloc) +
+                      " after an allocation failed at " + c.t(m.last_failed_alloc_ns) +
+                      " (its out-of-memory retry, not empty_cache()); the " + fmt_bytes(held) + " that stayed was in use");
+      continue;
+    }
     if (held < kLiveMinBytes) {
       notes.push_back(c.who(pid) + ": " + fmt_bytes(held) + " stayed after " + name + " released " +
                       fmt_bytes(m.released_bytes_after_last_alloc) + " at " + c.t(m.last_release_ns));
@@ -58,8 +64,8 @@ void held_after_empty_cache(Ctx& c, std::vector<Finding>& out, std::vector<std::
                 c.t(first_alloc) + " to " + c.t(last_alloc) +
                 ". This is not the allocator's cache, and empty_cache() cannot return it: drop the reference.";
     f.rule = "the framework allocator's GPU memory (device, VMM physical, managed) freed by it after its last "
-             "allocation, and >= " + fmt_bytes(kLiveMinBytes) + " of it still held after that, to the process's "
-             "exit or the trace's end";
+             "allocation, not after a failed one (its own out-of-memory retry), and >= " + fmt_bytes(kLiveMinBytes) +
+             " of it still held after that, to the process's exit or the trace's end";
     f.numbers = {{"held_bytes", held},
                  {"held_segments", m.held.size()},
                  {"released_segments", m.releases_after_last_alloc},
