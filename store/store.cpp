@@ -548,6 +548,18 @@ struct TraceWriter::Impl {
 
   void apply(Task& t) { t.fn(); }
 
+  // Copies everything in the -wal file into the trace file and empties the -wal, so that
+  // the file alone (copied, attached to a report) holds the session. SQLite does that
+  // when its last connection closes, which a reader that is still open (an MCP server)
+  // prevents. A reader in a long query makes it wait (busy timeout), then give up.
+  void checkpoint() {
+    int rc = sqlite3_wal_checkpoint_v2(db.db, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+    if (rc != SQLITE_OK)
+      spdlog::warn("trace file '{}': folding its -wal file into it failed ({}): until a later writer or the last "
+                   "reader closes it, copy the trace together with '{}-wal'",
+                   path, errmsg(db.db), path);
+  }
+
   // ---- the writer thread ----
   void run() {
     std::vector<QueuedOp> batch;
@@ -1032,6 +1044,7 @@ Status TraceWriter::end_session(const SessionEnd& end) {
     using Ms = std::chrono::duration<double, std::milli>;
     spdlog::debug("trace file '{}': session {} ended; indexes built in {:.0f} ms, summaries in {:.0f} ms", im.path,
                   im.w_session_id, Ms(t1 - t0).count(), Ms(std::chrono::steady_clock::now() - t1).count());
+    im.checkpoint();
   });
   return flush();
 }

@@ -72,6 +72,25 @@ TraceRun trace(const std::string& args_after_dashdash, const std::string& option
   return run;
 }
 
+// Starts a shell command in the background; with `exec` in front, the pid is that of the
+// program it runs (vramscope itself, for the tests that kill it).
+pid_t spawn(const std::string& shell_command) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", shell_command.c_str(), nullptr);
+    _exit(127);
+  }
+  return pid;
+}
+
+// `vramscope trace` of the fixture workload with the fake libraries, in the background.
+pid_t spawn_trace(const std::string& dir, const std::string& db, const std::string& workload_args,
+                  const std::string& env = "") {
+  return spawn("exec env " + env + " " + std::string(VS_BINARY) + " trace -q --db " + db + " --cuda-lib " +
+               fixture("libcudart.so.13") + " --cuda-lib " + fixture("libcuda.so.1") + " -- " + fixture("workload") +
+               " " + workload_args + " > " + dir + "/out.json 2> " + dir + "/log.txt");
+}
+
 TraceRun trace_scenario(const std::string& scenario, const std::string& options = "") {
   auto run = trace(fixture("workload") + " " + scenario, options);
   INFO(run.log);
@@ -401,6 +420,36 @@ TEST_CASE("all-process mode picks up a process that starts later", "[trace]") {
   const std::int64_t pid = workload["pid"].get<int>();
   CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE pid = ?", {pid}) == 5);
   CHECK(t.qs("SELECT how_found FROM processes WHERE pid = ?", {pid}) == "first_call");
+}
+
+TEST_CASE("once recording stops, the trace file alone holds everything, though a reader had it open", "[trace]") {
+  // A reader (an MCP server, say) open while recording keeps SQLite from folding
+  // the -wal file into the trace when the writer closes; the session's end must.
+  auto dir = temp_dir();
+  const std::string db = dir + "/trace.db";
+  pid_t tracer = spawn_trace(dir, db, "loop 3000 6000");
+  std::unique_ptr<TraceReader> reader;
+  int exit_code = -1;
+  for (int i = 0; i < 300 && exit_code < 0; ++i) {
+    if (!reader)
+      if (auto r = TraceReader::open(db); r.ok()) reader = std::move(r.value());
+    if (reader) (void)reader->query("SELECT COUNT(*) FROM call_rows", {}, [](const Row&) {});
+    int status = 0;
+    if (waitpid(tracer, &status, WNOHANG) == tracer) exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  INFO(read_all(dir + "/log.txt"));
+  REQUIRE(exit_code == 0);
+  REQUIRE(reader);  // opened while recording, still open
+  const auto copy_dir = temp_dir();
+  fs::copy_file(db, copy_dir + "/copy.db");
+  REQUIRE_FALSE(fs::exists(copy_dir + "/copy.db-wal"));
+  auto t = open_trace(copy_dir + "/copy.db");
+  CHECK(t.qs("SELECT status FROM sessions") == "complete");
+  CHECK(t.q("SELECT COUNT(*) FROM calls WHERE api IN ('cudaMalloc', 'cudaFree')") == 6000);
+  CHECK(t.q("SELECT calls_recorded FROM sessions") == t.q("SELECT COUNT(*) FROM calls"));
+  CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE end_reason = 'freed'") == 3000);
+  CHECK(t.q("SELECT COUNT(*) > 0 FROM call_stats") == 1);
 }
 
 TEST_CASE("the launched command's exit code is vramscope's", "[trace][cli]") {
