@@ -1,6 +1,11 @@
 #include "store/reader.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cctype>
 #include <chrono>
 #include <set>
@@ -33,6 +38,46 @@ Result<std::unique_ptr<TraceReader>> TraceReader::open(const std::string& path) 
   if (version == 0) return Error{path + " is not a vramscope trace (no schema version)"};
   if (version > kSchemaVersion)
     return Error{path + " was written by a newer vramscope (schema " + std::to_string(version) + "); upgrade vramscope"};
+
+  // A session stays 'recording' in the file when its recorder dies (kill -9, a crash).
+  // A live recorder holds an exclusive flock() on the file (TraceWriter::open), so
+  // `sessions`, as every query of this connection sees it, is a view that says
+  // 'interrupted' for a session marked 'recording' whose recorder is gone; checked at
+  // every read, so a reader open during the recording sees the recorder die. A copy of
+  // the file has no recorder. The descriptor is this connection's until it closes (closing
+  // a descriptor of the file earlier would drop SQLite's fcntl locks in this process).
+  auto* lock_fd = new int(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  auto recorder_alive = [](sqlite3_context* ctx, int, sqlite3_value**) {
+    const int fd = *static_cast<int*>(sqlite3_user_data(ctx));
+    const bool alive = fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    if (fd >= 0 && !alive) flock(fd, LOCK_UN);
+    sqlite3_result_int(ctx, alive ? 1 : 0);
+  };
+  auto close_fd = [](void* p) {
+    auto* fd = static_cast<int*>(p);
+    if (*fd >= 0) close(*fd);
+    delete fd;
+  };
+  if (sqlite3_create_function_v2(r->db_, "vramscope_recorder_alive", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS, lock_fd,
+                                 recorder_alive, nullptr, nullptr, close_fd) != SQLITE_OK)
+    return Error{"cannot read " + path + ": " + sqlite3_errmsg(r->db_)};
+  std::string columns;
+  s = r->query("SELECT name FROM pragma_table_info('sessions')", {}, [&](const Row& row) {
+    const std::string name = row.text(0);
+    columns += (columns.empty() ? "" : ", ") +
+               (name == "status" ? "CASE WHEN status = 'recording' AND NOT vramscope_recorder_alive() THEN "
+                                   "'interrupted' ELSE status END AS status"
+                                 : "\"" + name + "\"");
+  });
+  if (!s) return Error{"cannot read " + path + " as a vramscope trace: " + s.message()};
+  const std::string view =
+      "PRAGMA temp_store = MEMORY; CREATE TEMP VIEW sessions AS SELECT " + columns + " FROM main.sessions";
+  char* msg = nullptr;
+  if (!columns.empty() && sqlite3_exec(r->db_, view.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
+    std::string m = msg ? msg : sqlite3_errmsg(r->db_);
+    sqlite3_free(msg);
+    return Error{"cannot read " + path + " as a vramscope trace: " + m};
+  }
   return r;
 }
 

@@ -39,6 +39,11 @@ CREATE TABLE IF NOT EXISTS sessions (
   sched_drops        INTEGER NOT NULL DEFAULT 0,  -- raw switch records lost (--sched-events)
   unrecorded_calls   INTEGER NOT NULL DEFAULT 0,  -- calls seen but not recorded (nesting too deep, state map full)
   status             TEXT NOT NULL DEFAULT 'recording', -- 'recording' | 'complete' | 'interrupted'
+                                        -- 'interrupted': stopped before its end (Ctrl-C, SIGTERM), or its recorder
+                                        -- died (killed, crashed) or could not write (disk full). A live recorder
+                                        -- holds a lock on the file; readers report a 'recording' session without
+                                        -- one (a copied file has none) as 'interrupted', and the next recorder into
+                                        -- the file stores it so
   nvml               TEXT               -- 'sampled every N ms', or why NVML's device view is missing
 );
 

@@ -1,11 +1,16 @@
 #include "store/store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -118,6 +123,17 @@ using QueuedOp = std::variant<CallRow, AllocOpenRow, AllocationClose, UnmatchedF
 
 // ---- SQLite helpers ----
 
+// The recorder's lock (see TraceWriter::open): a descriptor of its own on the trace file.
+struct RecorderLock {
+  int fd = -1;
+  RecorderLock() = default;
+  RecorderLock(const RecorderLock&) = delete;
+  RecorderLock& operator=(const RecorderLock&) = delete;
+  ~RecorderLock() {
+    if (fd >= 0) close(fd);
+  }
+};
+
 struct Db {
   sqlite3* db = nullptr;
   ~Db() {
@@ -210,6 +226,7 @@ Status upgrade_schema(sqlite3* db) {
 
 struct TraceWriter::Impl {
   std::string path;
+  RecorderLock lock;  // released after the connection is closed (declared before it)
   Db db;
 
   // ---- writer-thread state (only the writer thread touches these after open) ----
@@ -784,6 +801,20 @@ Result<std::unique_ptr<TraceWriter>> TraceWriter::open(const std::string& path) 
     return Error{s.message()};
 
   // Schema (idempotent), version and the API catalog, in one transaction.
+  // While this writer lives it holds an exclusive flock() on the file: a reader that can
+  // take a shared one knows that no recorder is alive, and reads a session still marked
+  // 'recording' as 'interrupted' (TraceReader::open). flock, not fcntl: SQLite's own locks
+  // are fcntl locks, which flock locks do not touch. The descriptor is closed only after
+  // the connection is (closing any descriptor of the file drops the process's fcntl locks).
+  RecorderLock lock;
+  lock.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (lock.fd < 0) return Error{"cannot open " + ctx + ": " + std::strerror(errno)};
+  if (flock(lock.fd, LOCK_EX | LOCK_NB) != 0)
+    return Error{errno == EWOULDBLOCK
+                     ? "another `vramscope trace` is recording into " + ctx + "; wait for it to end, or write to "
+                       "another file"
+                     : "cannot lock " + ctx + ": " + std::strerror(errno)};
+
   if (Status s = exec(db.db, "BEGIN IMMEDIATE", "cannot write " + ctx); !s)
     return Error{s.message() + "; check that the directory is writable and no other writer holds the file"};
   auto abort = [&](const std::string& m) {
@@ -793,6 +824,12 @@ Result<std::unique_ptr<TraceWriter>> TraceWriter::open(const std::string& path) 
   if (Status s = upgrade_schema(db.db); !s)
     return abort("cannot create or upgrade the schema of " + ctx + ": " + s.message() +
                  "; check that the directory is writable and the disk is not full");
+  // A session still 'recording' had a recorder that died (killed, crashed): holding the
+  // lock, this writer knows none is alive, and says so in the file.
+  if (Status s = exec(db.db, "UPDATE sessions SET status = 'interrupted' WHERE status = 'recording'",
+                      "marking the sessions of recorders that died as interrupted");
+      !s)
+    return abort("cannot write " + ctx + ": " + s.message() + "; check that the disk is not full");
   {
     Stmt ins;
     if (sqlite3_prepare_v2(db.db, "INSERT OR IGNORE INTO apis (id, name, layer, op) VALUES (?,?,?,?)", -1, &ins.s,
@@ -854,6 +891,7 @@ Result<std::unique_ptr<TraceWriter>> TraceWriter::open(const std::string& path) 
     if (rc != SQLITE_DONE) return Error{"cannot read the objects table of " + ctx + ": " + errmsg(db.db)};
   }
   std::swap(im.db.db, db.db);
+  std::swap(im.lock.fd, lock.fd);
   if (Status s = im.prepare_all(); !s) return Error{s.message()};
   im.queue.reserve(kWakeOps * 2);
   im.pending_calls.reserve(kMultiRows);

@@ -59,8 +59,8 @@ Result<Window> resolve_window(const Session& session, const json& args) {
 Result<json> coverage(const store::TraceReader& db, const Session& session) {
   json c;
   Status st = db.query(
-      "SELECT status, calls_recorded, call_drops, lifecycle_drops, unrecorded_calls, sched_drops FROM sessions "
-      "WHERE id = ?",
+      "SELECT status, calls_recorded, call_drops, lifecycle_drops, unrecorded_calls, sched_drops, "
+      "end_ts_ns IS NULL FROM sessions WHERE id = ?",
       {session.id}, [&](const store::Row& r) {
         c["session_id"] = session.id;
         c["status"] = r.text(0);
@@ -69,10 +69,13 @@ Result<json> coverage(const store::TraceReader& db, const Session& session) {
         c["lifecycle_drops"] = r.i64(3);
         c["unrecorded_calls"] = r.i64(4);
         c["sched_drops"] = r.i64(5);
+        c["ended"] = r.i64(6) == 0;
       });
   if (!st) return Error{st.message()};
-  if (session.status == "recording") {
-    // calls_recorded is written at the end; count what is there so far.
+  const bool ended = c["ended"].get<bool>();
+  c.erase("ended");
+  if (!ended) {
+    // calls_recorded is written at the session's end (never, if the recorder died); count what is there.
     st = db.query("SELECT COUNT(*) FROM call_rows WHERE session_id = ?", {session.id},
                   [&](const store::Row& r) { c["calls_recorded"] = r.i64(0); });
     if (!st) return Error{st.message()};
@@ -106,6 +109,9 @@ std::string coverage_line(const json& c) {
     line += ", " + std::to_string(c["libraries_failed"].get<std::int64_t>()) +
             " libraries NOT probed (their calls are not observed)";
   if (c["status"] == "recording") line += "; still recording: numbers cover what is stored so far";
+  if (c["status"] == "interrupted")
+    line += "; interrupted: the recording stopped before its end (Ctrl-C, or the recorder was killed or could not "
+            "write): numbers cover what was stored up to then";
   return line;
 }
 

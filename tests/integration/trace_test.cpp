@@ -452,6 +452,39 @@ TEST_CASE("once recording stops, the trace file alone holds everything, though a
   CHECK(t.q("SELECT COUNT(*) > 0 FROM call_stats") == 1);
 }
 
+TEST_CASE("a trace whose recorder was killed reads as interrupted, not as still recording", "[trace]") {
+  auto dir = temp_dir();
+  const std::string db = dir + "/trace.db";
+  pid_t tracer = spawn_trace(dir, db, "loop 100000 2000");  // 100 s
+  std::int64_t calls = 0, workload = 0;
+  for (int i = 0; i < 100 && calls < 100; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (auto r = TraceReader::open(db); r.ok()) {
+      (void)(*r)->query("SELECT COUNT(*) FROM call_rows", {}, [&](const Row& row) { calls = row.i64(0); });
+      (void)(*r)->query("SELECT pid FROM processes WHERE how_found = 'launched'", {},
+                        [&](const Row& row) { workload = row.i64(0); });
+    }
+  }
+  INFO(read_all(dir + "/log.txt"));
+  REQUIRE(calls >= 100);
+  CHECK(open_trace(db).qs("SELECT status FROM sessions") == "recording");
+  kill(tracer, SIGKILL);
+  waitpid(tracer, nullptr, 0);
+  if (workload > 0) kill(static_cast<pid_t>(workload), SIGKILL);  // it ran on, untraced
+
+  auto t = open_trace(db);
+  CHECK(t.qs("SELECT status FROM sessions") == "interrupted");
+  const std::string report = dir + "/report.txt";
+  REQUIRE(std::system((std::string(VS_BINARY) + " report --db " + db + " > " + report + " 2>&1").c_str()) == 0);
+  const std::string text = read_all(report);
+  INFO(text);
+  CHECK_THAT(text, Catch::Contains("launch mode, interrupted"));
+  CHECK_THAT(text, Catch::Contains("(interrupted), 1 processes"));
+  CHECK_THAT(text, Catch::Contains("the recording stopped before its end"));
+  CHECK_THAT(text, !Catch::Contains("still recording") && !Catch::Contains("still being written"));
+  CHECK_THAT(text, !Catch::Contains(" 0 calls recorded"));
+}
+
 TEST_CASE("the launched command's exit code is vramscope's", "[trace][cli]") {
   auto run = trace("/bin/sh -c 'exit 3'");
   CHECK(run.exit_code == 3);

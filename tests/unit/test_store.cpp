@@ -305,8 +305,9 @@ TEST_CASE("store: a second session in the same file gets ids after the first", "
     REQUIRE((*w)->end_session(end).ok());
   }
   Sql db(file);
+  // Session 1's recorder died: the second writer marked it so.
   CHECK(db.rows("SELECT id, host, end_ts_ns, calls_recorded, status FROM sessions ORDER BY id") ==
-        std::vector<std::string>{"1|host-a|NULL|0|recording", "2|host-b|60000|3|interrupted"});
+        std::vector<std::string>{"1|host-a|NULL|0|interrupted", "2|host-b|60000|3|interrupted"});
   CHECK(db.rows("SELECT id, session_id FROM call_rows ORDER BY id") ==
         std::vector<std::string>{"1|1", "2|1", "3|2", "4|2", "5|2"});
   CHECK(db.rows("SELECT id, session_id, alloc_call_id, bytes, free_call_id, end_reason FROM allocations ORDER BY id") ==
@@ -317,6 +318,51 @@ TEST_CASE("store: a second session in the same file gets ids after the first", "
   CHECK(db.rows("SELECT id, path FROM objects ORDER BY id") ==
         std::vector<std::string>{"1|" + kTorch, "2|/usr/lib/libother.so"});
   CHECK(db.rows("SELECT call_id, session_id FROM unmatched_frees") == std::vector<std::string>{"5|2"});
+}
+
+namespace {
+std::string session_status(const vs::store::TraceReader& r) {
+  std::string status;
+  REQUIRE(r.query("SELECT status FROM sessions", {}, [&](const vs::store::Row& row) { status = row.text(0); }).ok());
+  return status;
+}
+}  // namespace
+
+TEST_CASE("store: a session whose recorder is gone reads as interrupted, a live one as recording", "[store]") {
+  TempDir dir;
+  const fs::path file = dir.path / "trace.db";
+  auto w = TraceWriter::open(file.string());
+  REQUIRE(w.ok());
+  REQUIRE((*w)->begin_session(session_info("host-a", 1000)) == 1);
+  (*w)->add_call(Call(1, "cudaMalloc").ptr(kP1).bytes(10).caller(kTorch));
+  REQUIRE((*w)->flush().ok());
+
+  auto during = vs::store::TraceReader::open(file.string());
+  REQUIRE(during.ok());
+  CHECK(session_status(**during) == "recording");
+  // A second recorder into the same file is refused while the first lives.
+  auto second = TraceWriter::open(file.string());
+  REQUIRE_FALSE(second.ok());
+  CHECK_THAT(second.error().message, Catch::Contains("another `vramscope trace` is recording into"));
+
+  w.value().reset();  // the recorder goes without ending its session (as when it is killed)
+  CHECK(session_status(**during) == "interrupted");  // a reader open all along sees it
+  auto after = vs::store::TraceReader::open(file.string());
+  REQUIRE(after.ok());
+  CHECK(session_status(**after) == "interrupted");
+  // The file itself is unchanged: readers derive it. A copy has no recorder either.
+  CHECK(Sql(file).one("SELECT status FROM sessions") == "recording");
+  const fs::path copy = dir.path / "copy.db";
+  fs::copy_file(file, copy);
+  fs::copy_file(file.string() + "-wal", copy.string() + "-wal");  // never checkpointed: the rows are there
+  auto copied = vs::store::TraceReader::open(copy.string());
+  REQUIRE(copied.ok());
+  CHECK(session_status(**copied) == "interrupted");
+  // Every column of the table is still there, under the same names.
+  std::int64_t columns = 0;
+  REQUIRE((*after)->query("SELECT COUNT(*) FROM pragma_table_info('sessions')", {},
+                          [&](const vs::store::Row& row) { columns = row.i64(0); }).ok());
+  CHECK(std::to_string(columns) == Sql(file).one("SELECT COUNT(*) FROM pragma_table_info('sessions')"));
 }
 
 TEST_CASE("store: many calls span several transactions", "[store]") {
