@@ -317,6 +317,8 @@ struct HttpServer::State {
 
   void accept_loop();
   void janitor_loop();
+  // Joins the threads of closed connections, which count against max_connections until then.
+  void reap_connections();
   void serve_connection(tcp::socket& socket);
   // Returns false when the connection must close.
   bool handle(TimedSocket& stream, Request& request);
@@ -438,6 +440,7 @@ void HttpServer::State::accept_loop() {
       spdlog::warn("mcp http: accept: {}", ec.message());
       continue;
     }
+    reap_connections();
     std::lock_guard lock(connections_mutex);
     if (connections.size() >= options.max_connections) {
       TimedSocket stream(*socket, options.read_timeout, options.write_timeout);
@@ -461,15 +464,7 @@ void HttpServer::State::janitor_loop() {
   std::unique_lock lock(janitor_mutex);
   while (!stopping) {
     janitor_wake.wait_for(lock, std::chrono::seconds(1));
-    // Join the threads of closed connections.
-    std::list<Connection> finished;
-    {
-      std::lock_guard connections_lock(connections_mutex);
-      for (auto it = connections.begin(); it != connections.end();)
-        if (it->done->load()) finished.splice(finished.end(), connections, it++);
-        else ++it;
-    }
-    for (auto& connection : finished) connection.thread.join();
+    reap_connections();
     // End sessions nobody used for a while.
     auto now = std::chrono::steady_clock::now().time_since_epoch().count();
     auto limit = std::chrono::duration_cast<std::chrono::steady_clock::duration>(options.session_idle_timeout).count();
@@ -485,6 +480,17 @@ void HttpServer::State::janitor_loop() {
       end_session(id);
     }
   }
+}
+
+void HttpServer::State::reap_connections() {
+  std::list<Connection> finished;
+  {
+    std::lock_guard lock(connections_mutex);
+    for (auto it = connections.begin(); it != connections.end();)
+      if (it->done->load()) finished.splice(finished.end(), connections, it++);
+      else ++it;
+  }
+  for (auto& connection : finished) connection.thread.join();
 }
 
 std::shared_ptr<HttpSession> HttpServer::State::find_session(const std::string& id) {
@@ -514,16 +520,22 @@ void HttpServer::State::serve_connection(tcp::socket& socket) {
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<uint32_t>(options.max_header_bytes));
-    parser.body_limit(options.max_body_bytes);
+    parser.body_limit(server.options().limits.max_message_bytes);
     beast::error_code ec;
     http::read(stream, buffer, parser, ec);
-    if (ec == http::error::body_limit || ec == http::error::header_limit) {
+    if (ec == http::error::body_limit) {
+      // The same refusal as stdio's for a line over the limit.
       Request request = parser.get();
       request.keep_alive(false);
-      bool body = ec == http::error::body_limit;
-      fail(stream, request, body ? http::status::payload_too_large : http::status::request_header_fields_too_large,
-           body ? "request body larger than " + std::to_string(options.max_body_bytes) + " bytes"
-                : "request header larger than " + std::to_string(options.max_header_bytes) + " bytes");
+      send(stream, reply(request, http::status::payload_too_large,
+                         to_wire(oversized_message(server.options().limits).response())));
+      break;
+    }
+    if (ec == http::error::header_limit) {
+      Request request = parser.get();
+      request.keep_alive(false);
+      fail(stream, request, http::status::request_header_fields_too_large,
+           "request header larger than " + std::to_string(options.max_header_bytes) + " bytes");
       break;
     }
     if (ec) break;  // closed, timed out, or not HTTP
@@ -610,12 +622,15 @@ bool HttpServer::State::handle_post(TimedSocket& stream, Request& request, std::
   if (lowercase(content_type.substr(0, content_type.find(';'))) != "application/json")
     return fail(stream, request, http::status::unsupported_media_type, "Content-Type must be application/json");
 
-  json message = json::parse(request.body(), nullptr, false);
+  auto parsed = parse_message(request.body(), server.options().limits);
+  if (auto* refused = std::get_if<RefusedMessage>(&parsed))
+    return send(stream, reply(request, http::status::bad_request, to_wire(refused->response())));
+  const json& message = std::get<json>(parsed);
   bool initialize = message.is_object() && message.value("method", json()) == "initialize";
   bool created = false;
   if (initialize && session)
     return fail(stream, request, http::status::bad_request, "initialize opens a session; send it without Mcp-Session-Id");
-  if (!initialize && !session && !message.is_discarded())
+  if (!initialize && !session)
     return fail(stream, request, http::status::bad_request, "Mcp-Session-Id header required (initialize first)");
   if (initialize) {
     std::lock_guard lock(sessions_mutex);
@@ -630,23 +645,16 @@ bool HttpServer::State::handle_post(TimedSocket& stream, Request& request, std::
     session->touch();
     created = true;
   }
-  std::shared_ptr<Session> mcp_session = session ? session->mcp : server.open_session(nullptr);
+  std::shared_ptr<Session> mcp_session = session->mcp;
 
   std::shared_ptr<Stream> sse;
   {
-    std::shared_ptr<HttpSession> owner = session;
-    uint64_t stream_id = 0;
-    if (owner) {
-      std::lock_guard lock(owner->mutex);
-      stream_id = owner->next_stream++;
-      sse = std::make_shared<Stream>(stream_id, options.max_events_per_stream);
-      owner->streams[stream_id] = sse;
-    } else {
-      sse = std::make_shared<Stream>(stream_id, options.max_events_per_stream);
-    }
+    std::lock_guard lock(session->mutex);
+    uint64_t stream_id = session->next_stream++;
+    sse = std::make_shared<Stream>(stream_id, options.max_events_per_stream);
+    session->streams[stream_id] = sse;
   }
-  Server::Received received = message.is_discarded() ? server.receive_text(mcp_session, request.body(), sse)
-                                                     : server.receive(mcp_session, message, sse);
+  Server::Received received = server.receive(mcp_session, message, sse);
   sse->expect(received);
   if (created) {
     if (mcp_session->initialized()) {
@@ -658,21 +666,20 @@ bool HttpServer::State::handle_post(TimedSocket& stream, Request& request, std::
     }
   }
   if (received.requests == 0) {
-    if (session) session->forget_stream(sse->id());
+    session->forget_stream(sse->id());
     Response response = reply(request, http::status::accepted, "");
     response.erase(http::field::content_type);
     return send(stream, std::move(response));
   }
   // A stream needs a session to resume in; a rejected message is answered with JSON and a 400.
-  bool stream_answer = options.sse_responses && session && !received.invalid && mcp_session->initialized();
+  bool stream_answer = options.sse_responses && !received.invalid && mcp_session->initialized();
   auto answer = stream_answer ? std::nullopt : sse->json_answer();
   if (answer) {
-    if (session) session->forget_stream(sse->id());
+    session->forget_stream(sse->id());
     Response response = reply(request, received.invalid ? http::status::bad_request : http::status::ok, *answer);
     if (created && mcp_session->initialized()) response.set("Mcp-Session-Id", session->id);
     return send(stream, std::move(response));
   }
-  if (!session) return fail(stream, request, http::status::bad_request, "Mcp-Session-Id header required");
   sse->attach();
   session->connections++;
   bool keep_open = serve_sse(stream, request, *session, *sse, 0, true);
@@ -690,13 +697,13 @@ bool HttpServer::State::handle_get(TimedSocket& stream, Request& request, std::s
     std::string last = header(request, "Last-Event-ID");
     auto dash = last.find('-');
     std::shared_ptr<Stream> found;
-    try {
-      if (dash != std::string::npos) {
-        found = session->find_stream(std::stoull(last.substr(0, dash)));
-        after = std::stoull(last.substr(dash + 1));
+    if (dash != std::string::npos) {
+      auto stream_id = parse_decimal(std::string_view(last).substr(0, dash));
+      auto seq = parse_decimal(std::string_view(last).substr(dash + 1));
+      if (stream_id && seq) {
+        found = session->find_stream(*stream_id);
+        after = *seq;
       }
-    } catch (const std::exception&) {
-      found = nullptr;
     }
     if (!found)
       return fail(stream, request, http::status::not_found, "Last-Event-ID '" + last + "' names no stream of this session");

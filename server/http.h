@@ -39,7 +39,7 @@ struct HttpOptions {
   // with the bound port, e.g. "https://app.example.com". A request without
   // Origin (not from a browser) passes.
   std::vector<std::string> allowed_origins;
-  size_t max_body_bytes = 4 << 20;    // 413 above
+  // A body larger than the server's ServerOptions::limits.max_message_bytes gets 413.
   size_t max_header_bytes = 16 << 10;  // 431 above
   size_t max_sessions = 64;             // 503 at initialize above
   size_t max_connections = 256;         // 503 above

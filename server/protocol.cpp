@@ -1,6 +1,7 @@
 #include "server/protocol.h"
 
 #include <algorithm>
+#include <charconv>
 
 namespace vs::mcp {
 
@@ -21,6 +22,38 @@ json make_error(const json& id, int code, std::string message, json data) {
 
 json make_notification(std::string method, json params) {
   return {{"jsonrpc", "2.0"}, {"method", std::move(method)}, {"params", std::move(params)}};
+}
+
+RefusedMessage oversized_message(const MessageLimits& limits) {
+  return {error_code::invalid_request, "invalid request: the message is larger than " +
+                                           std::to_string(limits.max_message_bytes) +
+                                           " bytes, the most one message may be"};
+}
+
+std::variant<json, RefusedMessage> parse_message(std::string_view text, const MessageLimits& limits) {
+  if (text.size() > limits.max_message_bytes) return oversized_message(limits);
+  bool too_deep = false;
+  // `depth` is the number of arrays and objects around the one starting. Once
+  // too deep, every value is dropped: the rest is scanned, never stored.
+  json::parser_callback_t limit_depth = [&](int depth, json::parse_event_t event, json&) {
+    if ((event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) &&
+        static_cast<size_t>(depth) >= limits.max_depth)
+      too_deep = true;
+    return !too_deep;
+  };
+  json message = json::parse(text, limit_depth, /*allow_exceptions=*/false);
+  if (too_deep)
+    return RefusedMessage{error_code::parse_error, "parse error: the message nests arrays and objects more than " +
+                                                       std::to_string(limits.max_depth) + " levels deep"};
+  if (message.is_discarded()) return RefusedMessage{error_code::parse_error, "parse error: the message is not valid JSON"};
+  return message;
+}
+
+std::optional<uint64_t> parse_decimal(std::string_view digits) {
+  uint64_t value = 0;
+  auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (digits.empty() || error != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return value;
 }
 
 std::string to_wire(const json& message) { return message.dump(-1, ' ', false, json::error_handler_t::replace); }

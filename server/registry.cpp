@@ -14,16 +14,6 @@ const Item* find_by(const std::vector<Item>& items, std::string Item::*field, Ke
   return it == items.end() ? nullptr : &*it;
 }
 
-std::string regex_escape(std::string_view literal) {
-  static const std::string special = R"(\^$.|?*+()[]{}/)";
-  std::string out;
-  for (char c : literal) {
-    if (special.find(c) != std::string::npos) out += '\\';
-    out += c;
-  }
-  return out;
-}
-
 }  // namespace
 
 Status Registry::add(Tool tool) {
@@ -61,26 +51,22 @@ Status Registry::add(ResourceTemplate resource_template) {
   if (find_template(text)) return Error{"resource template '" + text + "' registered twice"};
   if (!resource_template.reader) return Error{"resource template '" + text + "' has no reader"};
   CompiledTemplate compiled;
-  std::string pattern;
   size_t pos = 0;
-  while (pos < text.size()) {
-    size_t open = text.find('{', pos);
-    if (open == std::string::npos) {
-      pattern += regex_escape(std::string_view(text).substr(pos));
-      break;
-    }
+  for (size_t open; (open = text.find('{', pos)) != std::string::npos;) {
     size_t close = text.find('}', open);
     if (close == std::string::npos || close == open + 1)
       return Error{"resource template '" + text + "': unterminated or empty {variable}"};
-    pattern += regex_escape(std::string_view(text).substr(pos, open - pos));
-    pattern += "([^/]+)";
+    std::string literal = text.substr(pos, open - pos);
+    if (!compiled.variables.empty() && literal.find('/') == std::string::npos)
+      return Error{"resource template '" + text + "': two variables without a '/' between them are ambiguous"};
+    compiled.literals.push_back(std::move(literal));
     compiled.variables.push_back(text.substr(open + 1, close - open - 1));
     pos = close + 1;
   }
+  compiled.literals.push_back(text.substr(pos));
   for (const auto& [variable, completer] : resource_template.complete)
     if (std::find(compiled.variables.begin(), compiled.variables.end(), variable) == compiled.variables.end())
       return Error{"resource template '" + text + "': completion for unknown variable '" + variable + "'"};
-  compiled.pattern = std::regex(pattern);
   templates_.push_back(std::move(resource_template));
   compiled_.push_back(std::move(compiled));
   return {};
@@ -93,13 +79,37 @@ const ResourceTemplate* Registry::find_template(std::string_view uri_template) c
   return find_by(templates_, &ResourceTemplate::uri_template, uri_template);
 }
 
-std::optional<Registry::TemplateMatch> Registry::match_template(const std::string& uri) const {
+namespace {
+
+// Matches `uri` against literal, variable, literal, ...: a variable takes the
+// rest of its path segment but for the text that follows it there (a '/'
+// separates it from the next variable), so there is nothing to backtrack.
+std::optional<std::vector<std::string>> match_parts(std::string_view uri, const std::vector<std::string>& literals) {
+  std::vector<std::string> values;
+  if (!uri.starts_with(literals[0])) return std::nullopt;
+  size_t pos = literals[0].size();
+  for (size_t i = 1; i < literals.size(); ++i) {
+    const std::string_view after = literals[i];
+    const std::string_view rest_of_segment = after.substr(0, after.find('/'));
+    const size_t segment_end = std::min(uri.find('/', pos), uri.size());
+    if (segment_end < pos + 1 + rest_of_segment.size()) return std::nullopt;
+    const size_t value_end = segment_end - rest_of_segment.size();
+    if (uri.substr(value_end).substr(0, after.size()) != after) return std::nullopt;
+    values.emplace_back(uri.substr(pos, value_end - pos));
+    pos = value_end + after.size();
+  }
+  if (pos != uri.size()) return std::nullopt;
+  return values;
+}
+
+}  // namespace
+
+std::optional<Registry::TemplateMatch> Registry::match_template(std::string_view uri) const {
   for (size_t i = 0; i < templates_.size(); ++i) {
-    std::smatch match;
-    if (!std::regex_match(uri, match, compiled_[i].pattern)) continue;
+    auto values = match_parts(uri, compiled_[i].literals);
+    if (!values) continue;
     TemplateMatch result{&templates_[i], {}};
-    for (size_t v = 0; v < compiled_[i].variables.size(); ++v)
-      result.variables[compiled_[i].variables[v]] = match[v + 1].str();
+    for (size_t v = 0; v < values->size(); ++v) result.variables[compiled_[i].variables[v]] = std::move((*values)[v]);
     return result;
   }
   return std::nullopt;

@@ -6,7 +6,6 @@
 #include <functional>
 #include <map>
 #include <optional>
-#include <regex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -74,8 +73,9 @@ struct Resource {
   ResourceReader reader;
 };
 
-// An RFC 6570 level-1 template: "{name}" stands for one path segment
-// (no '/'), e.g. "vramscope://session/{id}".
+// An RFC 6570 level-1 template: "{name}" stands for one or more characters
+// other than '/', e.g. "vramscope://session/{id}" or "file:///{name}.json";
+// two variables need a '/' between them.
 struct ResourceTemplate {
   std::string uri_template;
   std::string name;
@@ -109,12 +109,14 @@ class Registry {
     const ResourceTemplate* resource_template;
     std::map<std::string, std::string> variables;
   };
-  // The first template whose pattern matches `uri`.
-  std::optional<TemplateMatch> match_template(const std::string& uri) const;
+  // The first template that matches `uri`, in one pass over it whatever its
+  // length (std::regex recursed once per character).
+  std::optional<TemplateMatch> match_template(std::string_view uri) const;
 
  private:
+  // A template as alternating parts: literal text, then a variable, then text...
   struct CompiledTemplate {
-    std::regex pattern;
+    std::vector<std::string> literals;   // literals[i] comes before variables[i]; one more than variables
     std::vector<std::string> variables;
   };
   std::vector<Tool> tools_;

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "common/json_schema.h"
+
 namespace vs::mcp {
 
 namespace {
@@ -81,12 +83,12 @@ std::string Session::protocol_version() const {
 
 size_t Session::in_flight() const {
   std::lock_guard lock(mutex_);
-  return in_flight_.size();
+  return unanswered_;
 }
 
 void Session::wait_idle() {
   std::unique_lock lock(mutex_);
-  idle_.wait(lock, [this] { return in_flight_.empty(); });
+  idle_.wait(lock, [this] { return unanswered_ == 0; });
 }
 
 void Session::notify(const json& message) {
@@ -159,33 +161,84 @@ Result<json> RequestContext::request_client(const std::string& method, json para
     if (cancelled() || session.closed_) return Error{method + " abandoned: the call was cancelled"};
     return Error{"the client did not answer " + method + " within " + std::to_string(timeout.count()) + " ms"};
   }
-  if (pending->response.contains("error"))
+  if (auto error = pending->response.find("error"); error != pending->response.end()) {
+    // The client's error is input like any other: its message is quoted only when it is a string.
+    auto message = error->is_object() ? error->find("message") : error->end();
+    bool has_text = message != error->end() && message->is_string();
     return Error{"the client answered " + method + " with an error: " +
-                 pending->response["error"].value("message", pending->response["error"].dump())};
+                 (has_text ? message->get<std::string>() : error->dump())};
+  }
   return pending->response.value("result", json::object());
 }
 
 // ---- Server ----
 
+// The params schemas follow the MCP schema (2025-11-25); null is also taken
+// for an optional cursor or arguments, which some clients send for "none".
+std::map<std::string, Server::Method, std::less<>> Server::method_table(const MessageLimits& limits) {
+  const json string = {{"type", "string"}};
+  const json uri = {{"type", "string"}, {"maxLength", limits.max_uri_bytes}};
+  const json string_map = {{"type", "object"}, {"additionalProperties", string}};
+  auto params = [](json properties, json required = json::array()) {
+    properties["_meta"] = {{"type", "object"},
+                           {"properties", {{"progressToken", {{"type", json::array({"string", "number"})}}}}}};
+    return json{{"type", "object"}, {"properties", std::move(properties)}, {"required", std::move(required)}};
+  };
+  const json no_params = params(json::object());
+  const json paged = params({{"cursor", {{"type", json::array({"string", "null"})}}}});
+  const json by_uri = params({{"uri", uri}}, json::array({"uri"}));
+  json level_names = json::array();
+  for (std::string_view name : log_level_names) level_names.push_back(name);
+  const json client_info = {{"type", "object"},
+                            {"required", json::array({"name", "version"})},
+                            {"properties", {{"name", string}, {"version", string}, {"title", string}}}};
+  const json completion_ref = {
+      {"type", "object"},
+      {"required", json::array({"type"})},
+      {"properties", {{"type", {{"enum", json::array({"ref/prompt", "ref/resource"})}}}, {"name", string}, {"uri", uri}}},
+      {"if", {{"properties", {{"type", {{"const", "ref/prompt"}}}}}}},
+      {"then", {{"required", json::array({"name"})}}},
+      {"else", {{"required", json::array({"uri"})}}}};
+  return {
+      {"initialize",
+       {&Server::initialize, false,
+        params({{"protocolVersion", string}, {"capabilities", {{"type", "object"}}}, {"clientInfo", client_info}},
+               json::array({"protocolVersion", "capabilities", "clientInfo"}))}},
+      {"ping", {&Server::ping, false, no_params}},
+      {"tools/list", {&Server::list_tools, false, paged}},
+      {"tools/call",
+       {&Server::call_tool, true,
+        params({{"name", string}, {"arguments", {{"type", json::array({"object", "null"})}}}}, json::array({"name"}))}},
+      {"prompts/list", {&Server::list_prompts, false, paged}},
+      {"prompts/get",
+       {&Server::get_prompt, true,
+        params({{"name", string},
+                {"arguments", {{"type", json::array({"object", "null"})}, {"additionalProperties", string}}}},
+               json::array({"name"}))}},
+      {"resources/list", {&Server::list_resources, false, paged}},
+      {"resources/templates/list", {&Server::list_resource_templates, false, paged}},
+      {"resources/read", {&Server::read_resource, true, by_uri}},
+      {"resources/subscribe", {&Server::subscribe, false, by_uri}},
+      {"resources/unsubscribe", {&Server::unsubscribe, false, by_uri}},
+      {"completion/complete",
+       {&Server::complete, true,
+        params({{"ref", completion_ref},
+                {"argument",
+                 {{"type", "object"},
+                  {"required", json::array({"name", "value"})},
+                  {"properties", {{"name", string}, {"value", string}}}}},
+                {"context", {{"type", "object"}, {"properties", {{"arguments", string_map}}}}}},
+               json::array({"ref", "argument"}))}},
+      {"logging/setLevel",
+       {&Server::set_log_level, false, params({{"level", {{"enum", level_names}}}}, json::array({"level"}))}},
+  };
+}
+
 Server::Server(ServerInfo info, Registry registry, ServerOptions options)
     : info_(std::move(info)),
       registry_(std::move(registry)),
       options_(options),
-      methods_{
-          {"initialize", {&Server::initialize, false}},
-          {"ping", {&Server::ping, false}},
-          {"tools/list", {&Server::list_tools, false}},
-          {"tools/call", {&Server::call_tool, true}},
-          {"prompts/list", {&Server::list_prompts, false}},
-          {"prompts/get", {&Server::get_prompt, true}},
-          {"resources/list", {&Server::list_resources, false}},
-          {"resources/templates/list", {&Server::list_resource_templates, false}},
-          {"resources/read", {&Server::read_resource, true}},
-          {"resources/subscribe", {&Server::subscribe, false}},
-          {"resources/unsubscribe", {&Server::unsubscribe, false}},
-          {"completion/complete", {&Server::complete, true}},
-          {"logging/setLevel", {&Server::set_log_level, false}},
-      },
+      methods_(method_table(options.limits)),
       workers_(options.worker_threads) {
   if (options_.page_size == 0) options_.page_size = 1;
 }
@@ -231,12 +284,14 @@ void Server::notify_resource_updated(const std::string& uri) {
 
 Server::Received Server::receive_text(const std::shared_ptr<Session>& session, std::string_view text,
                                       const std::shared_ptr<Exchange>& exchange) {
-  json message = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (message.is_discarded()) {
-    exchange->finish(nullptr, make_error(nullptr, error_code::parse_error, "parse error: the message is not valid JSON"));
-    return {1, true, false};
-  }
-  return receive(session, message, exchange);
+  auto parsed = parse_message(text, options_.limits);
+  if (auto* refused = std::get_if<RefusedMessage>(&parsed)) return refuse(*refused, exchange);
+  return receive(session, std::get<json>(parsed), exchange);
+}
+
+Server::Received Server::refuse(const RefusedMessage& refused, const std::shared_ptr<Exchange>& exchange) {
+  exchange->finish(nullptr, refused.response());
+  return {1, true, false};
 }
 
 Server::Received Server::receive(const std::shared_ptr<Session>& session, const json& message,
@@ -265,37 +320,39 @@ void Server::receive_one(const std::shared_ptr<Session>& session, const json& me
     ++received.requests;
     exchange->finish(id, make_error(id, code, std::move(text)));
   };
-  if (!message.is_object() || message.value("jsonrpc", "") != "2.0") {
+  auto invalid = [&](const json& id, const std::string& why) {
     received.invalid = true;
-    json id = message.is_object() && message.contains("id") && is_valid_request_id(message["id"]) ? message["id"] : json();
-    return reject(id, error_code::invalid_request, "invalid request: not a JSON-RPC 2.0 message (\"jsonrpc\": \"2.0\")");
+    reject(id, error_code::invalid_request, "invalid request: " + why);
+  };
+  if (!message.is_object()) return invalid(nullptr, "a JSON-RPC message is a JSON object");
+  // Every field is type-checked before it is used; each error carries the
+  // message's id when it has a usable one.
+  const auto id_field = message.find("id");
+  const bool has_id = id_field != message.end();
+  const json id = has_id && is_valid_request_id(*id_field) ? *id_field : json();
+  if (auto jsonrpc = message.find("jsonrpc"); jsonrpc == message.end() || *jsonrpc != "2.0")
+    return invalid(id, "not a JSON-RPC 2.0 message (\"jsonrpc\": \"2.0\")");
+  const auto method_field = message.find("method");
+  if (method_field == message.end()) {
+    if (has_id && (message.contains("result") || message.contains("error")))
+      return handle_client_response(*session, *id_field, message);
+    return invalid(id, "neither a request, a notification nor a response");
   }
-  if (!message.contains("method")) {
-    if (message.contains("id") && (message.contains("result") || message.contains("error")))
-      return handle_client_response(*session, message);
-    received.invalid = true;
-    return reject(nullptr, error_code::invalid_request, "invalid request: neither a request, a notification nor a response");
-  }
-  const json& method_field = message["method"];
-  json params = message.value("params", json::object());
-  if (!method_field.is_string()) {
-    received.invalid = true;
-    return reject(nullptr, error_code::invalid_request, "invalid request: \"method\" must be a string");
-  }
-  const std::string method = method_field.get<std::string>();
-  if (!message.contains("id")) {
+  if (!method_field->is_string()) return invalid(id, "\"method\" must be a string");
+  const std::string& method = method_field->get_ref<const std::string&>();
+  const auto params_field = message.find("params");
+  json params = params_field == message.end() ? json::object() : *params_field;
+  if (!has_id) {
     if (params.is_object()) handle_notification(*session, method, params);
     return;
   }
-  const json& id = message["id"];
-  if (!is_valid_request_id(id)) {
-    received.invalid = true;
-    return reject(nullptr, error_code::invalid_request, "invalid request: \"id\" must be a string or an integer");
-  }
+  if (id.is_null()) return invalid(nullptr, "\"id\" must be a string or an integer");
   if (!params.is_object()) return reject(id, error_code::invalid_params, "invalid params: \"params\" must be an object");
 
   auto found = methods_.find(method);
   if (found == methods_.end()) return reject(id, error_code::method_not_found, "method not found: " + method);
+  if (auto violation = json_schema::validate(found->second.params_schema, params))
+    return reject(id, error_code::invalid_params, "invalid params of " + method + ": " + *violation);
   auto cancel_flag = std::make_shared<std::atomic<bool>>(false);
   {
     std::lock_guard lock(session->mutex_);
@@ -306,6 +363,7 @@ void Server::receive_one(const std::shared_ptr<Session>& session, const json& me
       return reject(id, error_code::invalid_request, "invalid request: the server is not initialized; send initialize first");
     if (!session->in_flight_.emplace(id_key(id), cancel_flag).second)
       return reject(id, error_code::invalid_request, "invalid request: request id " + id.dump() + " is already in use");
+    ++session->unanswered_;
   }
   ++received.requests;
   if (found->second.on_worker)
@@ -320,9 +378,7 @@ void Server::run_request(const std::shared_ptr<Session>& session, const std::sha
                          const Method& method, json id, json params, std::shared_ptr<std::atomic<bool>> cancel_flag) {
   std::optional<json> response;
   if (!cancel_flag->load()) {
-    json progress_token = params.contains("_meta") && params["_meta"].is_object()
-                              ? params["_meta"].value("progressToken", json())
-                              : json();
+    json progress_token = params.contains("_meta") ? params["_meta"].value("progressToken", json()) : json();
     RequestContext context(session, exchange, id, std::move(progress_token), cancel_flag);
     Reply reply;
     try {
@@ -339,18 +395,30 @@ void Server::run_request(const std::shared_ptr<Session>& session, const std::sha
     }
   }
   if (cancel_flag->load()) response.reset();  // a cancelled request gets no response
+  {
+    // Released first: a client reading the response may reuse the id at once.
+    std::lock_guard lock(session->mutex_);
+    session->in_flight_.erase(id_key(id));
+  }
   exchange->finish(id, std::move(response));
   std::lock_guard lock(session->mutex_);
-  session->in_flight_.erase(id_key(id));
-  if (session->in_flight_.empty()) session->idle_.notify_all();
+  if (--session->unanswered_ == 0) session->idle_.notify_all();
 }
 
 void Server::handle_notification(Session& session, const std::string& method, const json& params) {
   if (method == "notifications/cancelled") {
-    json id = params.value("requestId", json());
+    // A notification cannot be answered: one without a usable requestId is
+    // ignored (as the spec says), a reason that is not a string only goes unlogged.
+    const auto id = params.find("requestId");
+    if (id == params.end() || !is_valid_request_id(*id)) {
+      spdlog::debug("mcp: ignoring notifications/cancelled without a string or integer requestId");
+      return;
+    }
+    const auto reason = params.find("reason");
+    const std::string why = reason != params.end() && reason->is_string() ? reason->get<std::string>() : "no reason given";
     std::lock_guard lock(session.mutex_);
-    if (auto it = session.in_flight_.find(id_key(id)); it != session.in_flight_.end()) {
-      spdlog::debug("mcp: request {} cancelled: {}", id.dump(), params.value("reason", "no reason given"));
+    if (auto it = session.in_flight_.find(id_key(*id)); it != session.in_flight_.end()) {
+      spdlog::debug("mcp: request {} cancelled: {}", id->dump(), why);
       it->second->store(true);
       session.client_answered_.notify_all();  // a handler waiting on the client gives up
     }
@@ -359,11 +427,11 @@ void Server::handle_notification(Session& session, const std::string& method, co
   }
 }
 
-void Server::handle_client_response(Session& session, const json& message) {
+void Server::handle_client_response(Session& session, const json& id, const json& message) {
   std::lock_guard lock(session.mutex_);
-  auto it = session.client_requests_.find(id_key(message["id"]));
+  auto it = session.client_requests_.find(id_key(id));
   if (it == session.client_requests_.end()) {
-    spdlog::debug("mcp: ignoring a response to unknown request {}", message["id"].dump());
+    spdlog::debug("mcp: ignoring a response to unknown request {}", id.dump());
     return;
   }
   it->second->answered = true;
@@ -373,21 +441,21 @@ void Server::handle_client_response(Session& session, const json& message) {
 
 // ---- methods ----
 
+// The handlers below read params that method_table's schemas have checked.
+
 Server::Reply Server::initialize(Session& session, const json& params, RequestContext&) {
-  if (!params.contains("protocolVersion") || !params["protocolVersion"].is_string())
-    return RpcError{error_code::invalid_params, "invalid params: initialize needs \"protocolVersion\" (a string)"};
-  std::string requested = params["protocolVersion"];
+  const std::string& requested = params["protocolVersion"].get_ref<const std::string&>();
   std::string version = is_supported_protocol_version(requested) ? requested : std::string(latest_protocol_version);
   bool legacy = is_legacy_2025_03_26(version);
   {
     std::lock_guard lock(session.mutex_);
     session.protocol_version_ = version;
-    session.client_capabilities_ = params.value("capabilities", json::object());
-    if (!session.client_capabilities_.is_object()) session.client_capabilities_ = json::object();
+    session.client_capabilities_ = params["capabilities"];
     session.initialize_answered_ = true;
   }
-  spdlog::info("mcp: session initialized by {} {} (protocol {})", params.value("/clientInfo/name"_json_pointer, "?"),
-               params.value("/clientInfo/version"_json_pointer, "?"), version);
+  const json& client = params["clientInfo"];
+  spdlog::info("mcp: session initialized by {} {} (protocol {})", client["name"].get_ref<const std::string&>(),
+               client["version"].get_ref<const std::string&>(), version);
   json server_info = {{"name", info_.name}, {"version", info_.version}};
   if (!legacy) set_if(server_info, "title", info_.title);
   json result = {
@@ -408,16 +476,14 @@ Server::Reply Server::ping(Session&, const json&, RequestContext&) { return json
 
 Server::Reply Server::paginate(const json& params, json items, const char* key) const {
   size_t offset = 0;
-  if (params.contains("cursor") && !params["cursor"].is_null()) {
-    std::optional<std::string> decoded;
-    if (params["cursor"].is_string()) decoded = base64_decode(params["cursor"].get<std::string>());
-    size_t parsed = 0;
-    bool valid = decoded && decoded->rfind("offset:", 0) == 0 && decoded->size() > 7 &&
-                 decoded->find_first_not_of("0123456789", 7) == std::string::npos &&
-                 (parsed = std::stoull(decoded->substr(7))) <= items.size();
-    if (!valid)
+  if (auto cursor = params.find("cursor"); cursor != params.end() && cursor->is_string()) {
+    // Ours ("offset:N" in base64), but it comes back from the client: checked like any input.
+    std::optional<std::string> decoded = base64_decode(cursor->get_ref<const std::string&>());
+    std::optional<uint64_t> parsed;
+    if (decoded && decoded->starts_with("offset:")) parsed = parse_decimal(std::string_view(*decoded).substr(7));
+    if (!parsed || *parsed > items.size())
       return RpcError{error_code::invalid_params, "invalid params: unknown cursor; use the nextCursor of the previous page"};
-    offset = parsed;
+    offset = *parsed;
   }
   size_t end = std::min(items.size(), offset + options_.page_size);
   json page = json::array();
@@ -443,15 +509,11 @@ Server::Reply Server::list_tools(Session& session, const json& params, RequestCo
 }
 
 Server::Reply Server::call_tool(Session& session, const json& params, RequestContext& context) {
-  if (!params.contains("name") || !params["name"].is_string())
-    return RpcError{error_code::invalid_params, "invalid params: tools/call needs \"name\" (a string)"};
-  const std::string name = params["name"];
+  const std::string& name = params["name"].get_ref<const std::string&>();
   const Tool* tool = registry_.find_tool(name);
   if (!tool) return RpcError{error_code::invalid_params, "invalid params: unknown tool '" + name + "'; see tools/list"};
   json arguments = params.value("arguments", json::object());
   if (arguments.is_null()) arguments = json::object();
-  if (!arguments.is_object())
-    return RpcError{error_code::invalid_params, "invalid params: \"arguments\" of tool '" + name + "' must be an object"};
   json result;
   try {
     Result<json> outcome = tool->handler(arguments, context);
@@ -486,15 +548,11 @@ Server::Reply Server::list_prompts(Session& session, const json& params, Request
 }
 
 Server::Reply Server::get_prompt(Session&, const json& params, RequestContext& context) {
-  if (!params.contains("name") || !params["name"].is_string())
-    return RpcError{error_code::invalid_params, "invalid params: prompts/get needs \"name\" (a string)"};
-  const std::string name = params["name"];
+  const std::string& name = params["name"].get_ref<const std::string&>();
   const Prompt* prompt = registry_.find_prompt(name);
   if (!prompt) return RpcError{error_code::invalid_params, "invalid params: unknown prompt '" + name + "'; see prompts/list"};
   json arguments = params.value("arguments", json::object());
   if (arguments.is_null()) arguments = json::object();
-  if (!arguments.is_object())
-    return RpcError{error_code::invalid_params, "invalid params: \"arguments\" of prompt '" + name + "' must be an object"};
   for (const PromptArgument& argument : prompt->arguments)
     if (argument.required && !arguments.contains(argument.name))
       return RpcError{error_code::invalid_params,
@@ -537,9 +595,7 @@ Server::Reply resource_not_found(const std::string& uri, const std::string& why)
 }  // namespace
 
 Server::Reply Server::read_resource(Session&, const json& params, RequestContext& context) {
-  if (!params.contains("uri") || !params["uri"].is_string())
-    return RpcError{error_code::invalid_params, "invalid params: resources/read needs \"uri\" (a string)"};
-  const std::string uri = params["uri"];
+  const std::string& uri = params["uri"].get_ref<const std::string&>();
   Result<json> contents = Error{""};
   if (const Resource* resource = registry_.find_resource(uri))
     contents = resource->reader(uri, context);
@@ -554,9 +610,7 @@ Server::Reply Server::read_resource(Session&, const json& params, RequestContext
 }
 
 Server::Reply Server::subscribe(Session& session, const json& params, RequestContext&) {
-  if (!params.contains("uri") || !params["uri"].is_string())
-    return RpcError{error_code::invalid_params, "invalid params: resources/subscribe needs \"uri\" (a string)"};
-  const std::string uri = params["uri"];
+  const std::string& uri = params["uri"].get_ref<const std::string&>();
   if (!registry_.find_resource(uri) && !registry_.match_template(uri))
     return resource_not_found(uri, "no resource or template matches " + uri);
   std::lock_guard lock(session.mutex_);
@@ -565,26 +619,18 @@ Server::Reply Server::subscribe(Session& session, const json& params, RequestCon
 }
 
 Server::Reply Server::unsubscribe(Session& session, const json& params, RequestContext&) {
-  if (!params.contains("uri") || !params["uri"].is_string())
-    return RpcError{error_code::invalid_params, "invalid params: resources/unsubscribe needs \"uri\" (a string)"};
   std::lock_guard lock(session.mutex_);
   session.subscriptions_.erase(params["uri"].get<std::string>());
   return json::object();
 }
 
 Server::Reply Server::complete(Session&, const json& params, RequestContext&) {
-  const json ref = params.value("ref", json());
-  const json argument = params.value("argument", json());
-  if (!ref.is_object() || !ref.value("type", json()).is_string() || !argument.is_object() ||
-      !argument.value("name", json()).is_string())
-    return RpcError{error_code::invalid_params,
-                    "invalid params: completion/complete needs \"ref\" {type, name|uri} and \"argument\" {name, value}"};
-  const std::string type = ref["type"];
-  const std::string argument_name = argument["name"];
-  const std::string typed = argument.value("value", json("")).is_string() ? argument.value("value", "") : "";
+  const json& ref = params["ref"];
+  const std::string& argument_name = params["argument"]["name"].get_ref<const std::string&>();
+  const std::string& typed = params["argument"]["value"].get_ref<const std::string&>();
   const Completer* completer = nullptr;
-  if (type == "ref/prompt") {
-    const std::string name = ref.value("name", "");
+  if (ref["type"] == "ref/prompt") {
+    const std::string& name = ref["name"].get_ref<const std::string&>();
     const Prompt* prompt = registry_.find_prompt(name);
     if (!prompt) return RpcError{error_code::invalid_params, "invalid params: unknown prompt '" + name + "'"};
     auto it = std::find_if(prompt->arguments.begin(), prompt->arguments.end(),
@@ -593,21 +639,18 @@ Server::Reply Server::complete(Session&, const json& params, RequestContext&) {
       return RpcError{error_code::invalid_params,
                       "invalid params: prompt '" + name + "' has no argument '" + argument_name + "'"};
     if (it->complete) completer = &it->complete;
-  } else if (type == "ref/resource") {
-    const std::string uri = ref.value("uri", "");
+  } else {  // ref/resource
+    const std::string& uri = ref["uri"].get_ref<const std::string&>();
     const ResourceTemplate* resource_template = registry_.find_template(uri);
     if (!resource_template)
       return RpcError{error_code::invalid_params, "invalid params: unknown resource template '" + uri + "'"};
     if (auto it = resource_template->complete.find(argument_name); it != resource_template->complete.end())
       completer = &it->second;
-  } else {
-    return RpcError{error_code::invalid_params, "invalid params: unknown ref type '" + type + "'"};
   }
   std::vector<std::string> matching;
   if (completer) {
-    json context_arguments = params.contains("context") && params["context"].is_object()
-                                 ? params["context"].value("arguments", json::object())
-                                 : json::object();
+    json context_arguments = params.contains("context") ? params["context"].value("arguments", json::object())
+                                                        : json::object();
     for (std::string& value : (*completer)(context_arguments))
       if (value.rfind(typed, 0) == 0) matching.push_back(std::move(value));
   }
@@ -618,12 +661,9 @@ Server::Reply Server::complete(Session&, const json& params, RequestContext&) {
 }
 
 Server::Reply Server::set_log_level(Session& session, const json& params, RequestContext&) {
-  auto level = parse_log_level(params.value("level", json("")).is_string() ? params.value("level", "") : "");
-  if (!level)
-    return RpcError{error_code::invalid_params,
-                    "invalid params: \"level\" must be one of debug, info, notice, warning, error, critical, alert, emergency"};
+  std::optional<LogLevel> level = parse_log_level(params["level"].get_ref<const std::string&>());  // one of the enum
   std::lock_guard lock(session.mutex_);
-  session.log_level_ = *level;
+  session.log_level_ = level.value();
   return json::object();
 }
 

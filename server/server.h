@@ -102,6 +102,7 @@ struct ServerOptions {
   size_t page_size = 50;      // items per page of every */list
   size_t worker_threads = 4;  // handlers run here, never on a transport's thread
   LogLevel default_log_level = LogLevel::info;
+  MessageLimits limits;       // for every transport
 };
 
 // A fixed set of threads running queued jobs in order.
@@ -126,9 +127,10 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   bool initialized() const;
   std::string protocol_version() const;
-  // Requests of this session that are running or queued.
+  // Requests of this session that are running or queued, or whose response
+  // is being sent.
   size_t in_flight() const;
-  // Blocks until no request of this session is running or queued.
+  // Blocks until every request of this session is answered.
   void wait_idle();
   // Sends to the session's Outbound (messages unrelated to a request).
   void notify(const json& message);
@@ -149,7 +151,11 @@ class Session : public std::enable_shared_from_this<Session> {
   json client_capabilities_ = json::object();
   LogLevel log_level_;
   std::set<std::string> subscriptions_;
-  std::map<std::string, std::shared_ptr<std::atomic<bool>>> in_flight_;  // id_key -> cancelled
+  // The ids in use (id_key -> cancelled). An id is released just before its
+  // response is sent, so the client may reuse it as soon as it reads the
+  // response; `unanswered_` counts the requests until their response is out.
+  std::map<std::string, std::shared_ptr<std::atomic<bool>>> in_flight_;
+  size_t unanswered_ = 0;
   struct PendingClientRequest {
     bool answered = false;
     json response;
@@ -179,9 +185,12 @@ class Server {
     bool invalid = false;  // unparsable or not JSON-RPC (transports answer HTTP 400)
     bool batch = false;    // a JSON array: the responses go back as one array
   };
-  // One message (or, for 2025-03-26 sessions, a batch) as text from the wire.
+  // One message (or, for 2025-03-26 sessions, a batch) as text from the wire,
+  // parsed within options().limits.
   Received receive_text(const std::shared_ptr<Session>& session, std::string_view text,
                         const std::shared_ptr<Exchange>& exchange);
+  // Answers a message the transport or parse_message would not read.
+  static Received refuse(const RefusedMessage& refused, const std::shared_ptr<Exchange>& exchange);
   Received receive(const std::shared_ptr<Session>& session, const json& message,
                    const std::shared_ptr<Exchange>& exchange);
 
@@ -204,13 +213,15 @@ class Server {
   using Handler = Reply (Server::*)(Session&, const json& params, RequestContext&);
   struct Method {
     Handler handler;
-    bool on_worker;  // runs handlers from the registry, which may take long
+    bool on_worker;     // runs handlers from the registry, which may take long
+    json params_schema;  // the MCP schema's type of its params, checked before the handler runs
   };
+  static std::map<std::string, Method, std::less<>> method_table(const MessageLimits& limits);
 
   void receive_one(const std::shared_ptr<Session>& session, const json& message,
                    const std::shared_ptr<Exchange>& exchange, Received& received);
   void handle_notification(Session& session, const std::string& method, const json& params);
-  void handle_client_response(Session& session, const json& message);
+  void handle_client_response(Session& session, const json& id, const json& message);
   void run_request(const std::shared_ptr<Session>& session, const std::shared_ptr<Exchange>& exchange,
                    const Method& method, json id, json params, std::shared_ptr<std::atomic<bool>> cancel_flag);
 

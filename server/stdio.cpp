@@ -69,17 +69,42 @@ class LineExchange : public Exchange {
   std::optional<Server::Received> received_;
 };
 
+enum class LineRead { complete, too_long, end_of_input };
+
+// Reads up to the next '\n' (or the end of input) into `line`, never holding
+// more than `max_bytes` of it: a longer line is read to its end and dropped
+// (std::getline would hold all of it, however long).
+LineRead read_line(std::streambuf& input, std::string& line, size_t max_bytes) {
+  line.clear();
+  bool read_any = false;
+  bool too_long = false;
+  for (int c; (c = input.sbumpc()) != std::char_traits<char>::eof();) {
+    read_any = true;
+    if (c == '\n') break;
+    if (too_long) continue;
+    if (line.size() == max_bytes) {
+      too_long = true;
+      std::string().swap(line);
+      continue;
+    }
+    line.push_back(static_cast<char>(c));
+  }
+  if (!read_any) return LineRead::end_of_input;
+  return too_long ? LineRead::too_long : LineRead::complete;
+}
+
 }  // namespace
 
 Status run_stdio(Server& server, std::istream& in, std::ostream& out) {
   auto writer = std::make_shared<LineWriter>(out);
   auto session = server.open_session(writer);
+  const MessageLimits& limits = server.options().limits;
   std::string line;
-  while (std::getline(in, line)) {
-    auto first = line.find_first_not_of(" \t\r");
-    if (first == std::string::npos) continue;
+  for (LineRead read; (read = read_line(*in.rdbuf(), line, limits.max_message_bytes)) != LineRead::end_of_input;) {
+    if (read == LineRead::complete && line.find_first_not_of(" \t\r") == std::string::npos) continue;
     auto exchange = std::make_shared<LineExchange>(writer);
-    Server::Received received = server.receive_text(session, line, exchange);
+    Server::Received received = read == LineRead::too_long ? Server::refuse(oversized_message(limits), exchange)
+                                                           : server.receive_text(session, line, exchange);
     exchange->expect(received);
     if (writer->failed()) break;
   }

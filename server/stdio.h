@@ -1,6 +1,8 @@
 // The stdio transport: one JSON-RPC message per line on `in`, one per line on
 // `out`, nothing else on `out` (logs go to stderr). Each line is dispatched
-// as it arrives, so a ping is answered while a tool runs.
+// as it arrives, so a ping is answered while a tool runs. A line longer than
+// the server's limits.max_message_bytes is answered -32600 and dropped
+// without being held in memory.
 #pragma once
 
 #include <istream>

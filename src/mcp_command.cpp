@@ -36,11 +36,11 @@ Result<std::unique_ptr<store::TraceReader>> open_for(const std::string& db_path,
   return reader;
 }
 
-// MCP sends prompt arguments and completion context as strings.
+// Prompt arguments and completion context: objects of strings, as the server
+// checked them against the MCP schema before calling a handler.
 std::map<std::string, std::string> string_arguments(const mcp::json& args) {
   std::map<std::string, std::string> out;
-  if (!args.is_object()) return out;
-  for (const auto& [k, v] : args.items()) out[k] = v.is_string() ? v.get<std::string>() : v.dump();
+  for (const auto& [k, v] : args.items()) out[k] = v.get<std::string>();
   return out;
 }
 

@@ -8,8 +8,11 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <future>
+#include <list>
 #include <stdexcept>
 
+#include "server/http.h"
 #include "server/stdio.h"
 
 namespace vs::mcp::test {
@@ -233,6 +236,160 @@ std::string http_open_session(uint16_t port, const std::string& version) {
   std::string session = reply.header("mcp-session-id");
   http_post(port, notification("notifications/initialized"), session, {{"MCP-Protocol-Version", version}});
   return session;
+}
+
+// ---- Client ----
+
+namespace {
+
+// A response or an error, not a notification or a request from the server.
+bool is_answer(const json& message) {
+  return message.is_object() && message.contains("id") && !message.contains("method");
+}
+
+class StdioClient : public Client {
+ public:
+  explicit StdioClient(Server& server) : Client("stdio"), peer_(server), reader_([this] { read(); }) {}
+  ~StdioClient() override {
+    // What is still running is answered after end of input: keep reading
+    // until run_stdio returns, so that no answer blocks on a full pipe.
+    peer_.close_input();
+    peer_.finished(std::chrono::seconds(10));
+    stop_ = true;
+    reader_.join();
+  }
+  void send_text(const std::string& text) override { peer_.send_line(text); }
+
+ private:
+  void read() {
+    while (!stop_)
+      if (auto message = peer_.next(std::chrono::milliseconds(20))) deliver(std::move(*message));
+  }
+  StdioPeer peer_;
+  std::atomic<bool> stop_{false};
+  std::thread reader_;
+};
+
+class HttpClient : public Client {
+ public:
+  explicit HttpClient(Server& server) : Client("http"), http_(server, HttpOptions{}) {
+    auto started = http_.start();
+    if (!started) throw std::runtime_error(started.error().message);
+    port_ = *started;
+  }
+  ~HttpClient() override { wait_sent(); }
+  void send_text(const std::string& text) override {
+    posts_.remove_if([](const std::future<void>& post) {
+      return post.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    });
+    posts_.push_back(std::async(std::launch::async, [this, text] { post(text); }));
+  }
+
+ private:
+  void wait_sent() override {
+    for (auto& post : posts_) post.wait();
+  }
+  void post(const std::string& text) {
+    Headers headers;
+    {
+      std::lock_guard lock(session_mutex_);
+      if (!session_.empty()) headers["Mcp-Session-Id"] = session_;
+    }
+    try {
+      HttpReply reply = http_call(port_, "POST", text, headers);
+      if (std::string session = reply.header("mcp-session-id"); !session.empty()) {
+        std::lock_guard lock(session_mutex_);
+        session_ = session;
+      }
+      if (reply.status >= 500) report_failure("HTTP " + std::to_string(reply.status) + ": " + reply.body);
+      for (json& message : reply.messages()) deliver(std::move(message));
+    } catch (const std::exception& e) {
+      report_failure(std::string("POST failed: ") + e.what());
+    }
+  }
+  HttpServer http_;
+  uint16_t port_ = 0;
+  std::mutex session_mutex_;
+  std::string session_;
+  std::list<std::future<void>> posts_;
+};
+
+}  // namespace
+
+void Client::deliver(json message) {
+  if (!is_answer(message)) return;
+  std::lock_guard lock(mutex_);
+  if (message.contains("error")) error_codes_.push_back(message["error"].value("code", 0));
+  inbox_.push_back(std::move(message));
+  delivered_.notify_all();
+}
+
+void Client::report_failure(std::string what) {
+  std::lock_guard lock(mutex_);
+  failures_.push_back(std::move(what));
+}
+
+std::optional<json> Client::answer(const json& id, std::chrono::milliseconds timeout) {
+  return answer_to_any({id}, timeout);
+}
+
+std::optional<json> Client::answer_to_any(const std::vector<json>& ids, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  std::optional<json> found;
+  delivered_.wait_for(lock, timeout, [&] {
+    auto it = std::find_if(inbox_.begin(), inbox_.end(), [&](const json& message) {
+      return std::find(ids.begin(), ids.end(), message["id"]) != ids.end();
+    });
+    if (it == inbox_.end()) return false;
+    found = std::move(*it);
+    inbox_.erase(it);
+    return true;
+  });
+  return found;
+}
+
+std::optional<json> Client::call(const json& message, std::chrono::milliseconds timeout) {
+  send(message);
+  return answer(message.at("id"), timeout);
+}
+
+void Client::settle() {
+  wait_sent();
+  std::lock_guard lock(mutex_);
+  inbox_.clear();
+}
+
+void Client::initialize() {
+  auto response = call(initialize_request(1));
+  if (!response || !response->contains("result"))
+    throw std::runtime_error(transport_ + ": initialize failed: " + (response ? response->dump() : "no answer"));
+  send(notification("notifications/initialized"));
+}
+
+bool Client::alive() {
+  json id;
+  {
+    std::lock_guard lock(mutex_);
+    id = "probe-" + std::to_string(next_probe_++);
+  }
+  auto response = call({{"jsonrpc", "2.0"}, {"id", id}, {"method", "ping"}});
+  return response && response->contains("result");
+}
+
+std::vector<int> Client::error_codes() const {
+  std::lock_guard lock(mutex_);
+  return error_codes_;
+}
+
+std::vector<std::string> Client::transport_failures() const {
+  std::lock_guard lock(mutex_);
+  return failures_;
+}
+
+std::unique_ptr<Client> connect(const std::string& transport, Server& server) {
+  if (transport == "stdio") return std::make_unique<StdioClient>(server);
+  if (transport == "http") return std::make_unique<HttpClient>(server);
+  throw std::invalid_argument("no transport '" + transport + "' (stdio or http)");
 }
 
 }  // namespace vs::mcp::test

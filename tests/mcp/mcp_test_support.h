@@ -5,11 +5,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "server/server.h"
 
@@ -79,5 +83,59 @@ HttpReply http_call(uint16_t port, const std::string& method, const std::string&
 HttpReply http_post(uint16_t port, const json& message, const std::string& session = "", Headers headers = {});
 // initialize + notifications/initialized; the session id.
 std::string http_open_session(uint16_t port, const std::string& version = "2025-11-25");
+
+// One client session over stdio or over HTTP, for the properties that must
+// hold on both transports. Messages go as raw text (they may be malformed on
+// purpose) without waiting; every answer the server sends is collected and
+// taken by id. Over HTTP each message is its own POST on the session.
+class Client {
+ public:
+  virtual ~Client() = default;
+  const std::string& transport() const { return transport_; }
+  // Returns at once.
+  virtual void send_text(const std::string& text) = 0;
+  void send(const json& message) { send_text(to_wire(message)); }
+  // Takes the next answer (response or error) whose id is `id`; nullopt after
+  // `timeout`. An error the server sent before it could read an id (parse
+  // error, message too large; over HTTP a 4xx with a JSON-RPC error) has id null.
+  std::optional<json> answer(const json& id, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // The same for the first answer whose id is any of `ids`.
+  std::optional<json> answer_to_any(const std::vector<json>& ids,
+                                    std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // send + answer.
+  std::optional<json> call(const json& message, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Waits until every message sent so far was taken by the server (HTTP:
+  // each POST answered; stdio writes are taken at once), then drops the
+  // answers nobody took, so that a stale one never answers a later question.
+  void settle();
+  // initialize + notifications/initialized.
+  void initialize();
+  // Whether the server still answers a ping.
+  bool alive();
+  // Every error code the server answered with, in order, and what went wrong
+  // below JSON-RPC (a connection that failed, an HTTP status other than 200,
+  // 202 or 400).
+  std::vector<int> error_codes() const;
+  std::vector<std::string> transport_failures() const;
+
+ protected:
+  explicit Client(std::string transport) : transport_(std::move(transport)) {}
+  virtual void wait_sent() {}
+  void deliver(json message);
+  void report_failure(std::string what);
+
+ private:
+  std::string transport_;
+  mutable std::mutex mutex_;
+  std::condition_variable delivered_;
+  std::deque<json> inbox_;
+  std::vector<int> error_codes_;
+  std::vector<std::string> failures_;
+  int next_probe_ = 1;
+};
+
+// A new, uninitialized client session of `server` over "stdio" or "http"
+// (an HttpServer of its own on a free port).
+std::unique_ptr<Client> connect(const std::string& transport, Server& server);
 
 }  // namespace vs::mcp::test

@@ -16,11 +16,12 @@ namespace {
 
 struct HttpFixture {
   std::shared_ptr<Observed> observed = std::make_shared<Observed>();
-  Server server{{"test-server", "", "1.0", ""}, test_registry(observed), test_options()};
+  Server server;
   std::unique_ptr<HttpServer> http;
   uint16_t port = 0;
 
-  explicit HttpFixture(HttpOptions options = {}) {
+  explicit HttpFixture(HttpOptions options = {}, ServerOptions server_options = test_options())
+      : server({"test-server", "", "1.0", ""}, test_registry(observed), server_options) {
     http = std::make_unique<HttpServer>(server, options);
     auto started = http->start();
     REQUIRE(started);
@@ -104,15 +105,19 @@ TEST_CASE("a bearer token is required when configured, and off loopback", "[http
   CHECK_THAT(refused.error().message, Catch::Contains("bearer token"));
 }
 
-TEST_CASE("limits: body size, header size, sessions", "[http]") {
+TEST_CASE("limits: body size (the server's message size), header size, sessions", "[http]") {
+  ServerOptions server_options = test_options();
+  server_options.limits.max_message_bytes = 1024;
   HttpFixture fixture(with([](HttpOptions& o) {
-    o.max_body_bytes = 1024;
-    o.max_header_bytes = 1024;
-    o.max_sessions = 1;
-  }));
+                        o.max_header_bytes = 1024;
+                        o.max_sessions = 1;
+                      }),
+                      server_options);
   std::string session = http_open_session(fixture.port);
   json big = request(2, "tools/call", {{"name", "echo"}, {"arguments", {{"text", std::string(2000, 'x')}}}});
-  CHECK(http_post(fixture.port, big, session).status == 413);
+  HttpReply too_large = http_post(fixture.port, big, session);
+  CHECK(too_large.status == 413);
+  CHECK(too_large.messages().at(0)["error"]["code"] == -32600);
   CHECK(http_post(fixture.port, request(3, "ping"), session, {{"X-Padding", std::string(2000, 'y')}}).status == 431);
   HttpReply second = http_post(fixture.port, initialize_request(1));
   CHECK(second.status == 503);
@@ -207,4 +212,23 @@ TEST_CASE_METHOD(HttpFixture, "GET opens the session's SSE stream; one at a time
   HttpReply stream = open.get();
   CHECK(stream.header("content-type") == "text/event-stream");
   CHECK(stream.messages().at(0)["method"] == "notifications/resources/updated");
+}
+
+TEST_CASE_METHOD(HttpFixture, "a 200 KB initialize nested 100,000 levels deep, without a session: 400 and -32700",
+                 "[http]") {
+  // It overflowed the connection thread's stack and took the whole server down.
+  std::string deep = std::string(100'000, '[') + std::string(100'000, ']');
+  std::string body = R"({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25",)"
+                     R"("capabilities":{},"clientInfo":{"name":)" + deep + R"(,"version":"1"}}})";
+  HttpReply reply = http_call(port, "POST", body);
+  CHECK(reply.status == 400);
+  CHECK(reply.messages().at(0)["error"]["code"] == -32700);
+  CHECK(reply.header("mcp-session-id").empty());
+  CHECK(http_post(port, initialize_request(1)).status == 200);
+}
+
+TEST_CASE_METHOD(HttpFixture, "connections closed by their clients do not count against max_connections", "[http]") {
+  // Their threads were joined once a second, so 256 quick requests in a row got 503.
+  std::string session = http_open_session(port);
+  for (int i = 0; i < 600; ++i) REQUIRE(http_post(port, request(i + 2, "ping"), session).status == 200);
 }
