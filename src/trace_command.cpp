@@ -385,7 +385,10 @@ CLI::App* add_trace_command(CLI::App& app, TraceArgs& args) {
       "trace",
       "Record the CUDA calls of a command (vramscope trace --db run.db -- python3 infer.py), of running processes "
       "(--pid), or of every process that uses CUDA (neither), into a SQLite trace file. Needs root.");
-  cmd->add_option("--db", args.db, "Trace file to write (created if missing; a new session is appended)")->required();
+  cmd->add_option("--db", args.db,
+                  "Trace file to write (created if missing; a new session is appended). If writing it fails (disk "
+                  "full), tracing stops and vramscope exits with status 1, saying how much the file keeps")
+      ->required();
   cmd->add_option("--pid", args.pids, "Attach to this running process and the processes it forks (repeatable)");
   cmd->add_option("--duration", args.duration,
                   "Stop after this long (90s, 500ms, 2m); default: when the command exits, or on Ctrl-C");
@@ -598,6 +601,7 @@ int run_trace(const TraceArgs& args) {
   while (!g_stop_signal.load()) {
     poll_status = tracer.poll(50, recorder);
     if (!poll_status) break;
+    if (!writer.health()) break;  // the trace file cannot be written (disk full): stop tracing
     auto now = std::chrono::steady_clock::now();
     if (child && waitpid(child->pid, &child_status, WNOHANG) == child->pid) {
       child_done = true;
@@ -647,15 +651,23 @@ int run_trace(const TraceArgs& args) {
   end.sched_drops = static_cast<std::int64_t>(c[VS_STAT_SCHED_DROPS]);
   end.unrecorded_calls = static_cast<std::int64_t>(c[VS_STAT_DEPTH_OVERFLOW] + c[VS_STAT_NO_THREAD_STATE]);
   end.status = sig ? "interrupted" : "complete";
-  Status end_status = finish_trace_file(writer, end, progress);
-  if (!end_status) spdlog::error("writing {} failed: {}", args.db, end_status.message());
-  if (end.call_drops || end.lifecycle_drops)
-    spdlog::warn("{} call records and {} lifecycle records were lost (ring buffer full): raise --ring-mib",
-                 end.call_drops, end.lifecycle_drops);
-
-  if (!args.quiet)
-    print_summary(args.db, session_id,
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  // A writer stopped by a write error writes nothing more: the session stays as it was (it reads as interrupted).
+  Status written = writer.health();
+  if (written) written = finish_trace_file(writer, end, progress);
+  if (!written) {
+    spdlog::error("tracing stopped: {}. The trace keeps the {} calls stored before that, of {} seen (session {}, "
+                  "which reads as interrupted); the rest are lost. Trace again once there is space, or into another "
+                  "--db{}",
+                  written.message(), writer.stats().calls_written, recorder.calls(), session_id,
+                  child && !child_done ? "; the command runs on, untraced" : "");
+  } else {
+    if (end.call_drops || end.lifecycle_drops)
+      spdlog::warn("{} call records and {} lifecycle records were lost (ring buffer full): raise --ring-mib",
+                   end.call_drops, end.lifecycle_drops);
+    if (!args.quiet)
+      print_summary(args.db, session_id,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
 
   tracer.finish_detach();
   if (child) {
@@ -666,11 +678,11 @@ int run_trace(const TraceArgs& args) {
         else usleep(100000);
       }
     }
+    if (!written) return 1;
     if (child_done) return exit_code_of(child_status);
     return sig ? 128 + sig : 1;
   }
-  if (!end_status) return 1;
-  return 0;
+  return written ? 0 : 1;
 }
 
 }  // namespace vs::cli

@@ -34,7 +34,6 @@ constexpr std::size_t kWakeOps = 8192;
 // rather than let the queue grow without bound when the disk cannot keep up
 // (an operation is 184 bytes: this bounds the queue to about 24 MB).
 constexpr std::size_t kMaxQueuedOps = 1u << 17;
-constexpr int kMaxLoggedErrors = 5;
 constexpr std::size_t kMultiRows = 32;
 constexpr int kCallColumns = 23, kAllocColumns = 16;
 
@@ -242,8 +241,7 @@ struct TraceWriter::Impl {
   std::vector<AllocOpenRow> pending_allocs;
   std::vector<const CallRow*> pending_calls;  // call rows not yet inserted (fewer than kMultiRows)
   std::int64_t session_calls_committed = 0;
-  int errors_logged = 0;
-  std::int64_t errors_total = 0;
+  bool stopped = false;  // by the first write error: nothing is written after it
 
   // ---- shared state, under mu ----
   mutable std::mutex mu;
@@ -281,25 +279,25 @@ struct TraceWriter::Impl {
       : pairing(first_allocation_id), next_allocation_id(first_allocation_id) {}
 
   // ---- error reporting (writer thread) ----
+  // The first write error stops the writer (a full disk would fail every later write, and
+  // rows written around a gap would not add up): the open transaction is rolled back (some
+  // errors already did that), what earlier transactions committed stays, the rest is dropped.
   void fail(const std::string& what, int rc) {
+    if (stopped) return;
+    stopped = true;
     std::string msg = "writing trace file '" + path + "': " + what + ": " + errmsg(db.db) + " (sqlite code " +
                       std::to_string(rc) + ")";
-    ++errors_total;
-    if (errors_logged < kMaxLoggedErrors) {
-      ++errors_logged;
-      spdlog::error("{}", msg);
-      if (errors_logged == kMaxLoggedErrors) spdlog::error("further trace-store write errors are not logged");
-    }
+    spdlog::error("{}", msg);
     {
       std::lock_guard l(mu);
       if (first_error.empty()) first_error = msg + "; check free disk space and that the file is writable";
     }
-    // Some errors (disk full, I/O) roll the transaction back: what it held is lost.
-    if (in_txn && sqlite3_get_autocommit(db.db) != 0) {
-      in_txn = false;
-      txn_rows = 0;
-      txn_calls = 0;
+    if (sqlite3_get_autocommit(db.db) == 0) {
+      sqlite3_step(rollback.s);
+      sqlite3_reset(rollback.s);
     }
+    in_txn = false;
+    txn_rows = 0;
   }
 
   bool step(Stmt& st, const char* what) {
@@ -332,18 +330,10 @@ struct TraceWriter::Impl {
       int rc = sqlite3_step(commit.s);
       sqlite3_reset(commit.s);
       in_txn = false;
-      if (rc != SQLITE_DONE) {
-        fail("COMMIT", rc);
-        if (sqlite3_get_autocommit(db.db) == 0) {
-          sqlite3_step(rollback.s);
-          sqlite3_reset(rollback.s);
-        }
-        txn_calls = 0;  // lost with the transaction
-      } else {
-        transactions.fetch_add(1, std::memory_order_relaxed);
-      }
+      if (rc != SQLITE_DONE) fail("COMMIT", rc);
+      else transactions.fetch_add(1, std::memory_order_relaxed);
     }
-    // (Rows written after an error rolled a transaction back were committed one by one.)
+    if (stopped) txn_calls = 0;  // rolled back with the transaction
     calls_written.fetch_add(txn_calls, std::memory_order_relaxed);
     session_calls_committed += txn_calls;
     txn_rows = 0;
@@ -429,14 +419,14 @@ struct TraceWriter::Impl {
                           const char* what) {
     std::size_t written = 0, i = 0;
     const std::size_t n = rows.size();
-    for (; n - i >= kMultiRows; i += kMultiRows) {
+    for (; !stopped && n - i >= kMultiRows; i += kMultiRows) {
       int rc = SQLITE_OK;
       for (std::size_t r = 0; r < kMultiRows; ++r)
         rc |= bind_row(multi.s, static_cast<int>(r) * columns, rows[i + r]);
       if (rc != SQLITE_OK) fail(std::string(what) + " (bind)", rc);
       else if (step(multi, what)) written += kMultiRows;
     }
-    for (; i < n; ++i) {
+    for (; !stopped && i < n; ++i) {
       int rc = bind_row(single.s, 0, rows[i]);
       if (rc != SQLITE_OK) fail(std::string(what) + " (bind)", rc);
       else if (step(single, what)) ++written;
@@ -596,7 +586,8 @@ struct TraceWriter::Impl {
         wake_sent = false;
         if (producers_waiting > 0) space_cv.notify_all();
       }
-      for (auto& op : batch) std::visit([this](auto& o) { apply(o); }, op);
+      for (auto& op : batch)
+        if (!stopped) std::visit([this](auto& o) { apply(o); }, op);
       commit_txn();
       batch.clear();
       {
@@ -759,8 +750,6 @@ TraceWriter::~TraceWriter() {
   impl_->wake_cv.notify_one();
   impl_->space_cv.notify_all();
   if (impl_->writer.joinable()) impl_->writer.join();
-  if (impl_->errors_total > kMaxLoggedErrors)
-    spdlog::error("trace file '{}': {} write errors in all", impl_->path, impl_->errors_total);
 }
 
 Result<std::unique_ptr<TraceWriter>> TraceWriter::open(const std::string& path) {
@@ -1085,6 +1074,13 @@ Status TraceWriter::end_session(const SessionEnd& end) {
     im.checkpoint();
   });
   return flush();
+}
+
+Status TraceWriter::health() const {
+  const Impl& im = *impl_;
+  std::lock_guard l(im.mu);
+  if (!im.first_error.empty()) return Error{im.first_error};
+  return {};
 }
 
 Status TraceWriter::flush() {

@@ -6,8 +6,10 @@
 // The public methods are thread-safe; records are written in the order the
 // calls were made. The queue is bounded: when the disk cannot keep up, the
 // calling thread waits (the tracer's ring buffer then fills and counts drops)
-// rather than memory growing without bound. Write errors are logged and the
-// first one is returned by flush() / end_session().
+// rather than memory growing without bound. The first write error (a full
+// disk) stops the writer: it is logged, the open transaction is rolled back,
+// nothing more is written (what was committed before stays), and health(),
+// flush() and end_session() return it.
 #pragma once
 
 #include <cstdint>
@@ -77,6 +79,9 @@ class TraceWriter {
   Status end_session(const SessionEnd& end);
   // Blocks until everything queued so far is committed.
   Status flush();
+  // The first write error, once there was one (without waiting for the queue): the
+  // writer has stopped, stats().calls_written is what the file keeps of this session.
+  Status health() const;
   WriterStats stats() const;
 
   // The first free call id in this file: ids of a new session start here.

@@ -91,6 +91,12 @@ pid_t spawn_trace(const std::string& dir, const std::string& db, const std::stri
                " " + workload_args + " > " + dir + "/out.json 2> " + dir + "/log.txt");
 }
 
+int wait_exit_code(pid_t pid) {
+  int status = 0;
+  if (waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 TraceRun trace_scenario(const std::string& scenario, const std::string& options = "") {
   auto run = trace(fixture("workload") + " " + scenario, options);
   INFO(run.log);
@@ -332,6 +338,45 @@ TEST_CASE("a CUDA runtime bundled into another library is found by its symbols o
   CHECK(run.q("SELECT SUM(bytes) FROM allocations WHERE end_reason = 'process_exit'") == 4 * MiB);
 }
 
+TEST_CASE("forwarding stubs under the driver's names: one operation, one record", "[trace]") {
+  // libfwd_stubs.so is JAX's XLA CUDA plugin in small: a bundled runtime (found by its symbols once
+  // mapped) and stubs named cuMemCreate, cuMemMap, ... calling libcuda.so.1's; the workload reaches
+  // the driver only through them, so every driver call runs nested in the stub of the same name.
+  auto run = trace_scenario("forwarding 250");
+  const std::string stubs = std::filesystem::canonical(fixture("libfwd_stubs.so")).string();
+  const std::string workload = std::filesystem::canonical(fixture("workload")).string();
+  CHECK(run.qs("SELECT kind || ' ' || found_by FROM libraries WHERE path = ?", {stubs}) == "static maps");
+  // 15 stub calls (reserve, 2 x create/map/set access/unmap/release, address free, 2 allocs, 1 free),
+  // each made by the workload, each with the real driver call, made by the stub, nested in it.
+  CHECK(run.q("SELECT COUNT(*) FROM calls") == 30);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE parent_id IS NULL AND caller = ?", {workload}) == 15);
+  CHECK(run.q("SELECT COUNT(*) FROM calls d JOIN calls s ON s.id = d.parent_id WHERE d.api = s.api "
+              "AND d.caller = ? AND s.caller = ? AND s.parent_id IS NULL AND d.ts_ns >= s.ts_ns "
+              "AND d.ts_ns + d.dur_ns <= s.ts_ns + s.dur_ns", {stubs, workload}) == 15);
+  // One allocation per operation, made and ended by the stub calls, bytes as the workload allocated.
+  CHECK(run.q("SELECT COUNT(*) FROM allocations") == 7);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations a JOIN calls c ON c.id = a.alloc_call_id "
+              "JOIN objects o ON o.id = a.caller_id WHERE c.parent_id IS NULL AND c.caller = ? AND o.path = ? "
+              "AND a.alloc_seq IS NOT NULL", {workload, workload}) == 7);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_reserved' AND bytes = " + std::to_string(64 * MiB)) ==
+        1);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_physical'") == 2);
+  CHECK(run.q("SELECT SUM(bytes) FROM allocations WHERE kind = 'vmm_physical'") == 10 * MiB);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_mapped'") == 2);
+  CHECK(run.q("SELECT SUM(bytes) FROM allocations WHERE kind = 'vmm_mapped'") == 10 * MiB);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'device'") == 2);
+  CHECK(run.q("SELECT SUM(bytes) FROM allocations WHERE kind IN ('vmm_physical', 'device')") ==
+        run.workload["alloc_bytes"].get<std::int64_t>());
+  CHECK(run.q("SELECT COUNT(*) FROM allocations a JOIN calls f ON f.id = a.free_call_id "
+              "WHERE a.end_reason = 'freed' AND f.parent_id IS NULL AND f.caller = ?", {workload}) == 6);
+  CHECK(run.q("SELECT SUM(bytes) FROM allocations WHERE end_reason = 'freed' AND kind IN ('vmm_physical', 'device')") ==
+        run.workload["freed_bytes"].get<std::int64_t>());
+  CHECK(run.q("SELECT bytes FROM allocations WHERE end_reason = 'process_exit'") ==
+        run.workload["outstanding_bytes"].get<std::int64_t>());
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE end_reason = 'superseded'") == 0);
+  CHECK(run.q("SELECT COUNT(*) FROM unmatched_frees") == 0);
+}
+
 TEST_CASE("--pid attaches to a running process and finds its libraries in /proc/PID/maps", "[trace]") {
   auto dir = temp_dir();
   std::string db = dir + "/pid.db";
@@ -483,6 +528,38 @@ TEST_CASE("a trace whose recorder was killed reads as interrupted, not as still 
   CHECK_THAT(text, Catch::Contains("the recording stopped before its end"));
   CHECK_THAT(text, !Catch::Contains("still recording") && !Catch::Contains("still being written"));
   CHECK_THAT(text, !Catch::Contains(" 0 calls recorded"));
+}
+
+TEST_CASE("a full disk stops the trace: exit status 1 and how much the file keeps", "[trace]") {
+  auto dir = temp_dir();
+  const std::string small = dir + "/small";
+  fs::create_directories(small);
+  REQUIRE(std::system(("mount -t tmpfs -o size=1m vramscope-test " + small).c_str()) == 0);
+  struct Unmount {
+    std::string path;
+    ~Unmount() { (void)std::system(("umount " + path).c_str()); }
+  } unmount{small};
+  const std::string db = small + "/trace.db";
+  pid_t tracer = spawn_trace(dir, db, "loop 200000 0");  // 400,000 calls: far more than 1 MiB holds
+  const int exit_code = wait_exit_code(tracer);
+  const std::string log = read_all(dir + "/log.txt");
+  INFO(log);
+  CHECK(exit_code == 1);
+  CHECK_THAT(log, Catch::Contains("database or disk is full"));
+  CHECK_THAT(log, Catch::Contains("tracing stopped: "));
+  // The message's count is what the file has.
+  const auto kept = log.find("The trace keeps the ");
+  REQUIRE(kept != std::string::npos);
+  const std::int64_t stored = std::stoll(log.substr(kept + 20));
+  auto t = open_trace(db);
+  CHECK(t.q("SELECT COUNT(*) FROM call_rows") == stored);
+  CHECK(stored > 0);
+  CHECK(stored < 400000);
+  CHECK(t.qs("SELECT status FROM sessions") == "interrupted");
+  // The workload was not stopped: it ran to its end, untraced from the error on.
+  for (int i = 0; i < 300 && read_all(dir + "/out.json").find("\"iterations\":200000") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK_THAT(read_all(dir + "/out.json"), Catch::Contains("\"iterations\":200000"));
 }
 
 TEST_CASE("the launched command's exit code is vramscope's", "[trace][cli]") {

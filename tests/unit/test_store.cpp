@@ -1,5 +1,7 @@
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <catch2/catch.hpp>
@@ -363,6 +365,49 @@ TEST_CASE("store: a session whose recorder is gone reads as interrupted, a live 
   REQUIRE((*after)->query("SELECT COUNT(*) FROM pragma_table_info('sessions')", {},
                           [&](const vs::store::Row& row) { columns = row.i64(0); }).ok());
   CHECK(std::to_string(columns) == Sql(file).one("SELECT COUNT(*) FROM pragma_table_info('sessions')"));
+}
+
+TEST_CASE("store: the first write error stops the writer; what was committed before stays", "[store]") {
+  TempDir dir;
+  const fs::path file = dir.path / "trace.db";
+  auto w = TraceWriter::open(file.string());
+  REQUIRE(w.ok());
+  REQUIRE((*w)->begin_session(session_info("host-a", 1000)) == 1);
+  std::int64_t id = 1;
+  for (; id <= 1000; ++id) (*w)->add_call(Call(id, "cudaMalloc").ptr(kP1 + 4096 * id).bytes(4096).caller(kTorch));
+  REQUIRE((*w)->flush().ok());
+  REQUIRE((*w)->health().ok());
+  {
+    // A full disk, as the file size limit makes it: writes past it fail (EFBIG).
+    struct FileSizeLimit {
+      rlimit before{};
+      explicit FileSizeLimit(rlim_t bytes) {
+        signal(SIGXFSZ, SIG_IGN);
+        getrlimit(RLIMIT_FSIZE, &before);
+        rlimit lim = before;
+        lim.rlim_cur = bytes;
+        setrlimit(RLIMIT_FSIZE, &lim);
+      }
+      ~FileSizeLimit() { setrlimit(RLIMIT_FSIZE, &before); }
+    } limit(fs::file_size(file.string() + "-wal") + 16384);
+    for (; id <= 200000; ++id) (*w)->add_call(Call(id, "cudaFree").ptr(kP1 + 4096 * (id % 1000)).caller(kTorch));
+    const auto failed = (*w)->flush();
+    REQUIRE_FALSE(failed.ok());
+    CHECK_THAT(failed.message(), Catch::Contains("check free disk space"));
+  }
+  CHECK_FALSE((*w)->health().ok());
+  // With space again, the writer stays stopped: the file has what was committed before the error.
+  const std::int64_t kept = (*w)->stats().calls_written;
+  CHECK(kept >= 1000);
+  CHECK(kept < 200000);
+  (*w)->add_call(Call(id, "cudaMalloc").ptr(kP2).bytes(1).caller(kTorch));
+  CHECK_FALSE((*w)->flush().ok());
+  CHECK((*w)->stats().calls_written == kept);
+  CHECK_FALSE((*w)->end_session(vs::store::SessionEnd{}).ok());
+  w.value().reset();
+  Sql db(file);
+  CHECK(db.one("SELECT COUNT(*) FROM call_rows") == std::to_string(kept));
+  CHECK(db.one("SELECT status FROM sessions") == "recording");  // readers say interrupted: nobody records
 }
 
 TEST_CASE("store: many calls span several transactions", "[store]") {
