@@ -1,5 +1,6 @@
 #include "common/json_schema.h"
 
+#include <cmath>
 #include <regex>
 #include <set>
 #include <string_view>
@@ -38,8 +39,11 @@ bool has_type(const json& v, std::string_view type) {
   if (type == "number") return v.is_number();
   if (type == "integer") {
     if (v.is_number_integer()) return true;
-    // 2020-12: a number with a zero fractional part is an integer.
-    return v.is_number_float() && v.get<double>() == static_cast<double>(static_cast<long long>(v.get<double>()));
+    // 2020-12: a number with a zero fractional part is an integer. Only within int64's range, where the
+    // arguments are read as int64 (casting 1e300 to an integer is undefined behaviour).
+    if (!v.is_number_float()) return false;
+    const double d = v.get<double>();
+    return std::isfinite(d) && std::trunc(d) == d && d >= -9.2e18 && d <= 9.2e18;
   }
   return false;
 }

@@ -31,6 +31,8 @@ TEST_CASE("json_schema: the subset the schemas use", "[tools]") {
   CHECK(vs::json_schema::validate(schema, json::parse(R"({"n":1,"l":["1"]})")).value() == "/l/0: must match \"^0x\"");
   CHECK(vs::json_schema::validate(schema, json::parse(R"({"n":2.0})")) == std::nullopt);
   CHECK(vs::json_schema::validate(schema, json::parse(R"({"n":2.5})")).value() == "/n: must be integer, got number");
+  // Outside int64's range a whole number is not an integer argument (and is not cast: undefined behaviour).
+  CHECK(vs::json_schema::validate(schema, json::parse(R"({"n":1e300})")).value() == "/n: must be integer, got number");
   CHECK(vs::json_schema::check_schema(json::parse(R"({"type":"object","propertees":{}})")).value() ==
         "/propertees: unsupported keyword");
 }
