@@ -24,12 +24,18 @@ bool is_memory_op(Op op) {
   }
 }
 
-// A driver call made inside a runtime alloc / free (cudaMalloc -> cuMemAlloc_v2) is
-// accounted by the runtime call, which completes (and so arrives) after it.
+// A nested memory call is accounted by its parent, which completes (and so arrives) after it, when
+// - it performs its parent's operation: the parent forwards to it (a stub exported under the driver's
+//   name, as JAX's XLA CUDA plugin has: stub cuMemCreate -> libcuda's cuMemCreate; a versioned alias,
+//   cuMemAllocAsync -> cuMemAllocAsync_ptsz; a bundled runtime's cudaMalloc -> libcudart's), or
+// - it is a driver call made inside a runtime alloc / free (cudaMalloc -> cuMemAlloc_v2).
+// The parent, the call its caller made, is the operation.
 bool counted_by_parent(const ApiInfo& api, std::uint16_t parent_api_id) {
-  if (api.layer != Layer::Driver || parent_api_id == 0 || !is_memory_op(api.op)) return false;
+  if (parent_api_id == 0 || !is_memory_op(api.op)) return false;
   const ApiInfo* parent = find_api(parent_api_id);
-  if (parent == nullptr || parent->layer != Layer::Runtime) return false;
+  if (parent == nullptr) return false;
+  if (parent->op == api.op && parent->kind == api.kind) return true;
+  if (api.layer != Layer::Driver || parent->layer != Layer::Runtime) return false;
   return parent->op == Op::Alloc || parent->op == Op::Free || parent->op == Op::FreeHost;
 }
 

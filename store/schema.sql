@@ -146,7 +146,9 @@ CREATE VIEW IF NOT EXISTS calls AS
 -- One row per allocation lifetime. Pointer allocations are paired with their frees by
 -- (pid, ptr), whichever thread frees; VMM physical allocations by (pid, handle); mappings
 -- and reservations by (pid, address range). A driver call made inside a runtime call
--- (cudaMalloc -> cuMemAlloc_v2) does not make a second allocation: bytes are counted once.
+-- (cudaMalloc -> cuMemAlloc_v2) does not make a second allocation: bytes are counted once; nor does
+-- a call made inside a call of the same operation (a forwarding stub: the XLA plugin's cuMemCreate ->
+-- libcuda's cuMemCreate), whose allocation is the outer call's.
 CREATE TABLE IF NOT EXISTS allocations (
   id             INTEGER PRIMARY KEY,
   session_id     INTEGER NOT NULL,

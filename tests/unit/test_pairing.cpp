@@ -404,3 +404,124 @@ TEST_CASE("pairing: allocations carry the seq of the calls that made and ended t
     CHECK_FALSE(f.closed[0].free_seq.has_value());
   }
 }
+
+TEST_CASE("pairing: a forwarding stub and the driver call it forwards to are one operation", "[pairing]") {
+  // XLA's CUDA plugin exports stubs under the driver's names; the real libcuda call runs
+  // nested in each and returns first. The stub's call (its caller, the program) is the operation.
+  using Seq = std::optional<std::int64_t>;
+  Pairing p;
+  const std::string program = "/usr/bin/python3", plugin = "/site-packages/jax_plugins/xla_cuda_plugin.so";
+  const std::uint64_t va = 0x7f2000000000, handle = 0x1000, size = 4 << 20;
+  auto k = [&](AllocKind kind) { return by_kind(p.totals(), kind); };
+  auto no_superseded = [](const PairingOps& ops) {
+    for (const auto& c : ops.closed) CHECK(c.end_reason != "superseded");
+  };
+
+  CHECK(nothing(p.on_call(Call(2, "cuMemAlloc_v2").ptr(kPtr).bytes(3 << 20).caller(plugin).parent(1, "cuMemAlloc_v2"))));
+  auto a = p.on_call(Call(1, "cuMemAlloc_v2").ptr(kPtr).bytes(3 << 20).device(0).caller(program), Seq(1));
+  REQUIRE(a.opened.size() == 1);
+  CHECK(a.closed.empty());
+  CHECK(a.opened[0].alloc_call_id == 1);
+  CHECK(a.opened[0].alloc_seq == Seq(1));
+  CHECK(a.opened[0].caller == std::optional<std::string>(program));
+  CHECK(k(AllocKind::Device) == 3 << 20);
+  CHECK(nothing(p.on_call(Call(4, "cuMemFree_v2").ptr(kPtr).caller(plugin).parent(3, "cuMemFree_v2"))));
+  CHECK(p.totals().open_count == 1);
+  auto f = p.on_call(Call(3, "cuMemFree_v2").ptr(kPtr).caller(program), Seq(2));
+  REQUIRE(f.closed.size() == 1);
+  CHECK(f.unmatched.empty());
+  CHECK(f.closed[0].id == a.opened[0].id);
+  CHECK(f.closed[0].end_reason == "freed");
+  CHECK(f.closed[0].free_call_id == std::optional<std::int64_t>(3));
+  CHECK(k(AllocKind::Device) == 0);
+
+  CHECK(nothing(p.on_call(Call(6, "cuMemAddressReserve").ptr(va).bytes(16 * size).parent(5, "cuMemAddressReserve"))));
+  auto r = p.on_call(Call(5, "cuMemAddressReserve").ptr(va).bytes(16 * size).caller(program));
+  REQUIRE(r.opened.size() == 1);
+  CHECK(r.opened[0].alloc_call_id == 5);
+  CHECK(k(AllocKind::VmmReserved) == 16 * size);
+
+  CHECK(nothing(p.on_call(Call(8, "cuMemCreate").handle(handle).bytes(size).device(0).parent(7, "cuMemCreate"))));
+  auto c = p.on_call(Call(7, "cuMemCreate").handle(handle).bytes(size).device(0).caller(program));
+  no_superseded(c);
+  REQUIRE(c.opened.size() == 1);
+  CHECK(c.opened[0].alloc_call_id == 7);
+  CHECK(c.opened[0].caller == std::optional<std::string>(program));
+  CHECK(k(AllocKind::VmmPhysical) == size);
+  CHECK(p.totals().device_bytes() == size);
+
+  CHECK(nothing(p.on_call(Call(10, "cuMemMap").ptr(va).bytes(size).handle(handle).parent(9, "cuMemMap"))));
+  auto m = p.on_call(Call(9, "cuMemMap").ptr(va).bytes(size).handle(handle).caller(program));
+  no_superseded(m);
+  REQUIRE(m.opened.size() == 1);
+  CHECK(m.opened[0].alloc_call_id == 9);
+  CHECK(k(AllocKind::VmmMapped) == size);
+  CHECK(nothing(p.on_call(Call(12, "cuMemSetAccess").ptr(va).bytes(size).device(0).parent(11, "cuMemSetAccess"))));
+  CHECK(nothing(p.on_call(Call(11, "cuMemSetAccess").ptr(va).bytes(size).device(0))));
+  CHECK(p.totals().open_count == 3);
+
+  CHECK(nothing(p.on_call(Call(14, "cuMemUnmap").ptr(va).bytes(size).parent(13, "cuMemUnmap"))));
+  CHECK(k(AllocKind::VmmMapped) == size);
+  auto u = p.on_call(Call(13, "cuMemUnmap").ptr(va).bytes(size));
+  REQUIRE(u.closed.size() == 1);
+  CHECK(u.unmatched.empty());
+  CHECK(u.closed[0].id == m.opened[0].id);
+  CHECK(u.closed[0].free_call_id == std::optional<std::int64_t>(13));
+
+  CHECK(nothing(p.on_call(Call(16, "cuMemRelease").handle(handle).parent(15, "cuMemRelease"))));
+  CHECK(k(AllocKind::VmmPhysical) == size);
+  auto rel = p.on_call(Call(15, "cuMemRelease").handle(handle));
+  REQUIRE(rel.closed.size() == 1);
+  CHECK(rel.unmatched.empty());
+  CHECK(rel.closed[0].id == c.opened[0].id);
+
+  CHECK(nothing(p.on_call(Call(18, "cuMemAddressFree").ptr(va).bytes(16 * size).parent(17, "cuMemAddressFree"))));
+  auto af = p.on_call(Call(17, "cuMemAddressFree").ptr(va).bytes(16 * size));
+  REQUIRE(af.closed.size() == 1);
+  CHECK(af.unmatched.empty());
+  CHECK(af.closed[0].id == r.opened[0].id);
+  CHECK(p.totals().open_count == 0);
+  for (int i = 0; i < 8; ++i) CHECK(p.totals().bytes_by_kind[i] == 0);
+}
+
+TEST_CASE("pairing: a versioned alias or a runtime forwarded to another runtime is one operation", "[pairing]") {
+  Pairing p;
+  // cuMemAllocAsync forwarded to its per-thread-stream version, and the free likewise.
+  CHECK(nothing(p.on_call(Call(2, "cuMemAllocAsync_ptsz").ptr(kPtr).bytes(512).stream(5).parent(1, "cuMemAllocAsync"))));
+  auto a = p.on_call(Call(1, "cuMemAllocAsync").ptr(kPtr).bytes(512).stream(5));
+  REQUIRE(a.opened.size() == 1);
+  CHECK(a.opened[0].kind == AllocKind::Async);
+  CHECK(by_kind(p.totals(), AllocKind::Async) == 512);
+  CHECK(nothing(p.on_call(Call(4, "cuMemFreeAsync_ptsz").ptr(kPtr).stream(5).parent(3, "cuMemFreeAsync"))));
+  REQUIRE(p.on_call(Call(3, "cuMemFreeAsync").ptr(kPtr).stream(5)).closed.size() == 1);
+  // A bundled runtime's cudaMalloc calling libcudart's, which calls the driver: one allocation.
+  CHECK(nothing(p.on_call(Call(7, "cuMemAlloc_v2").ptr(kPtr).bytes(64).parent(6, "cudaMalloc"))));
+  CHECK(nothing(p.on_call(Call(6, "cudaMalloc").ptr(kPtr).bytes(64).parent(5, "cudaMalloc"))));
+  auto b = p.on_call(Call(5, "cudaMalloc").ptr(kPtr).bytes(64));
+  REQUIRE(b.opened.size() == 1);
+  CHECK(b.opened[0].alloc_call_id == 5);
+  CHECK(p.totals().open_count == 1);
+  CHECK(by_kind(p.totals(), AllocKind::Device) == 64);
+}
+
+TEST_CASE("pairing: a driver call nested in a driver call of another operation is paired itself", "[pairing]") {
+  Pairing p;
+  // A pool growing its physical memory inside a stream-ordered allocation: two allocations.
+  auto c = p.on_call(Call(2, "cuMemCreate").handle(0x1000).bytes(2 << 20).device(0).parent(1, "cuMemAllocAsync"));
+  REQUIRE(c.opened.size() == 1);
+  CHECK(c.opened[0].kind == AllocKind::VmmPhysical);
+  auto a = p.on_call(Call(1, "cuMemAllocAsync").ptr(kPtr).bytes(4096).stream(5));
+  REQUIRE(a.opened.size() == 1);
+  CHECK(a.closed.empty());
+  // The same op, another kind: a managed allocation made inside a device allocation is its own.
+  auto m = p.on_call(Call(4, "cuMemAllocManaged").ptr(kPtr + 4096).bytes(128).parent(3, "cuMemAlloc_v2"));
+  REQUIRE(m.opened.size() == 1);
+  CHECK(m.opened[0].kind == AllocKind::Managed);
+  // A release inside a free ends the physical allocation.
+  auto rel = p.on_call(Call(6, "cuMemRelease").handle(0x1000).parent(5, "cuMemFreeAsync"));
+  REQUIRE(rel.closed.size() == 1);
+  CHECK(rel.closed[0].id == c.opened[0].id);
+  CHECK(by_kind(p.totals(), AllocKind::VmmPhysical) == 0);
+  CHECK(by_kind(p.totals(), AllocKind::Async) == 4096);
+  CHECK(by_kind(p.totals(), AllocKind::Managed) == 128);
+}
