@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <string_view>
 
 #include "common/cuda_api.h"
 #include "store/reader.h"
@@ -59,6 +60,18 @@ std::string proc_cmdline(std::uint32_t pid) {
   for (char& c : s)
     if (c == '\0') c = ' ';
   return s;
+}
+
+// A hook for vramscope's own tests (tests/integration), never for use otherwise: with
+// VRAMSCOPE_TEST_HOLD=POINT in its environment, vramscope stops at POINT, says so on
+// stderr, and waits there until it is killed, so that a test can kill it at that very
+// moment. POINTs: "cuda_mmap" (a traced process is stopped in its mmap of a CUDA library
+// that is not probed yet, before vramscope attaches to it and continues the process).
+void test_hold(std::string_view point, const std::string& what) {
+  const char* hold = getenv("VRAMSCOPE_TEST_HOLD");
+  if (hold == nullptr || point != hold) return;
+  spdlog::warn("VRAMSCOPE_TEST_HOLD={} (a test hook): {}; holding here until killed", point, what);
+  for (;;) pause();
 }
 
 std::string human_bytes(std::uint64_t b) {
@@ -143,9 +156,10 @@ class Recorder : public tracer::EventSink {
         break;
       case VS_LC_CUDA_MMAP:
         // The process is stopped in mmap until we have attached: continue it in any case.
+        test_hold("cuda_mmap", "pid " + std::to_string(ev.pid) + " is stopped in its mmap of a CUDA library");
         if (auto lib = tracer::candidate_from_fd(ev.pid, ev.fd)) attach(*lib);
         tracer_.mark_known_file(ev.file_dev, ev.file_ino);
-        kill(static_cast<pid_t>(ev.pid), SIGCONT);
+        tracer_.resume(ev.pid);
         break;
       case VS_LC_EXEC_MMAP:
         // Reported at the syscall's entry: the mapping may not exist yet, so

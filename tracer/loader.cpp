@@ -3,6 +3,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 
 #include "common/cuda_api.h"
 #include "tracer/elf_symbols.h"
+#include "tracer/helper_process.h"
 #include "vramscope.skel.h"
 
 // A function of our own to try a uprobe_multi link on: if the kernel accepts
@@ -233,6 +235,8 @@ Result<std::unique_ptr<Tracer>> Tracer::open(const TracerOptions& options) {
     if (Status s2 = im.load(AttachMode::Perf); !s2) return Error{s2.message()};
     t->mode_ = AttachMode::Perf;
   }
+  // Before the mmap watch can stop anything.
+  if (Status s = start_guardian(bpf_map__fd(im.skel->maps.stopped)); !s) return Error{s.message()};
   if (Status s = im.attach_tracepoints(); !s) return Error{s.message()};
   if (Status s = im.make_rings(); !s) return Error{s.message()};
   return t;
@@ -249,6 +253,12 @@ void Tracer::mark_known_file(std::uint32_t kernel_dev, std::uint64_t ino) {
   std::uint8_t one = 1;
   if (bpf_map_update_elem(bpf_map__fd(impl_->skel->maps.known_files), &key, &one, BPF_ANY) != 0)
     spdlog::debug("known_files update failed: {}", std::strerror(errno));
+}
+
+void Tracer::resume(std::uint32_t pid) {
+  kill(static_cast<pid_t>(pid), SIGCONT);
+  if (bpf_map_delete_elem(bpf_map__fd(impl_->skel->maps.stopped), &pid) != 0)
+    spdlog::debug("stopped-process map: removing pid {} failed: {}", pid, std::strerror(errno));
 }
 
 AttachResult Tracer::attach_library(const LibraryCandidate& lib) {

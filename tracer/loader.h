@@ -60,6 +60,9 @@ class Tracer {
   bool is_attached(std::uint64_t dev, std::uint64_t ino) const;
   // Tells the mmap watch that this file (kernel dev_t encoding) needs no stop.
   void mark_known_file(std::uint32_t kernel_dev, std::uint64_t ino);
+  // Continues a process the mmap watch stopped (VS_LC_CUDA_MMAP), and tells the
+  // guardian (helper_process.h) that it need not.
+  void resume(std::uint32_t pid);
   Status trace_pid(std::uint32_t pid);
   // Waits up to timeout_ms, then delivers everything available: lifecycle
   // records after the call records that were submitted before them.

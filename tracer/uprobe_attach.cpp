@@ -11,6 +11,8 @@
 #include <cstring>
 #include <thread>
 
+#include "tracer/helper_process.h"
+
 namespace vs::tracer {
 namespace {
 
@@ -134,12 +136,7 @@ void UprobeLinks::close_in_background() {
     // Only system calls here (the parent has other threads). Everything but
     // the links goes at once: no terminal, pipe or file of the caller's stays
     // open for the seconds this takes.
-    unsigned from = 0;
-    for (unsigned fd : kept) {
-      if (fd > from) close_range(from, fd - 1, 0);
-      from = fd + 1;
-    }
-    close_range(from, ~0U, 0);
+    close_fds_except(kept);
     char byte;
     while (read(handoff[0], &byte, 1) < 0 && errno == EINTR) {
     }

@@ -422,6 +422,49 @@ TEST_CASE("a CUDA library found nowhere beforehand is probed when mapped, before
   CHECK(t.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemAlloc_v2' AND parent_id IS NOT NULL") == 6);
 }
 
+namespace {
+// The state letter of /proc/PID/stat ('T': stopped), or 0 once the process is gone.
+char process_state(pid_t pid) {
+  const std::string stat = read_all("/proc/" + std::to_string(pid) + "/stat");
+  const auto paren = stat.rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat.size() ? 0 : stat[paren + 2];
+}
+
+// Waits up to 20 s for `text` in the file at `path`.
+bool wait_for_text(const std::string& path, const std::string& text) {
+  for (int i = 0; i < 200; ++i) {
+    if (read_all(path).find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+}  // namespace
+
+TEST_CASE("a process stopped in its mmap runs on when vramscope is killed before it could continue it", "[trace]") {
+  // As in the test above, the workload is stopped as it maps the fake runtime; the test
+  // hook (VRAMSCOPE_TEST_HOLD, src/trace_command.cpp) holds vramscope right there.
+  auto dir = temp_dir();
+  pid_t tracer = spawn("exec env -u LD_LIBRARY_PATH VRAMSCOPE_TEST_HOLD=cuda_mmap " + std::string(VS_BINARY) +
+                       " trace -q --db " + dir + "/trace.db -- " + fixture("workload") + " basic > " + dir +
+                       "/out.json 2> " + dir + "/log.txt");
+  REQUIRE(wait_for_text(dir + "/log.txt", "holding here until killed"));
+  const std::string log = read_all(dir + "/log.txt");
+  const std::string held = "VRAMSCOPE_TEST_HOLD=cuda_mmap (a test hook): pid ";
+  const auto at = log.find(held);
+  REQUIRE(at != std::string::npos);
+  const pid_t workload = std::stoi(log.substr(at + held.size()));
+  INFO(log << "\nworkload pid " << workload);
+  CHECK(process_state(workload) == 'T');
+  kill(tracer, SIGKILL);
+  waitpid(tracer, nullptr, 0);
+  // Continued by vramscope's guardian, it runs to its end (untraced: vramscope is gone).
+  const bool finished = wait_for_text(dir + "/out.json", "\"scenario\":\"basic\"");
+  INFO(read_all(dir + "/log.txt"));
+  CHECK(finished);
+  CHECK_THAT(read_all(dir + "/log.txt"), Catch::Contains("vramscope: continued pid " + std::to_string(workload)));
+  if (!finished) kill(workload, SIGKILL);  // stopped for good otherwise
+}
+
 TEST_CASE("NVML's device view is sampled alongside, and its absence is recorded", "[trace][nvml]") {
   SECTION("sampled (fake libnvidia-ml)") {
     auto run = trace_scenario("sleep_free", "--nvml-lib " + fixture("libnvidia-ml.so.1") + " --nvml-interval 10");

@@ -5,6 +5,16 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Processes the mmap watch stopped (SIGSTOP) and user space has not continued
+ * yet. vramscope's guardian process holds this map too, and continues every
+ * process left in it if vramscope dies first (tracer/helper_process.h). */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 4096);
+  __type(key, __u32);
+  __type(value, __u8);
+} stopped SEC(".maps");
+
 SEC("raw_tp/sched_process_fork")
 int BPF_PROG(vs_process_fork, struct task_struct *parent, struct task_struct *child) {
   __u32 ptgid = BPF_CORE_READ(parent, tgid);
@@ -52,9 +62,10 @@ int BPF_PROG(vs_process_exit, struct task_struct *p) {
     bpf_task_storage_delete(&thread_state, task);
   }
 
-  if (!bpf_map_lookup_elem(&traced, &tgid)) return 0;
   /* signal->live has already been decremented: 0 means this was the last thread. */
   if (BPF_CORE_READ(p, signal, live.counter) != 0) return 0;
+  bpf_map_delete_elem(&stopped, &tgid); /* killed while stopped: nothing to continue (its pid may be reused) */
+  if (!bpf_map_lookup_elem(&traced, &tgid)) return 0;
   vs_emit_lifecycle(VS_LC_EXIT, p, BPF_CORE_READ(p, exit_code));
   bpf_map_delete_elem(&traced, &tgid);
   return 0;
@@ -116,6 +127,14 @@ static __always_inline void vs_on_mmap(int fd, unsigned long prot) {
   ev->file_dev = key.dev;
   ev->file_ino = key.ino;
   bpf_probe_read_kernel_str(ev->file_name, sizeof(ev->file_name), BPF_CORE_READ(file, f_path.dentry, d_name.name));
+  if (kind == VS_LC_CUDA_MMAP) {
+    /* Not in `stopped`, not stopped: the guardian must know every process to continue. */
+    __u8 one = 1;
+    if (bpf_map_update_elem(&stopped, &tgid, &one, BPF_ANY) != 0) {
+      bpf_ringbuf_discard(ev, 0);
+      return;
+    }
+  }
   bpf_ringbuf_submit(ev, 0);
   if (kind == VS_LC_CUDA_MMAP) bpf_send_signal(VS_SIGSTOP);
 }
