@@ -65,8 +65,9 @@ std::string proc_cmdline(std::uint32_t pid) {
 // A hook for vramscope's own tests (tests/integration), never for use otherwise: with
 // VRAMSCOPE_TEST_HOLD=POINT in its environment, vramscope stops at POINT, says so on
 // stderr, and waits there until it is killed, so that a test can kill it at that very
-// moment. POINTs: "cuda_mmap" (a traced process is stopped in its mmap of a CUDA library
-// that is not probed yet, before vramscope attaches to it and continues the process).
+// moment. POINTs: "attach" (the probes are attached, the launched command is not released
+// yet), "cuda_mmap" (a traced process is stopped in its mmap of a CUDA library that is not
+// probed yet, before vramscope attaches to it and continues the process).
 void test_hold(std::string_view point, const std::string& what) {
   const char* hold = getenv("VRAMSCOPE_TEST_HOLD");
   if (hold == nullptr || point != hold) return;
@@ -278,10 +279,19 @@ class Recorder : public tracer::EventSink {
   std::vector<AwaitedMapping> awaited_mappings_;
 };
 
-// The launched command, held at a pipe until the probes are attached.
+// The launched command, held at a pipe until the probes are attached: it runs once
+// release() has written to the pipe. Should vramscope die (or return) before, the pipe
+// closes unwritten and the command does not run at all, rather than run untraced.
 struct LaunchedChild {
   pid_t pid = -1;
   int release_fd = -1;
+
+  void release() {
+    const char go = 1;
+    while (write(release_fd, &go, 1) < 0 && errno == EINTR) {
+    }
+    close(release_fd);
+  }
 };
 
 Result<LaunchedChild> fork_held(const std::vector<std::string>& command) {
@@ -291,8 +301,14 @@ Result<LaunchedChild> fork_held(const std::vector<std::string>& command) {
   if (pid < 0) return Error{std::string("fork: ") + std::strerror(errno)};
   if (pid == 0) {
     close(fds[1]);
-    char c;
-    while (read(fds[0], &c, 1) < 0 && errno == EINTR) {
+    char go;
+    ssize_t n;
+    while ((n = read(fds[0], &go, 1)) < 0 && errno == EINTR) {
+    }
+    if (n != 1) {
+      std::fprintf(stderr, "vramscope: ended before its probes were attached: not running %s untraced\n",
+                   command[0].c_str());
+      _exit(1);
     }
     std::vector<char*> argv;
     for (const auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
@@ -601,7 +617,9 @@ int run_trace(const TraceArgs& args) {
   if (child) {
     recorder.note_process(static_cast<std::uint32_t>(child->pid), static_cast<std::uint32_t>(getpid()),
                           std::nullopt, clock_ns(CLOCK_MONOTONIC), "launched");
-    close(child->release_fd);  // the command runs from here on
+    test_hold("attach", "the probes are attached, the command (pid " + std::to_string(child->pid) +
+                            ") is not released yet");
+    child->release();  // the command runs from here on
   }
 
   // The event loop.

@@ -605,6 +605,24 @@ TEST_CASE("a full disk stops the trace: exit status 1 and how much the file keep
   CHECK_THAT(read_all(dir + "/out.json"), Catch::Contains("\"iterations\":200000"));
 }
 
+TEST_CASE("the command does not run untraced when vramscope dies before its probes are attached", "[trace]") {
+  // The test hook (VRAMSCOPE_TEST_HOLD, src/trace_command.cpp) holds vramscope before it
+  // releases the command; killed there, it never does.
+  auto dir = temp_dir();
+  const std::string marker = dir + "/the_command_ran";
+  pid_t tracer = spawn("exec env VRAMSCOPE_TEST_HOLD=attach " + std::string(VS_BINARY) + " trace -q --db " + dir +
+                       "/trace.db --cuda-lib " + fixture("libcudart.so.13") + " -- /bin/touch " + marker + " 2> " +
+                       dir + "/log.txt");
+  REQUIRE(wait_for_text(dir + "/log.txt", "holding here until killed"));
+  kill(tracer, SIGKILL);
+  waitpid(tracer, nullptr, 0);
+  CHECK(wait_for_text(dir + "/log.txt", "vramscope: ended before its probes were attached: not running /bin/touch "
+                                        "untraced"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  INFO(read_all(dir + "/log.txt"));
+  CHECK_FALSE(fs::exists(marker));
+}
+
 TEST_CASE("the launched command's exit code is vramscope's", "[trace][cli]") {
   auto run = trace("/bin/sh -c 'exit 3'");
   CHECK(run.exit_code == 3);
