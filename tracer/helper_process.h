@@ -19,8 +19,10 @@ void close_fds_except(const std::vector<unsigned>& kept);
 // die in between (kill -9, a crash), nobody would: the guardian, a child that
 // holds `stopped_map_fd` (the BPF map of processes stopped and not continued
 // yet) and a pidfd of vramscope, waits for vramscope's end, however it comes,
-// then sends SIGCONT to every process left in the map, and exits. It ignores
-// the terminal's signals (Ctrl-C reaches the whole process group).
+// then sends SIGCONT to every process left in the map, and exits 0.2 s later.
+// It ignores the terminal's signals (Ctrl-C reaches the whole process group).
+// Until then it keeps vramscope's memory mappings (the trace's -shm file among
+// them), not its descriptors.
 Status start_guardian(int stopped_map_fd);
 
 }  // namespace vs::tracer

@@ -578,9 +578,9 @@ TEST_CASE("a full disk stops the trace: exit status 1 and how much the file keep
   const std::string small = dir + "/small";
   fs::create_directories(small);
   REQUIRE(std::system(("mount -t tmpfs -o size=1m vramscope-test " + small).c_str()) == 0);
-  struct Unmount {
+  struct Unmount {  // lazily: vramscope's guardian keeps its mappings (the -shm file's) for a moment after it
     std::string path;
-    ~Unmount() { (void)std::system(("umount " + path).c_str()); }
+    ~Unmount() { (void)std::system(("umount -l " + path).c_str()); }
   } unmount{small};
   const std::string db = small + "/trace.db";
   pid_t tracer = spawn_trace(dir, db, "loop 200000 0");  // 400,000 calls: far more than 1 MiB holds
