@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cctype>
 #include <chrono>
+#include <deque>
+#include <map>
 #include <set>
 #include <string_view>
 
@@ -167,17 +169,62 @@ std::string joined(const std::set<std::string, std::less<>>& names) {
 constexpr const char* kOnlySelect =
     "only a SELECT (or WITH ... SELECT) is allowed: the trace is read-only and its schema cannot change";
 
+using Caps = SandboxCaps;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kProgressEvery = 100;  // SQLite steps between two checks of the clock, the budget and cancellation
+constexpr unsigned kJsonSubtype = 74;  // 'J': how SQLite's JSON functions mark the JSON text they return
+// A call of a capped function counts this many steps, plus its estimated work / kWorkPerStep.
+constexpr std::int64_t kStepsPerCall = 64;
+constexpr std::int64_t kWorkPerStep = 16;
+
+enum class Stop { none, cancelled, time, steps, heap };
+
+struct Sandbox;
+// What each overriding function is registered with: its sandbox and the built-in it stands for.
+struct Capped {
+  Sandbox* sb;
+  const char* name;
+};
+
 struct Sandbox {
   std::string refused;  // why the authorizer denied something (first reason)
   int first_action = -1;  // of the statement being prepared
-  std::chrono::steady_clock::time_point deadline;
   const SandboxLimits* limits = nullptr;
-  bool timed_out = false;
-  bool cancelled = false;
+  Clock::time_point deadline;
+  std::int64_t steps = 0, max_steps = 0;
+  sqlite3_int64 heap_at_start = 0;
+  Stop stop = Stop::none;
+  std::string call_refused;  // a capped function's refusal (first)
+  // The capped built-ins are evaluated, once checked, on a second connection
+  // (in memory, same length limit) where they are not overridden.
+  sqlite3* helper = nullptr;
+  std::map<std::string, sqlite3_stmt*, std::less<>> helper_stmts;
+  std::deque<Capped> registered;  // user data of the overriding functions (stable addresses)
+  bool like_skips_blobs = false;
+  int like_pattern_limit = 0;
+
+  Sandbox() = default;
+  Sandbox(const Sandbox&) = delete;
+  Sandbox& operator=(const Sandbox&) = delete;
+  ~Sandbox() {
+    for (auto& [sql, stmt] : helper_stmts) sqlite3_finalize(stmt);
+    if (helper) sqlite3_close_v2(helper);
+  }
 
   int deny(std::string why) {
     if (refused.empty()) refused = std::move(why);
     return SQLITE_DENY;
+  }
+  Clock::time_point now() const { return limits->clock ? limits->clock() : Clock::now(); }
+  // True once the query has to end (and why, in `stop`).
+  bool must_stop() {
+    if (stop != Stop::none) return true;
+    if (limits->should_stop && limits->should_stop()) stop = Stop::cancelled;
+    else if (steps > max_steps) stop = Stop::steps;
+    else if (now() > deadline) stop = Stop::time;
+    else if (sqlite3_memory_used() - heap_at_start > limits->max_heap_growth_bytes) stop = Stop::heap;
+    return stop != Stop::none;
   }
 };
 
@@ -189,10 +236,16 @@ int authorize(void* ctx, int action, const char* arg3, const char* arg4, const c
     case SQLITE_READ:
     case SQLITE_RECURSIVE:
       return SQLITE_OK;
-    case SQLITE_FUNCTION:
-      if (allowed_functions().count(lower(arg4))) return SQLITE_OK;
-      return sb->deny("function " + std::string(arg4 ? arg4 : "?") +
-                      "() is not allowed here; allowed functions: " + joined(allowed_functions()));
+    case SQLITE_FUNCTION: {
+      std::string name = lower(arg4);
+      if (allowed_functions().count(name)) return SQLITE_OK;
+      std::string why = name == "zeroblob" || name == "randomblob"
+                            ? " (it builds a value of any size; run_sql's values are at most " +
+                                  std::to_string(Caps::kMaxValueBytes) + " bytes)"
+                            : "";
+      return sb->deny("function " + std::string(arg4 ? arg4 : "?") + "() is not allowed here" + why +
+                      "; allowed functions: " + joined(allowed_functions()));
+    }
     case SQLITE_PRAGMA:
       if (allowed_pragmas().count(lower(arg3))) return SQLITE_OK;
       return sb->deny("PRAGMA " + std::string(arg3 ? arg3 : "?") +
@@ -217,11 +270,423 @@ int authorize(void* ctx, int action, const char* arg3, const char* arg4, const c
   }
 }
 
+// ---- The capped functions ----------------------------------------------------------------------------------------
+// SQLite's progress handler runs between steps of its virtual machine, never
+// inside one function call, and some built-ins do work that grows faster than
+// the value they return: printf's %c repeats its character once per unit of
+// precision even after the result is too long, and instr, replace, LIKE/GLOB,
+// trim with a character set and json_patch compare every part of one argument
+// with every part of the other. On the sandbox connection these names are
+// overridden by checks that refuse a call whose estimated work is over
+// kMaxCallWork (or printf's widths over kMaxPrintfWidth), count the work into
+// the step budget and look at the clock, then let SQLite's own function compute
+// the value (LIKE and GLOB through sqlite3_strlike/strglob, the rest on a
+// helper connection), so results are SQLite's. json_group_array/_object, which
+// SQLite accumulates without a bound until the end, keep their elements here,
+// at most kMaxValueBytes in all.
+
+Sandbox* sandbox_of(sqlite3_context* ctx) { return static_cast<Capped*>(sqlite3_user_data(ctx))->sb; }
+const char* name_of(sqlite3_context* ctx) { return static_cast<Capped*>(sqlite3_user_data(ctx))->name; }
+
+// The size a function's cost depends on: bytes of text or blob; a number or NULL is small.
+std::int64_t size_of(sqlite3_value* v) {
+  int t = sqlite3_value_type(v);
+  return t == SQLITE_TEXT || t == SQLITE_BLOB ? sqlite3_value_bytes(v) : 32;
+}
+
+// False (and the statement fails) when the query has to end now.
+bool go_on(sqlite3_context* ctx) {
+  if (!sandbox_of(ctx)->must_stop()) return true;
+  sqlite3_result_error(ctx, "run_sql: the query was stopped", -1);
+  return false;
+}
+
+void refuse_call(sqlite3_context* ctx, const std::string& why) {
+  auto* sb = sandbox_of(ctx);
+  if (sb->call_refused.empty()) sb->call_refused = why;
+  sqlite3_result_error(ctx, why.c_str(), -1);
+}
+
+std::string with_commas(std::int64_t v) {
+  std::string digits = std::to_string(v), out;
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i && (digits.size() - i) % 3 == 0 && digits[i - 1] != '-') out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+// Admits a call estimated at `work` (~ns): counts it into the step budget and
+// checks the budget and the clock. Refuses it (false) when it is over
+// kMaxCallWork; what() says what made it so much, `fix` what to change.
+template <typename What>
+bool admit(sqlite3_context* ctx, const char* fn, std::int64_t work, const What& what, const char* fix) {
+  if (work > Caps::kMaxCallWork) {
+    refuse_call(ctx, std::string(fn) + "(): " + what() + " is more work than run_sql allows in one call (~" +
+                         with_commas(work) + " units, at most " + with_commas(Caps::kMaxCallWork) +
+                         "; SQLite cannot stop a call half way): " + fix);
+    return false;
+  }
+  sandbox_of(ctx)->steps += kStepsPerCall + work / kWorkPerStep;
+  return go_on(ctx);
+}
+
+sqlite3_stmt* helper_stmt(Sandbox* sb, const std::string& sql) {
+  if (auto it = sb->helper_stmts.find(sql); it != sb->helper_stmts.end()) return it->second;
+  if (!sb->helper) {
+    if (sqlite3_open_v2(":memory:", &sb->helper, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
+      sqlite3_close_v2(sb->helper);
+      sb->helper = nullptr;
+      return nullptr;
+    }
+    sqlite3_db_config(sb->helper, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
+    sqlite3_limit(sb->helper, SQLITE_LIMIT_LENGTH, Caps::kMaxValueBytes);
+    sqlite3_limit(sb->helper, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, sb->like_pattern_limit);
+  }
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(sb->helper, sql.c_str(), static_cast<int>(sql.size()), &stmt, nullptr) != SQLITE_OK)
+    return nullptr;
+  sb->helper_stmts.emplace(sql, stmt);
+  return stmt;
+}
+
+// Evaluates `sql` (one value from ?1..?argc) on the helper with these
+// arguments and hands the value to on_value; else sets the call's error
+// (SQLite's own) and returns false.
+bool evaluate(sqlite3_context* ctx, const std::string& sql, int argc, sqlite3_value** argv,
+              const std::function<void(sqlite3_value*)>& on_value) {
+  auto* sb = sandbox_of(ctx);
+  sqlite3_stmt* stmt = helper_stmt(sb, sql);
+  if (!stmt) {
+    std::string why = "run_sql cannot evaluate " + sql;
+    if (sb->helper) why += std::string(": ") + sqlite3_errmsg(sb->helper);
+    sqlite3_result_error(ctx, why.c_str(), -1);
+    return false;
+  }
+  for (int i = 0; i < argc; ++i) sqlite3_bind_value(stmt, i + 1, argv[i]);
+  int rc = sqlite3_step(stmt);
+  bool ok = rc == SQLITE_ROW;
+  if (ok) on_value(sqlite3_column_value(stmt, 0));
+  else if (rc == SQLITE_TOOBIG) sqlite3_result_error_toobig(ctx);
+  else if (rc == SQLITE_NOMEM) sqlite3_result_error_nomem(ctx);
+  else sqlite3_result_error(ctx, sqlite3_errmsg(sb->helper), -1);
+  sqlite3_reset(stmt);
+  sqlite3_clear_bindings(stmt);
+  return ok;
+}
+
+std::string call_sql(const char* fn, int argc) {
+  std::string sql = std::string("SELECT ") + fn + "(";
+  for (int i = 1; i <= argc; ++i) sql += (i > 1 ? ",?" : "?") + std::to_string(i);
+  return sql + ")";
+}
+
+// The call's value is what SQLite's own `fn` gives for these arguments.
+void delegate(sqlite3_context* ctx, const char* fn, int argc, sqlite3_value** argv, bool json_result = false) {
+  evaluate(ctx, call_sql(fn, argc), argc, argv, [&](sqlite3_value* v) {
+    sqlite3_result_value(ctx, v);
+    if (json_result && sqlite3_value_type(v) == SQLITE_TEXT) sqlite3_result_subtype(ctx, kJsonSubtype);
+  });
+}
+
+// printf()/format(): reads the format the way SQLite does --
+// %[flags][width][.precision][l|ll]type, a width or precision being digits or
+// '*' (the next argument, as a 32-bit int, sign dropped) -- and finds the
+// largest width or precision and their sum. A conversion outside that form
+// (SQLite would stop at it) is named in `unusual`.
+struct FormatScan {
+  std::int64_t largest = 0, total = 0;
+  std::string unusual;
+};
+
+FormatScan scan_format(std::string_view fmt, int argc, sqlite3_value** argv) {
+  FormatScan out;
+  int next = 1;  // argv[0] is the format
+  auto magnitude = [](std::int64_t v) { return v == INT64_MIN ? INT64_MAX : v < 0 ? -v : v; };
+  auto star = [&] {
+    if (next >= argc) return std::int64_t{0};
+    std::int64_t v = sqlite3_value_int64(argv[next++]);
+    auto as_int = static_cast<std::int32_t>(static_cast<std::uint32_t>(static_cast<std::uint64_t>(v)));
+    return std::max(magnitude(v), magnitude(as_int));
+  };
+  auto digits = [&](std::size_t& i) {
+    std::int64_t v = 0;
+    for (; i < fmt.size() && fmt[i] >= '0' && fmt[i] <= '9'; ++i)
+      v = std::min<std::int64_t>(v * 10 + (fmt[i] - '0'), INT64_C(1) << 40);
+    return v;
+  };
+  auto note = [&](std::int64_t v) {
+    out.largest = std::max(out.largest, v);
+    out.total = std::min(out.total + v, INT64_C(1) << 50);
+  };
+  for (std::size_t i = 0; i < fmt.size(); ++i) {
+    if (fmt[i] != '%') continue;
+    std::size_t start = i++;
+    while (i < fmt.size() && std::string_view("-+ #!0,").find(fmt[i]) != std::string_view::npos) ++i;
+    if (i < fmt.size() && fmt[i] == '*') note(star()), ++i;
+    else note(digits(i));
+    if (i < fmt.size() && fmt[i] == '.') {
+      ++i;
+      if (i < fmt.size() && fmt[i] == '*') note(star()), ++i;
+      else note(digits(i));
+    }
+    if (i < fmt.size() && fmt[i] == 'l') ++i;
+    if (i < fmt.size() && fmt[i] == 'l') ++i;
+    if (i >= fmt.size()) break;  // a '%' cut off by the end is printed as it is
+    char type = fmt[i];
+    if (std::string_view("diuxXocszqQwfeEgGpr").find(type) != std::string_view::npos) ++next;
+    else if (type != '%' && type != 'n') {
+      out.unusual = std::string(fmt.substr(start, i - start + 1));
+      break;
+    }
+  }
+  return out;
+}
+
+void printf_fn(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
+  const char* fn = name_of(ctx);
+  const char* fmt = argc >= 1 ? reinterpret_cast<const char*>(sqlite3_value_text(argv[0])) : nullptr;
+  if (fmt) {
+    FormatScan scan = scan_format(fmt, argc, argv);
+    if (!scan.unusual.empty()) {
+      refuse_call(ctx, std::string(fn) + "(): the conversion \"" + scan.unusual +
+                           "\" is not one run_sql accepts: write %[flags][width][.precision]type, type one of d i u x "
+                           "X o c s z q Q w f e E g G p r % (%% for a percent sign)");
+      return;
+    }
+    if (scan.largest > Caps::kMaxPrintfWidth) {
+      refuse_call(ctx, std::string(fn) + "(): a width or precision of " + with_commas(scan.largest) +
+                           " is over run_sql's limit of " + with_commas(Caps::kMaxPrintfWidth) +
+                           " (any one value is at most " + with_commas(Caps::kMaxValueBytes) +
+                           " bytes): use a smaller width or precision");
+      return;
+    }
+    if (!admit(
+            ctx, fn, 4 * scan.total, [&] { return "widths and precisions adding up to " + with_commas(scan.total); },
+            "use smaller widths and precisions"))
+      return;
+  } else if (!go_on(ctx)) {
+    return;
+  }
+  delegate(ctx, fn, argc, argv);
+}
+
+// instr(X, Y) and replace(X, Y, Z) compare Y at every position of X (memcmp: ~1/64 ns a byte pair).
+void instr_fn(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
+  std::int64_t n = size_of(argv[0]), m = size_of(argv[1]);
+  if (!admit(ctx, "instr", n + n * m / 64,
+             [&] { return "looking for " + with_commas(m) + " bytes in " + with_commas(n) + " bytes"; },
+             "search for a shorter string, or in a shorter one (substr())"))
+    return;
+  delegate(ctx, "instr", argc, argv);
+}
+
+void replace_fn(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
+  std::int64_t n = size_of(argv[0]), m = size_of(argv[1]);
+  if (!admit(ctx, "replace", n + n * m / 64,
+             [&] { return "replacing a " + with_commas(m) + "-byte string in " + with_commas(n) + " bytes"; },
+             "replace a shorter string, or in a shorter one (substr())"))
+    return;
+  delegate(ctx, "replace", argc, argv);
+}
+
+// trim(X, Y), ltrim, rtrim: every character of X against every one of Y (~2 ns each).
+void trim_fn(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
+  const char* fn = name_of(ctx);
+  std::int64_t n = size_of(argv[0]), m = size_of(argv[1]);
+  if (!admit(ctx, fn, n + 2 * n * m,
+             [&] {
+               return "trimming a set of " + with_commas(m) + " bytes of characters from " + with_commas(n) + " bytes";
+             },
+             "trim fewer distinct characters, or a shorter string (substr())"))
+    return;
+  delegate(ctx, fn, argc, argv);
+}
+
+// LIKE and GLOB: like(P, X[, E]) is X LIKE P; the match can compare every
+// byte of the pattern with every byte of X (~1 ns each).
+void like_fn(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
+  auto* sb = sandbox_of(ctx);
+  const char* fn = name_of(ctx);
+  bool glob = std::string_view(fn) == "glob";
+  std::int64_t n = size_of(argv[1]), m = size_of(argv[0]);
+  if (!admit(ctx, glob ? "GLOB" : "LIKE", n + n * m,
+             [&] { return "matching a " + with_commas(m) + "-byte pattern against " + with_commas(n) + " bytes"; },
+             "use a shorter pattern (fewer wildcards), or match a shorter string (substr())"))
+    return;
+  // The rest is SQLite's likeFunc: blobs never match (where built so), the
+  // pattern length limit, then the match itself.
+  if (argc == 3 || !sb->like_skips_blobs) return delegate(ctx, fn, argc, argv);
+  if (sqlite3_value_type(argv[0]) == SQLITE_BLOB || sqlite3_value_type(argv[1]) == SQLITE_BLOB)
+    return sqlite3_result_int(ctx, 0);
+  const auto* pattern = reinterpret_cast<const char*>(sqlite3_value_text(argv[0]));
+  const auto* text = reinterpret_cast<const char*>(sqlite3_value_text(argv[1]));
+  if (sqlite3_value_bytes(argv[0]) > sb->like_pattern_limit)
+    return sqlite3_result_error(ctx, "LIKE or GLOB pattern too complex", -1);
+  if (!pattern || !text) return;  // NULL
+  sqlite3_result_int(ctx, (glob ? sqlite3_strglob(pattern, text) : sqlite3_strlike(pattern, text, 0)) == 0);
+}
+
+// json_patch(T, P): every member of P is looked up among T's (~1/8 ns a byte pair).
+void json_patch_fn(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
+  std::int64_t n = size_of(argv[0]), m = size_of(argv[1]);
+  if (!admit(ctx, "json_patch", n + m + n * m / 8,
+             [&] { return "patching " + with_commas(n) + " bytes of JSON with " + with_commas(m) + " bytes"; },
+             "patch smaller objects"))
+    return;
+  delegate(ctx, "json_patch", argc, argv, true);
+}
+
+// json_group_array(X) / json_group_object(N, X): the elements, at most
+// kMaxValueBytes in all (SQLite's own would grow until the query ends and
+// only then find the result too long).
+struct JsonGroup {
+  std::deque<std::string> items;
+  std::int64_t bytes = 0;
+};
+
+JsonGroup** group_slot(sqlite3_context* ctx, bool create) {
+  return static_cast<JsonGroup**>(sqlite3_aggregate_context(ctx, create ? sizeof(JsonGroup*) : 0));
+}
+
+// X as SQLite's JSON functions write it: JSON text from another JSON function
+// as it is, anything else through json_quote().
+bool json_item(sqlite3_context* ctx, sqlite3_value* v, const char* sql, std::string& out) {
+  if (sqlite3_value_type(v) == SQLITE_TEXT && sqlite3_value_subtype(v) == kJsonSubtype) {
+    out.append(reinterpret_cast<const char*>(sqlite3_value_text(v)), static_cast<std::size_t>(sqlite3_value_bytes(v)));
+    return true;
+  }
+  return evaluate(ctx, sql, 1, &v, [&](sqlite3_value* q) {
+    if (const auto* t = sqlite3_value_text(q))
+      out.append(reinterpret_cast<const char*>(t), static_cast<std::size_t>(sqlite3_value_bytes(q)));
+  });
+}
+
+void json_group_step(sqlite3_context* ctx, int argc, sqlite3_value** argv) {
+  if (!go_on(ctx)) return;
+  std::string item;
+  if (argc == 2) {  // an object's member: the name as text, quoted (SQLite writes nothing for a NULL name)
+    if (sqlite3_value_type(argv[0]) != SQLITE_NULL &&
+        !evaluate(ctx, "SELECT json_quote(CAST(?1 AS TEXT))", 1, argv, [&](sqlite3_value* q) {
+          if (const auto* t = sqlite3_value_text(q))
+            item.append(reinterpret_cast<const char*>(t), static_cast<std::size_t>(sqlite3_value_bytes(q)));
+        }))
+      return;
+    item += ':';
+  }
+  if (!json_item(ctx, argv[argc - 1], "SELECT json_quote(?1)", item)) return;
+  JsonGroup** slot = group_slot(ctx, true);
+  if (!slot) return sqlite3_result_error_nomem(ctx);
+  if (!*slot) *slot = new JsonGroup;
+  JsonGroup& g = **slot;
+  // The result: brackets, the items and a comma between two.
+  if (2 + g.bytes + static_cast<std::int64_t>(g.items.size() + item.size()) > Caps::kMaxValueBytes)
+    return sqlite3_result_error_toobig(ctx);
+  g.bytes += static_cast<std::int64_t>(item.size());
+  g.items.push_back(std::move(item));
+}
+
+void json_group_inverse(sqlite3_context* ctx, int, sqlite3_value**) {
+  JsonGroup** slot = group_slot(ctx, false);
+  if (!slot || !*slot || (*slot)->items.empty()) return;
+  (*slot)->bytes -= static_cast<std::int64_t>((*slot)->items.front().size());
+  (*slot)->items.pop_front();
+}
+
+void json_group_result(sqlite3_context* ctx, bool final) {
+  bool object = std::string_view(name_of(ctx)) == "json_group_object";
+  JsonGroup** slot = group_slot(ctx, false);
+  JsonGroup* g = slot ? *slot : nullptr;
+  std::string out(1, object ? '{' : '[');
+  if (g) {
+    out.reserve(static_cast<std::size_t>(g->bytes) + g->items.size() + 2);
+    for (std::size_t i = 0; i < g->items.size(); ++i) (out += i ? "," : "") += g->items[i];
+  }
+  out += object ? '}' : ']';
+  sqlite3_result_text64(ctx, out.data(), out.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+  sqlite3_result_subtype(ctx, kJsonSubtype);
+  if (final && g) {
+    delete g;
+    *slot = nullptr;
+  }
+}
+
+void json_group_value(sqlite3_context* ctx) { json_group_result(ctx, false); }
+void json_group_final(sqlite3_context* ctx) { json_group_result(ctx, true); }
+
+#ifndef SQLITE_SUBTYPE
+#define SQLITE_SUBTYPE 0
+#endif
+#ifndef SQLITE_RESULT_SUBTYPE
+#define SQLITE_RESULT_SUBTYPE 0
+#endif
+
+// Puts the capped functions in place of SQLite's on the sandbox connection.
+bool register_capped(sqlite3* db, Sandbox& sb) {
+  using Fn = void (*)(sqlite3_context*, int, sqlite3_value**);
+  constexpr int kFlags = SQLITE_UTF8 | SQLITE_DETERMINISTIC | SQLITE_INNOCUOUS;
+  struct Scalar {
+    const char* name;
+    int args;
+    Fn fn;
+    int extra_flags;
+  };
+  const Scalar scalars[] = {
+      {"printf", -1, printf_fn, 0},  {"format", -1, printf_fn, 0}, {"instr", 2, instr_fn, 0},
+      {"replace", 3, replace_fn, 0}, {"trim", 2, trim_fn, 0},      {"ltrim", 2, trim_fn, 0},
+      {"rtrim", 2, trim_fn, 0},      {"like", 2, like_fn, 0},      {"like", 3, like_fn, 0},
+      {"glob", 2, like_fn, 0},       {"json_patch", 2, json_patch_fn, SQLITE_RESULT_SUBTYPE},
+  };
+  for (const auto& f : scalars) {
+    void* data = &sb.registered.emplace_back(Capped{&sb, f.name});
+    if (sqlite3_create_function_v2(db, f.name, f.args, kFlags | f.extra_flags, data, f.fn, nullptr, nullptr,
+                                   nullptr) != SQLITE_OK)
+      return false;
+  }
+  for (const char* name : {"json_group_array", "json_group_object"}) {
+    void* data = &sb.registered.emplace_back(Capped{&sb, name});
+    int args = std::string_view(name) == "json_group_array" ? 1 : 2;
+    if (sqlite3_create_window_function(db, name, args, kFlags | SQLITE_SUBTYPE | SQLITE_RESULT_SUBTYPE, data,
+                                       json_group_step, json_group_final, json_group_value, json_group_inverse,
+                                       nullptr) != SQLITE_OK)
+      return false;
+  }
+  return true;
+}
+
+std::string stop_message(const Sandbox& sb, const SandboxLimits& limits) {
+  const std::string narrow =
+      "narrow the query (filter on session_id, api_id and ts_ns or pid and ts_ns, which are indexed; aggregate; "
+      "add LIMIT)";
+  switch (sb.stop) {
+    case Stop::cancelled:
+      return "cancelled";
+    case Stop::time:
+      return "time limit of " + std::to_string(limits.time_limit_ms) + " ms reached: " + narrow +
+             " or raise time_limit_ms";
+    case Stop::steps:
+      return "step budget reached: the query ran " + with_commas(sb.steps) + " SQLite steps, more than run_sql's " +
+             with_commas(sb.max_steps) + " for time_limit_ms " + std::to_string(limits.time_limit_ms) + " (" +
+             with_commas(Caps::kStepsPerMs) + " a millisecond, counted even if the clock does not advance): " +
+             narrow + " or raise time_limit_ms";
+    case Stop::heap:
+      return "memory bound reached: SQLite's heap grew by more than " + with_commas(limits.max_heap_growth_bytes) +
+             " bytes while the query ran (run_sql's bound; the count is the whole server's): select fewer and shorter "
+             "values, or aggregate (COUNT, SUM, MAX) instead of keeping them";
+    case Stop::none:
+      break;
+  }
+  return {};
+}
+
 }  // namespace
 
 Status TraceReader::query_sandboxed(const std::string& sql, const SandboxLimits& limits,
                                     const std::function<void(const std::vector<std::string>&)>& on_columns,
                                     const std::function<bool(const Row&)>& on_row) const {
+  Sandbox sb;  // outlives the connection: the capped functions point at it
+  sb.limits = &limits;
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
   std::unique_ptr<sqlite3, decltype(&sqlite3_close_v2)> conn(db, sqlite3_close_v2);
@@ -230,21 +695,31 @@ Status TraceReader::query_sandboxed(const std::string& sql, const SandboxLimits&
   sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
   sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
   sqlite3_limit(db, SQLITE_LIMIT_ATTACHED, 0);
-  sqlite3_limit(db, SQLITE_LIMIT_LENGTH, 1000000);  // no giant strings or blobs built in memory
-  if (sqlite3_exec(db, "PRAGMA query_only = 1", nullptr, nullptr, nullptr) != SQLITE_OK)
+  sqlite3_limit(db, SQLITE_LIMIT_WORKER_THREADS, 0);  // sorts stay on this thread, under the progress handler
+  sqlite3_limit(db, SQLITE_LIMIT_LENGTH, Caps::kMaxValueBytes);
+  sqlite3_limit(db, SQLITE_LIMIT_COLUMN, Caps::kMaxColumns);
+  sqlite3_limit(db, SQLITE_LIMIT_VDBE_OP, Caps::kMaxProgramOps);
+  sb.like_pattern_limit = sqlite3_limit(db, SQLITE_LIMIT_LIKE_PATTERN_LENGTH, -1);
+  sb.like_skips_blobs = sqlite3_compileoption_used("LIKE_DOESNT_MATCH_BLOBS") != 0;
+  // The page cache, and the memory each sort keeps before it spills to a
+  // temporary file, are cache_size; temporary tables and sorts go to files.
+  const std::string setup = "PRAGMA query_only = 1; PRAGMA temp_store = FILE; PRAGMA cache_size = -" +
+                            std::to_string(Caps::kCacheKiB);
+  if (sqlite3_exec(db, setup.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
     return Error{std::string("cannot make the query connection read-only: ") + sqlite3_errmsg(db)};
+  if (!register_capped(db, sb))
+    return Error{std::string("cannot set up the query's function limits: ") + sqlite3_errmsg(db)};
 
-  Sandbox sb;
-  sb.limits = &limits;
-  sb.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(limits.time_limit_ms);
+  sb.deadline = sb.now() + std::chrono::milliseconds(limits.time_limit_ms);
+  sb.max_steps = std::max<std::int64_t>(limits.time_limit_ms, 1) * Caps::kStepsPerMs;
+  sb.heap_at_start = sqlite3_memory_used();
   sqlite3_set_authorizer(db, authorize, &sb);
   sqlite3_progress_handler(
-      db, 1000,
+      db, kProgressEvery,
       [](void* ctx) {
         auto* s = static_cast<Sandbox*>(ctx);
-        s->cancelled = s->limits->should_stop && s->limits->should_stop();
-        s->timed_out = std::chrono::steady_clock::now() > s->deadline;
-        return s->cancelled || s->timed_out ? 1 : 0;
+        s->steps += kProgressEvery;
+        return s->must_stop() ? 1 : 0;
       },
       &sb);
 
@@ -252,8 +727,16 @@ Status TraceReader::query_sandboxed(const std::string& sql, const SandboxLimits&
   const char* tail = nullptr;
   rc = sqlite3_prepare_v2(db, sql.c_str(), static_cast<int>(sql.size()), &stmt, &tail);
   std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)> guard(stmt, sqlite3_finalize);
-  if (rc != SQLITE_OK)
-    return Error{sb.refused.empty() ? std::string("SQL error: ") + sqlite3_errmsg(db) : "refused: " + sb.refused};
+  if (rc == SQLITE_NOMEM && sb.refused.empty())
+    return Error{"refused: the statement compiles to more than " + with_commas(Caps::kMaxProgramOps) +
+                 " SQLite instructions, run_sql's limit: split it into smaller queries"};
+  if (rc != SQLITE_OK) {
+    if (!sb.refused.empty()) return Error{"refused: " + sb.refused};
+    std::string msg = std::string("SQL error: ") + sqlite3_errmsg(db);
+    if (msg.find("too many columns") != std::string::npos)
+      msg += " (run_sql allows " + std::to_string(Caps::kMaxColumns) + ")";
+    return Error{msg};
+  }
   if (!stmt) return Error{"no SQL statement given: send one SELECT"};
   // What follows the first statement may only be blanks and comments.
   sqlite3_stmt* second = nullptr;
@@ -271,14 +754,14 @@ Status TraceReader::query_sandboxed(const std::string& sql, const SandboxLimits&
   Row row(stmt);
   while ((rc = sqlite3_step(stmt)) == SQLITE_ROW)
     if (!on_row(row)) return Status::success();
-  if (rc == SQLITE_INTERRUPT) {
-    if (sb.cancelled) return Error{"cancelled"};
-    return Error{"time limit of " + std::to_string(limits.time_limit_ms) +
-                 " ms reached: narrow the query (filter on session_id, api_id and ts_ns or pid and ts_ns, which "
-                 "are indexed; aggregate; add LIMIT) or raise time_limit_ms"};
-  }
-  if (rc != SQLITE_DONE) return Error{std::string("SQL error: ") + sqlite3_errmsg(db)};
-  return Status::success();
+  if (rc == SQLITE_DONE) return Status::success();
+  if (sb.stop != Stop::none) return Error{stop_message(sb, limits)};
+  if (!sb.call_refused.empty()) return Error{"refused: " + sb.call_refused};
+  if (rc == SQLITE_TOOBIG)
+    return Error{"refused: a value would be longer than " + with_commas(Caps::kMaxValueBytes) +
+                 " bytes, run_sql's limit for any one string, blob or row: build shorter strings (substr(), fewer "
+                 "or narrower columns), or count and aggregate instead of concatenating"};
+  return Error{std::string("SQL error: ") + sqlite3_errmsg(db)};
 }
 
 }  // namespace vs::store

@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -33,10 +34,39 @@ class Row {
   sqlite3_stmt* stmt_;
 };
 
+// The limits every query_sandboxed statement runs under, whatever its
+// time_limit_ms; run_sql's description and its errors cite these numbers.
+// SQLite checks its time and step budget only between virtual-machine steps,
+// so no single step may run long: any one value is bounded, and so is the
+// work of each built-in function whose cost does not grow linearly with it.
+struct SandboxCaps {
+  // SQLITE_LIMIT_LENGTH: any one string, blob, row or sort record; a value that
+  // would grow past it fails at once ("string or blob too big").
+  static constexpr int kMaxValueBytes = 1000000;
+  static constexpr int kMaxColumns = 100;             // SQLITE_LIMIT_COLUMN: result, GROUP BY, ORDER BY
+  static constexpr int kMaxProgramOps = 100000;       // SQLITE_LIMIT_VDBE_OP: the compiled statement's size
+  static constexpr int kCacheKiB = 2048;              // PRAGMA cache_size: page cache and each sort's memory
+  static constexpr int kMaxPrintfWidth = 100000;      // printf()/format(): every width and precision
+  // Work one call of a function that can be quadratic may do (instr, replace,
+  // LIKE, GLOB, trim, json_patch): its estimated cost, ~1 unit per ns.
+  static constexpr std::int64_t kMaxCallWork = 100000000;
+  // The step budget, for a clock that does not advance: time_limit_ms times
+  // this many SQLite steps (far more than SQLite runs in a millisecond, so the
+  // clock ends a query first), the work of those functions counting too.
+  static constexpr std::int64_t kStepsPerMs = 1000000;
+  // Growth of SQLite's heap (the whole process's) while the query runs; the
+  // bounds above keep a query far below it, this catches what they miss.
+  static constexpr std::int64_t kMaxHeapGrowthBytes = std::int64_t{256} << 20;
+};
+
 // Bounds on SQL that someone else wrote (run_sql).
 struct SandboxLimits {
   std::int64_t time_limit_ms = 2000;
   std::function<bool()> should_stop;  // cancellation; may be empty
+  // The clock the time limit is read from (tests: one that stands still, to
+  // show that the step budget ends the query anyway); empty: steady_clock.
+  std::function<std::chrono::steady_clock::time_point()> clock;
+  std::int64_t max_heap_growth_bytes = SandboxCaps::kMaxHeapGrowthBytes;  // tests: lower, to see it stop a query
 };
 
 class TraceReader {
@@ -57,7 +87,9 @@ class TraceReader {
   // schema-describing PRAGMAs (everything else, and any unknown function, is
   // denied). on_columns gets the column names once; on_row returns false to
   // stop. Fails with a message that says what was refused and what to change:
-  // a second statement, a write, a denied function or PRAGMA, or the time limit.
+  // a second statement, a write, a denied function or PRAGMA, the time limit,
+  // or one of the SandboxCaps (a value too big, a function call over its work
+  // cap, the step budget, the heap growth).
   Status query_sandboxed(const std::string& sql, const SandboxLimits& limits,
                          const std::function<void(const std::vector<std::string>&)>& on_columns,
                          const std::function<bool(const Row&)>& on_row) const;

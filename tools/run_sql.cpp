@@ -19,10 +19,11 @@ json cell(const store::Row& r, int col) {
       return r.i64(col);
     case SQLITE_FLOAT:
       return r.f64(col);
-    case SQLITE_TEXT:
-      return clean_untrusted(r.text(col), 200);
+    case SQLITE_TEXT:  // a view, not a copy: a value can be up to SandboxCaps::kMaxValueBytes
+      return clean_untrusted(r.blob(col), 200);
     case SQLITE_BLOB: {
-      std::string bytes = r.text(col), hex = "0x";
+      std::string_view bytes = r.blob(col);
+      std::string hex = "0x";
       char buf[4];
       for (std::size_t i = 0; i < bytes.size() && i < 64; ++i) {
         std::snprintf(buf, sizeof buf, "%02x", static_cast<unsigned char>(bytes[i]));
@@ -38,7 +39,7 @@ json cell(const store::Row& r, int col) {
 // The text table's form of a cell: text quoted from the raw value (so that it
 // is cleaned once), everything else as in the JSON.
 std::string cell_text(const store::Row& r, int col, const json& value) {
-  if (r.type(col) == SQLITE_TEXT) return quote_untrusted(r.text(col), 60);
+  if (r.type(col) == SQLITE_TEXT) return quote_untrusted(r.blob(col), 60);
   return value.is_null() ? "NULL" : value.is_string() ? value.get<std::string>() : value.dump();
 }
 
@@ -46,7 +47,9 @@ Result<ToolOutput> run(const ToolInput& in) {
   auto session = resolve_session(in.db, in.args);
   if (!session) return session.error();
   auto limit = static_cast<std::size_t>(arg_int(in.args, "limit", 100));
-  store::SandboxLimits limits{arg_int(in.args, "time_limit_ms", 2000), [&] { return in.progress.stop_requested(); }};
+  store::SandboxLimits limits;
+  limits.time_limit_ms = arg_int(in.args, "time_limit_ms", 2000);
+  limits.should_stop = [&] { return in.progress.stop_requested(); };
 
   json columns = json::array(), rows = json::array();
   std::vector<std::string> text_rows;
@@ -100,7 +103,12 @@ Result<ToolOutput> run(const ToolInput& in) {
 extern const ToolSpec kRunSql{
     "run_sql", "Read-only SQL on the trace",
     "Use only for questions the other tools do not answer: runs one read-only SELECT (SQLite) on the trace, at "
-    "most 1000 rows, time-limited. The full commented schema is the resource vramscope://schema. Main tables: "
+    "most 1000 rows, time-limited (time_limit_ms). Bounded whatever the time limit: any one value (string, blob, "
+    "row) at most 1000000 bytes; at most 100 columns; printf/format widths and precisions at most 100000; one call "
+    "of instr, replace, LIKE, GLOB, trim(X,Y) or json_patch at most 100000000 units of work (~ns; for LIKE: "
+    "pattern bytes x string bytes); json_group_array/_object at most 1000000 bytes; time_limit_ms x 1000000 SQLite "
+    "steps; no zeroblob/randomblob. An error says which limit and what to change. The full commented schema is "
+    "the resource vramscope://schema. Main tables: "
     "calls (view: id, session_id, ts_ns, dur_ns, pid, tid, api, layer, ptr, bytes, ret, caller, off_cpu_ns, "
     "runq_ns, switches, preempted_by_comm, parent_id), allocations (id, pid, kind, ptr, bytes, alloc_call_id, "
     "free_call_id, alloc_ts_ns, free_ts_ns, end_reason), sessions (start_ts_ns, drops), processes (pid, comm, "
