@@ -26,7 +26,6 @@ import argparse
 import collections
 import gc
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -487,20 +486,6 @@ MULTI = {
 }
 
 
-def launch_workers(name, out):
-    """Runs MULTI[name]'s workers concurrently (as workloads.launch_workers, with this file); each writes
-    OUT's stem + its workload name + .json. Returns the first non-zero exit code, else 0."""
-    stem = out[:-5] if out.endswith(".json") else out
-    workers = []
-    for argv in MULTI[name]:
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--out", f"{stem}.{argv[0]}.json"]
-        print(f"[{name}] starting {' '.join(cmd)}", flush=True)
-        workers.append(subprocess.Popen(cmd))
-    codes = [w.wait() for w in workers]
-    print(f"[{name}] worker exit codes {codes}", flush=True)
-    return next((c for c in codes if c != 0), 0)
-
-
 # Each workload and its default --requests (what record.sh records).
 DEFAULTS = {
     kv_cache_dict_leak: 30,
@@ -534,7 +519,7 @@ def main():
     ap.add_argument("--idle-s", type=float, default=1.0, help="host-only work at the end")
     a = ap.parse_args()
     if a.workload in MULTI:
-        sys.exit(launch_workers(a.workload, a.out))
+        sys.exit(wl.launch_workers(Path(__file__).resolve(), MULTI, a.workload, a.out))
     workload = WORKLOADS[a.workload]
     if a.requests is None:
         a.requests = DEFAULTS[workload]

@@ -444,13 +444,13 @@ MULTI = {
 }
 
 
-def launch_workers(name, out):
-    """Runs MULTI[name]'s workers concurrently; each writes OUT's stem + its workload name + .json.
-    Returns the first non-zero exit code, else 0."""
+def launch_workers(script, multi, name, out):
+    """Runs `script` once per worker of multi[name], concurrently; each writes OUT's stem + its workload name +
+    .json. Returns the first non-zero exit code, else 0."""
     stem = out[:-5] if out.endswith(".json") else out
     workers = []
-    for argv in MULTI[name]:
-        cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--out", f"{stem}.{argv[0]}.json"]
+    for argv in multi[name]:
+        cmd = [sys.executable, str(script), *argv, "--out", f"{stem}.{argv[0]}.json"]
         print(f"[{name}] starting {' '.join(cmd)}", flush=True)
         workers.append(subprocess.Popen(cmd))
     codes = [w.wait() for w in workers]
@@ -479,7 +479,7 @@ def main():
     ap.add_argument("--go-file", default="/tmp/vramscope-go", help="attach_*: start once this file exists")
     a = ap.parse_args()
     if a.workload in MULTI:
-        sys.exit(launch_workers(a.workload, a.out))
+        sys.exit(launch_workers(Path(__file__).resolve(), MULTI, a.workload, a.out))
     Checkpoints = load_torch()
     torch.cuda.init()
     cp = Checkpoints(a.out, a.workload)
