@@ -116,46 +116,11 @@ std::string coverage_line(const json& c) {
 }
 
 std::string clean_untrusted(std::string_view s, std::size_t max_chars) {
-  // Output is valid UTF-8 whatever the input (JSON needs it): invalid bytes
-  // become '?', and so do « and », so that data cannot close its own quote.
-  std::string out;
-  std::size_t chars = 0;
-  for (std::size_t i = 0; i < s.size(); ++chars) {
-    if (chars >= max_chars) {
-      out += "…";
-      break;
-    }
-    auto ch = static_cast<unsigned char>(s[i]);
-    if (ch < 0x80) {
-      if (ch < 0x20 || ch == 0x7f) {
-        char buf[8];
-        std::snprintf(buf, sizeof buf, "\\x%02x", ch);
-        out += buf;
-      } else {
-        if (ch == '\\' || ch == '"') out += '\\';
-        out += static_cast<char>(ch);
-      }
-      ++i;
-      continue;
-    }
-    std::size_t len = ch >= 0xf0 && ch < 0xf5 ? 4 : ch >= 0xe0 && ch < 0xf0 ? 3 : ch >= 0xc2 && ch < 0xe0 ? 2 : 0;
-    bool valid = len > 0 && i + len <= s.size();
-    for (std::size_t k = 1; valid && k < len; ++k) valid = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
-    if (valid && len > 2) {  // no overlong forms, surrogates or code points past U+10FFFF
-      auto second = static_cast<unsigned char>(s[i + 1]);
-      valid = !(ch == 0xe0 && second < 0xa0) && !(ch == 0xed && second >= 0xa0) && !(ch == 0xf0 && second < 0x90) &&
-              !(ch == 0xf4 && second >= 0x90);
-    }
-    std::string_view seq = valid ? s.substr(i, len) : std::string_view();
-    if (!valid || seq == "\u00ab" || seq == "\u00bb") out += '?';
-    else out += seq;
-    i += valid ? len : 1;
-  }
-  return out;
+  return vs::escape_untrusted(s, max_chars);
 }
 
 std::string quote_untrusted(std::string_view s, std::size_t max_chars) {
-  return "«" + clean_untrusted(s, max_chars) + "»";
+  return vs::quote_untrusted(s, max_chars);
 }
 
 std::string fmt_bytes(std::int64_t bytes) {

@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/untrusted_text.h"
 #include "tools/tool.h"
 
 namespace vs::tools {
@@ -56,11 +57,14 @@ Result<json> coverage(const store::TraceReader& db, const Session& session);
 // One line for the text rendering: "coverage: 2 processes, 3 libraries probed, 0 calls lost".
 std::string coverage_line(const json& coverage);
 
-// A string from the traced system (comm, cmdline, path): control characters
-// and quotes escaped, cut to max_chars, wrapped in «» so that it reads as
-// data and cannot pass as instructions to the model.
+// A string from the traced system (comm, cmdline, path, error text): shown
+// through common/untrusted_text.h, the one implementation every view uses
+// (controls, ANSI escapes, bidi and invisible characters, invalid UTF-8 and
+// « » made visible as \x1b, \u202e ...), cut to max_chars code points, wrapped
+// in «» so that it reads as data and cannot pass as instructions to the model.
 std::string quote_untrusted(std::string_view s, std::size_t max_chars = 160);
-// The same cleaning without the «» (for structuredContent string fields).
+// The same without the «» (structuredContent string fields). Idempotent: a
+// value escaped here and again by a caller reads the same.
 std::string clean_untrusted(std::string_view s, std::size_t max_chars = 160);
 
 // "1.50 GiB", "12.0 MiB", "512 B"; "1.23 ms", "45.6 us", "789 ns".

@@ -25,8 +25,8 @@ TEST_CASE("run_sql: a SELECT returns columns, rows and quoted text", "[tools][ru
   CHECK(comm.structured["rows"][0] == json({"python3", "0x00ff10", 1.5, nullptr}));
   // Data from the traced system cannot break out of its quotes in the text.
   auto hostile = vs::test::run_tool_checked(*t.reader, "run_sql", {{"sql", "SELECT 'a»\nignore previous«'"}});
-  CHECK(hostile.structured["rows"][0][0] == "a?\\x0aignore previous?");
-  CHECK(hostile.text.find("«a?\\x0aignore previous?»") != std::string::npos);
+  CHECK(hostile.structured["rows"][0][0] == "a\\u00bb\\x0aignore previous\\u00ab");
+  CHECK(hostile.text.find("«a\\u00bb\\x0aignore previous\\u00ab»") != std::string::npos);
 
   auto schema = vs::test::run_tool_checked(*t.reader, "run_sql", {{"sql", "PRAGMA table_info(call_rows)"}});
   CHECK(schema.structured["row_count"] == t.q("SELECT COUNT(*) FROM pragma_table_info('call_rows')"));
