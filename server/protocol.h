@@ -23,6 +23,9 @@ inline constexpr int invalid_params = -32602;
 inline constexpr int internal_error = -32603;
 // MCP: resources/read or resources/subscribe of a URI the server does not have.
 inline constexpr int resource_not_found = -32002;
+// A session has as many requests running and queued as it may
+// (ServerOptions::max_running_per_session, max_queued_per_session).
+inline constexpr int server_busy = -32000;
 }  // namespace error_code
 
 // Newest first. A client asking for another version gets the newest.

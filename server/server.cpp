@@ -86,6 +86,16 @@ size_t Session::in_flight() const {
   return unanswered_;
 }
 
+size_t Session::running() const {
+  std::lock_guard lock(mutex_);
+  return running_;
+}
+
+size_t Session::queued() const {
+  std::lock_guard lock(mutex_);
+  return queued_.size();
+}
+
 void Session::wait_idle() {
   std::unique_lock lock(mutex_);
   idle_.wait(lock, [this] { return unanswered_ == 0; });
@@ -243,6 +253,11 @@ Server::Server(ServerInfo info, Registry registry, ServerOptions options)
   if (options_.page_size == 0) options_.page_size = 1;
 }
 
+size_t Server::max_running_per_session() const {
+  if (options_.max_running_per_session > 0) return options_.max_running_per_session;
+  return std::max<size_t>(options_.worker_threads, 2) - 1;
+}
+
 Server::~Server() {
   std::vector<std::shared_ptr<Session>> open;
   {
@@ -262,11 +277,17 @@ std::shared_ptr<Session> Server::open_session(std::shared_ptr<Outbound> outbound
 }
 
 void Server::close_session(Session& session, RunningRequests running) {
-  std::lock_guard lock(session.mutex_);
-  session.closed_ = true;
-  if (running == RunningRequests::cancel)
-    for (auto& [id, cancelled] : session.in_flight_) cancelled->store(true);
-  session.client_answered_.notify_all();
+  std::deque<std::pair<std::string, std::function<void()>>> dropped;
+  {
+    std::lock_guard lock(session.mutex_);
+    session.closed_ = true;
+    if (running == RunningRequests::cancel) {
+      for (auto& [id, cancelled] : session.in_flight_) cancelled->store(true);
+      dropped.swap(session.queued_);  // never started: they end now, unanswered
+    }
+    session.client_answered_.notify_all();
+  }
+  for (auto& [key, job] : dropped) job();  // cancelled: only releases the id and tells the transport
 }
 
 void Server::notify_resource_updated(const std::string& uri) {
@@ -354,6 +375,15 @@ void Server::receive_one(const std::shared_ptr<Session>& session, const json& me
   if (auto violation = json_schema::validate(found->second.params_schema, params))
     return reject(id, error_code::invalid_params, "invalid params of " + method + ": " + *violation);
   auto cancel_flag = std::make_shared<std::atomic<bool>>(false);
+  const bool on_worker = found->second.on_worker;
+  // A request for the workers: those of a session beyond its share wait in
+  // the session's own queue, so other sessions' requests still find a worker.
+  std::function<void()> job;
+  if (on_worker)
+    job = [this, session, exchange, method = found->second, id, params, cancel_flag] {
+      run_request(session, exchange, method, id, params, cancel_flag);
+    };
+  bool queued = false;
   {
     std::lock_guard lock(session->mutex_);
     if (session->closed_) return reject(id, error_code::invalid_request, "invalid request: the session is closed");
@@ -361,17 +391,47 @@ void Server::receive_one(const std::shared_ptr<Session>& session, const json& me
       return reject(id, error_code::invalid_request, "invalid request: the session is already initialized");
     if (method != "initialize" && method != "ping" && !session->initialize_answered_)
       return reject(id, error_code::invalid_request, "invalid request: the server is not initialized; send initialize first");
-    if (!session->in_flight_.emplace(id_key(id), cancel_flag).second)
+    const std::string key = id_key(id);
+    if (session->in_flight_.count(key))
       return reject(id, error_code::invalid_request, "invalid request: request id " + id.dump() + " is already in use");
+    const size_t max_running = max_running_per_session();
+    if (on_worker && session->running_ >= max_running) {
+      if (session->queued_.size() >= options_.max_queued_per_session)
+        return reject(id, error_code::server_busy,
+                      "server busy: this session already has " + std::to_string(session->running_) +
+                          " requests running (at most " + std::to_string(max_running) + " per session) and " +
+                          std::to_string(session->queued_.size()) + " waiting (at most " +
+                          std::to_string(options_.max_queued_per_session) +
+                          "); wait for an answer or cancel a request (notifications/cancelled), then send it again");
+      session->queued_.emplace_back(key, std::move(job));
+      queued = true;
+    } else if (on_worker) {
+      ++session->running_;
+    }
+    session->in_flight_.emplace(key, cancel_flag);
     ++session->unanswered_;
   }
   ++received.requests;
-  if (found->second.on_worker)
-    workers_.submit([this, session, exchange, method = found->second, id, params = std::move(params), cancel_flag] {
-      run_request(session, exchange, method, id, params, cancel_flag);
-    });
-  else
-    run_request(session, exchange, found->second, id, std::move(params), std::move(cancel_flag));
+  if (queued) return;  // started when one of the session's running requests ends
+  if (on_worker) return submit_to_worker(session, std::move(job));
+  run_request(session, exchange, found->second, id, std::move(params), std::move(cancel_flag));
+}
+
+void Server::submit_to_worker(const std::shared_ptr<Session>& session, std::function<void()> job) {
+  workers_.submit([this, session, job = std::move(job)] {
+    job();
+    std::function<void()> next;
+    {
+      std::lock_guard lock(session->mutex_);
+      if (session->queued_.empty()) {
+        --session->running_;
+        return;
+      }
+      next = std::move(session->queued_.front().second);  // takes over this slot
+      session->queued_.pop_front();
+    }
+    submit_to_worker(session, std::move(next));
+  });
 }
 
 void Server::run_request(const std::shared_ptr<Session>& session, const std::shared_ptr<Exchange>& exchange,
@@ -416,12 +476,24 @@ void Server::handle_notification(Session& session, const std::string& method, co
     }
     const auto reason = params.find("reason");
     const std::string why = reason != params.end() && reason->is_string() ? reason->get<std::string>() : "no reason given";
-    std::lock_guard lock(session.mutex_);
-    if (auto it = session.in_flight_.find(id_key(*id)); it != session.in_flight_.end()) {
-      spdlog::debug("mcp: request {} cancelled: {}", id->dump(), why);
-      it->second->store(true);
-      session.client_answered_.notify_all();  // a handler waiting on the client gives up
+    std::function<void()> dequeued;
+    {
+      std::lock_guard lock(session.mutex_);
+      const std::string key = id_key(*id);
+      if (auto it = session.in_flight_.find(key); it != session.in_flight_.end()) {
+        spdlog::debug("mcp: request {} cancelled: {}", id->dump(), why);
+        it->second->store(true);
+        session.client_answered_.notify_all();  // a handler waiting on the client gives up
+        // One still waiting for a worker leaves the queue now.
+        auto queued = std::find_if(session.queued_.begin(), session.queued_.end(),
+                                   [&](const auto& entry) { return entry.first == key; });
+        if (queued != session.queued_.end()) {
+          dequeued = std::move(queued->second);
+          session.queued_.erase(queued);
+        }
+      }
     }
+    if (dequeued) dequeued();  // cancelled: ends at once without a response
   } else if (method != "notifications/initialized") {
     spdlog::debug("mcp: ignoring notification {}", method);
   }

@@ -101,6 +101,14 @@ struct ServerInfo {
 struct ServerOptions {
   size_t page_size = 50;      // items per page of every */list
   size_t worker_threads = 4;  // handlers run here, never on a transport's thread
+  // Requests of one session on the workers at once (tools/call, prompts/get,
+  // resources/read, completion/complete); 0: worker_threads - 1, at least 1,
+  // so one client never holds every worker. Those above it wait in the
+  // session's own queue (first in, first out); a cancelled one leaves it.
+  size_t max_running_per_session = 0;
+  // Requests a session may have waiting behind its running ones; above it a
+  // request is refused with error_code::server_busy, saying both limits.
+  size_t max_queued_per_session = 32;
   LogLevel default_log_level = LogLevel::info;
   MessageLimits limits;       // for every transport
 };
@@ -132,6 +140,10 @@ class Session : public std::enable_shared_from_this<Session> {
   size_t in_flight() const;
   // Blocks until every request of this session is answered.
   void wait_idle();
+  // Of in_flight(): those on a worker (at most the per-session limit) and
+  // those waiting in the session's queue.
+  size_t running() const;
+  size_t queued() const;
   // Sends to the session's Outbound (messages unrelated to a request).
   void notify(const json& message);
 
@@ -156,6 +168,10 @@ class Session : public std::enable_shared_from_this<Session> {
   // response; `unanswered_` counts the requests until their response is out.
   std::map<std::string, std::shared_ptr<std::atomic<bool>>> in_flight_;
   size_t unanswered_ = 0;
+  // The per-session concurrency cap: requests handed to the workers, and
+  // those waiting for one of them to end (id_key, job), oldest first.
+  size_t running_ = 0;
+  std::deque<std::pair<std::string, std::function<void()>>> queued_;
   struct PendingClientRequest {
     bool answered = false;
     json response;
@@ -208,6 +224,8 @@ class Server {
   const ServerInfo& info() const { return info_; }
   const Registry& registry() const { return registry_; }
   const ServerOptions& options() const { return options_; }
+  // ServerOptions::max_running_per_session with its default resolved.
+  size_t max_running_per_session() const;
 
  private:
   using Handler = Reply (Server::*)(Session&, const json& params, RequestContext&);
@@ -224,6 +242,9 @@ class Server {
   void handle_client_response(Session& session, const json& id, const json& message);
   void run_request(const std::shared_ptr<Session>& session, const std::shared_ptr<Exchange>& exchange,
                    const Method& method, json id, json params, std::shared_ptr<std::atomic<bool>> cancel_flag);
+  // Runs `job` (a request of `session` that holds one of its slots) on a
+  // worker; when it ends, the slot goes to the session's next queued request.
+  void submit_to_worker(const std::shared_ptr<Session>& session, std::function<void()> job);
 
   Reply initialize(Session&, const json& params, RequestContext&);
   Reply ping(Session&, const json& params, RequestContext&);

@@ -39,6 +39,12 @@ Registry test_registry(std::shared_ptr<Observed> observed) {
                          [observed, slow_schema](const json& args, RequestContext& context) -> Result<json> {
                            if (auto invalid = check_arguments(slow_schema, args)) return *invalid;
                            observed->slow_started = true;
+                           ++observed->slow_runs;
+                           ++observed->slow_running;
+                           struct Leave {
+                             std::atomic<int>& running;
+                             ~Leave() { --running; }
+                           } leave{observed->slow_running};
                            int ms = args.value("ms", 1000);
                            for (int waited = 0; waited < ms; waited += 20) {
                              if (context.cancelled()) {

@@ -23,6 +23,8 @@ namespace vs::mcp::test {
 struct Observed {
   std::atomic<bool> slow_saw_cancel{false};
   std::atomic<bool> slow_started{false};
+  std::atomic<int> slow_runs{0};     // calls of `slow` that started
+  std::atomic<int> slow_running{0};  // calls of `slow` running now
 };
 
 // Tools: echo (returns its arguments as structuredContent), slow (runs up to
