@@ -4,16 +4,23 @@
 #include <sys/socket.h>
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <future>
 #include <list>
 #include <random>
+#include <set>
 
 namespace vs::mcp {
 
@@ -24,28 +31,24 @@ using tcp = net::ip::tcp;
 
 namespace {
 
-// A connected socket whose reads and writes give up after a timeout (Asio's
-// blocking calls have none). Satisfies Beast's SyncReadStream/SyncWriteStream.
+// A connected socket whose writes give up at a deadline (Asio's blocking
+// calls have none): arm() before each response or SSE event; a client that
+// takes one byte now and then does not extend it. Satisfies Beast's
+// SyncWriteStream. Requests are read by the I/O thread, never here.
 class TimedSocket {
  public:
-  TimedSocket(tcp::socket& socket, std::chrono::milliseconds read_timeout, std::chrono::milliseconds write_timeout)
-      : socket_(socket), read_timeout_(read_timeout), write_timeout_(write_timeout) {}
+  explicit TimedSocket(tcp::socket& socket) : socket_(socket) {}
+
+  void arm(std::chrono::milliseconds timeout) { deadline_ = std::chrono::steady_clock::now() + timeout; }
 
   template <class Buffers>
-  size_t read_some(const Buffers& buffers, beast::error_code& ec) {
-    if (!ready(POLLIN, read_timeout_, ec)) return 0;
-    return socket_.read_some(buffers, ec);
-  }
-  template <class Buffers>
-  size_t read_some(const Buffers& buffers) {
-    beast::error_code ec;
-    size_t n = read_some(buffers, ec);
-    if (ec) throw beast::system_error(ec);
-    return n;
-  }
-  template <class Buffers>
   size_t write_some(const Buffers& buffers, beast::error_code& ec) {
-    if (!ready(POLLOUT, write_timeout_, ec)) return 0;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - std::chrono::steady_clock::now());
+    pollfd fd{socket_.native_handle(), POLLOUT, 0};
+    int n = left.count() > 0 ? ::poll(&fd, 1, static_cast<int>(left.count())) : 0;
+    if (n == 0) ec = beast::error::timeout;
+    if (n < 0) ec = beast::error_code(errno, boost::system::system_category());
+    if (n <= 0) return 0;
     return socket_.write_some(buffers, ec);
   }
   template <class Buffers>
@@ -57,16 +60,8 @@ class TimedSocket {
   }
 
  private:
-  bool ready(short events, std::chrono::milliseconds timeout, beast::error_code& ec) {
-    pollfd fd{socket_.native_handle(), events, 0};
-    int n = ::poll(&fd, 1, static_cast<int>(timeout.count()));
-    if (n == 0) ec = beast::error::timeout;
-    if (n < 0) ec = beast::error_code(errno, boost::system::system_category());
-    return n > 0;
-  }
   tcp::socket& socket_;
-  std::chrono::milliseconds read_timeout_;
-  std::chrono::milliseconds write_timeout_;
+  std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::now();
 };
 
 std::string lowercase(std::string_view text) {
@@ -285,6 +280,25 @@ std::string header(const Request& request, Key key) {
   return std::string(value.data(), value.size());
 }
 
+// One client connection. While it waits for or sends a request it belongs to
+// the I/O thread (async reads, its timer); a complete request hands it to a
+// thread of its own, which hands it back (net::post) for the next request.
+struct Conn {
+  explicit Conn(tcp::socket s) : socket(std::move(s)), timer(socket.get_executor()) {}
+  tcp::socket socket;
+  net::steady_timer timer;
+  uint64_t timer_generation = 0;
+  beast::flat_buffer buffer;
+  std::optional<http::request_parser<http::string_body>> parser;
+  std::string address;          // the client's IP address
+  bool authenticated = false;   // presented the bearer token (kept for the connection's life)
+  bool closed = false;
+  bool pending = false;         // in State::pending
+  std::list<std::shared_ptr<Conn>>::iterator pending_at;
+  size_t body_bytes = 0;        // counted in State::pending_body_bytes
+  std::chrono::steady_clock::time_point ready_at;  // when its request was read
+};
+
 }  // namespace
 
 struct HttpServer::State {
@@ -292,6 +306,8 @@ struct HttpServer::State {
   HttpOptions options;
   net::io_context io;
   tcp::acceptor acceptor{io};
+  net::steady_timer accept_retry{io};
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   uint16_t port = 0;
   bool loopback = true;
   std::vector<std::string> allowed_hosts;    // lowercase
@@ -301,25 +317,58 @@ struct HttpServer::State {
   std::mutex sessions_mutex;
   std::map<std::string, std::shared_ptr<HttpSession>> sessions;
 
-  struct Connection {
+  // Connections waiting for or sending a request, oldest first; the I/O thread's alone.
+  std::list<std::shared_ptr<Conn>> pending;
+  std::map<std::string, size_t> pending_per_address;  // those without the token
+  size_t pending_body_bytes = 0;
+
+  // Requests being served, each on its thread.
+  struct Active {
     std::thread thread;
-    std::shared_ptr<tcp::socket> socket;
+    std::shared_ptr<Conn> conn;
     std::shared_ptr<std::atomic<bool>> done;
   };
-  std::mutex connections_mutex;
-  std::list<Connection> connections;
-  std::thread accept_thread;
+  mutable std::mutex connections_mutex;
+  std::list<Active> active;
+  std::thread io_thread;
   std::thread janitor_thread;
   std::mutex janitor_mutex;
   std::condition_variable janitor_wake;
 
+  mutable std::mutex counters_mutex;
+  HttpCounters counters;
+  void count(uint64_t HttpCounters::*field) {
+    std::lock_guard lock(counters_mutex);
+    ++(counters.*field);
+  }
+
   State(Server& s, HttpOptions o) : server(s), options(std::move(o)) {}
 
-  void accept_loop();
+  // ---- the I/O thread ----
+  void accept_next();
+  void admit(const std::shared_ptr<Conn>& conn);
+  bool evict_oldest(const std::string* address, const Conn* spare);
+  void leave_pending(Conn& conn);
+  void close(const std::shared_ptr<Conn>& conn);
+  void arm(const std::shared_ptr<Conn>& conn, std::chrono::milliseconds timeout, uint64_t HttpCounters::*counter);
+  void wait_request(const std::shared_ptr<Conn>& conn, bool fresh);
+  void read_header(const std::shared_ptr<Conn>& conn);
+  void on_header(const std::shared_ptr<Conn>& conn, beast::error_code ec);
+  void read_body(const std::shared_ptr<Conn>& conn);
+  void set_body_bytes(Conn& conn, size_t bytes);
+  void dispatch(const std::shared_ptr<Conn>& conn);
+  void refuse_oversized(const std::shared_ptr<Conn>& conn);
+  // Answers a request the I/O thread refuses, then closes (lingering: what the
+  // client still sends is read and dropped for a moment, so the answer is not
+  // lost to a reset).
+  void refuse(const std::shared_ptr<Conn>& conn, Response response);
+  void linger(const std::shared_ptr<Conn>& conn, std::shared_ptr<std::array<char, 4096>> scratch);
+
+  // ---- request threads ----
+  void serve(const std::shared_ptr<Conn>& conn);
   void janitor_loop();
-  // Joins the threads of closed connections, which count against max_connections until then.
+  // Joins the threads of served requests, which count against max_connections until then.
   void reap_connections();
-  void serve_connection(tcp::socket& socket);
   // Returns false when the connection must close.
   bool handle(TimedSocket& stream, Request& request);
   bool handle_post(TimedSocket& stream, Request& request, std::shared_ptr<HttpSession> session);
@@ -328,6 +377,11 @@ struct HttpServer::State {
                  bool prime);
   std::shared_ptr<HttpSession> find_session(const std::string& id);
   void end_session(const std::string& id);
+  void finish_ending(HttpSession& session);
+  // Endpoint, Host/Origin, token and method: what is checked on the header
+  // alone, by the I/O thread. A response when the request is refused.
+  std::optional<Response> precheck(const Request& request, bool token_ok) const;
+  bool token_presented(const Request& request) const;
   std::optional<std::string> check_access(const Request& request) const;
 
   Response reply(const Request& request, http::status status, std::string body,
@@ -340,17 +394,32 @@ struct HttpServer::State {
     response.prepare_payload();
     return response;
   }
+  Response error_reply(const Request& request, http::status status, const std::string& message) const {
+    spdlog::debug("mcp http: {} -> {}: {}", header(request, http::field::host), static_cast<int>(status), message);
+    return reply(request, status, error_body(transport_error, message));
+  }
   bool send(TimedSocket& stream, Response&& response) {
     beast::error_code ec;
+    stream.arm(options.write_timeout);
     http::write(stream, response, ec);
     return !ec && response.keep_alive();
   }
   bool fail(TimedSocket& stream, const Request& request, http::status status, const std::string& message) {
-    spdlog::debug("mcp http: {} -> {}: {}", header(request, http::field::host),
-                  static_cast<int>(status), message);
-    return send(stream, reply(request, status, error_body(transport_error, message)));
+    return send(stream, error_reply(request, status, message));
   }
 };
+
+std::optional<std::string> weak_token_reason(std::string_view token, size_t min_length) {
+  for (unsigned char c : token)
+    if (c < 0x21 || c > 0x7e)
+      return "the bearer token has a character that is not visible ASCII (a space or control character?)";
+  std::set<char> distinct(token.begin(), token.end());
+  if (token.size() < min_length || distinct.size() < 5)
+    return "the bearer token is too weak (" + std::to_string(token.size()) + " characters, " +
+           std::to_string(distinct.size()) + " distinct): use at least " + std::to_string(min_length) +
+           " random characters, e.g. `openssl rand -hex 32`";
+  return std::nullopt;
+}
 
 HttpServer::HttpServer(Server& server, HttpOptions options)
     : state_(std::make_unique<State>(server, std::move(options))) {}
@@ -359,12 +428,33 @@ HttpServer::~HttpServer() { stop(); }
 
 uint16_t HttpServer::port() const { return state_->port; }
 
+HttpCounters HttpServer::counters() const {
+  State& s = *state_;
+  HttpCounters out;
+  {
+    std::lock_guard lock(s.counters_mutex);
+    out = s.counters;
+  }
+  {
+    std::lock_guard lock(s.connections_mutex);
+    out.active = s.active.size();
+  }
+  {
+    std::lock_guard lock(s.sessions_mutex);
+    out.sessions = s.sessions.size();
+  }
+  return out;
+}
+
 Result<uint16_t> HttpServer::start() {
   State& s = *state_;
   s.loopback = is_loopback(s.options.host);
   if (!s.loopback && s.options.bearer_token.empty())
     return Error{"mcp http: binding " + s.options.host +
                  " (not loopback) needs a bearer token; set one or bind 127.0.0.1"};
+  if (!s.options.bearer_token.empty())
+    if (auto weak = weak_token_reason(s.options.bearer_token, s.options.min_token_length))
+      return Error{"mcp http: " + *weak};
   beast::error_code ec;
   std::string bind_host = s.options.host == "localhost" ? "127.0.0.1" : s.options.host;
   if (bind_host.size() > 2 && bind_host.front() == '[') bind_host = bind_host.substr(1, bind_host.size() - 2);
@@ -379,16 +469,19 @@ Result<uint16_t> HttpServer::start() {
     return Error{"mcp http: listen: " + ec.message()};
   s.port = s.acceptor.local_endpoint().port();
 
+  // A page of this server's own origin (a local browser) is welcome on any
+  // address; other Hosts are checked on loopback or when some are listed.
   std::string port = std::to_string(s.port);
-  if (s.loopback)
-    for (const char* name : {"localhost", "127.0.0.1", "[::1]"}) {
-      s.allowed_hosts.push_back(std::string(name) + ":" + port);
-      s.allowed_origins.push_back(std::string("http://") + name + ":" + port);
-    }
+  for (const char* name : {"localhost", "127.0.0.1", "[::1]"}) {
+    s.allowed_hosts.push_back(std::string(name) + ":" + port);
+    s.allowed_origins.push_back(std::string("http://") + name + ":" + port);
+  }
   for (const auto& host : s.options.allowed_hosts) s.allowed_hosts.push_back(lowercase(host));
   for (const auto& origin : s.options.allowed_origins) s.allowed_origins.push_back(lowercase(origin));
 
-  s.accept_thread = std::thread([&s] { s.accept_loop(); });
+  s.work.emplace(s.io.get_executor());
+  s.accept_next();
+  s.io_thread = std::thread([&s] { s.io.run(); });
   s.janitor_thread = std::thread([&s] { s.janitor_loop(); });
   spdlog::info("mcp http: serving http://{}:{}{}", s.options.host, s.port, s.options.endpoint);
   return s.port;
@@ -396,18 +489,18 @@ Result<uint16_t> HttpServer::start() {
 
 void HttpServer::stop() {
   State& s = *state_;
-  if (!s.accept_thread.joinable() || s.stopping.exchange(true)) return;
-  // Wake the blocking accept with a connection of our own.
-  {
+  if (!s.io_thread.joinable() || s.stopping.exchange(true)) return;
+  // The I/O thread stops taking connections and closes those waiting.
+  std::promise<void> closed;
+  net::post(s.io, [&s, &closed] {
     beast::error_code ec;
-    tcp::socket wake(s.io);
-    auto local = s.acceptor.local_endpoint(ec);
-    if (local.address().is_unspecified())
-      local.address(local.address().is_v6() ? net::ip::address(net::ip::address_v6::loopback())
-                                            : net::ip::address(net::ip::address_v4::loopback()));
-    wake.connect(local, ec);
-  }
-  s.accept_thread.join();
+    s.acceptor.close(ec);
+    s.accept_retry.cancel();
+    auto waiting = s.pending;
+    for (auto& conn : waiting) s.close(conn);
+    closed.set_value();
+  });
+  closed.get_future().wait();
   {
     std::lock_guard lock(s.janitor_mutex);
     s.janitor_wake.notify_all();
@@ -419,51 +512,279 @@ void HttpServer::stop() {
     for (auto& [id, session] : s.sessions) ids.push_back(id);
   }
   for (auto& id : ids) s.end_session(id);
-  std::list<State::Connection> connections;
+  std::list<State::Active> active;
   {
     std::lock_guard lock(s.connections_mutex);
-    connections.swap(s.connections);
+    active.swap(s.active);
   }
-  for (auto& connection : connections) ::shutdown(connection.socket->native_handle(), SHUT_RDWR);
-  for (auto& connection : connections) connection.thread.join();
-  beast::error_code ec;
-  s.acceptor.close(ec);
+  for (auto& request : active) ::shutdown(request.conn->socket.native_handle(), SHUT_RDWR);
+  for (auto& request : active) request.thread.join();
+  s.work.reset();
+  s.io.stop();
+  s.io_thread.join();
+  s.pending.clear();
 }
 
-void HttpServer::State::accept_loop() {
-  for (;;) {
-    auto socket = std::make_shared<tcp::socket>(io);
-    beast::error_code ec;
-    acceptor.accept(*socket, ec);
-    if (stopping) return;
+// ---- the I/O thread: accepting and reading requests ----
+
+void HttpServer::State::accept_next() {
+  acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
+    if (stopping || !acceptor.is_open()) return;
     if (ec) {
+      // Out of file descriptors (EMFILE) and the like: try again shortly
+      // rather than spinning; connections wait in the listen backlog.
       spdlog::warn("mcp http: accept: {}", ec.message());
-      continue;
+      accept_retry.expires_after(std::chrono::milliseconds(100));
+      accept_retry.async_wait([this](beast::error_code wait_ec) {
+        if (!wait_ec && !stopping) accept_next();
+      });
+      return;
     }
-    reap_connections();
-    std::lock_guard lock(connections_mutex);
-    if (connections.size() >= options.max_connections) {
-      TimedSocket stream(*socket, options.read_timeout, options.write_timeout);
-      Request request;
-      request.version(11);
-      request.keep_alive(false);
-      fail(stream, request, http::status::service_unavailable,
-           "too many connections (limit " + std::to_string(options.max_connections) + "); retry later");
-      continue;
-    }
-    auto done = std::make_shared<std::atomic<bool>>(false);
-    connections.push_back({std::thread([this, socket, done] {
-                             serve_connection(*socket);
-                             done->store(true);
-                           }),
-                           socket, done});
+    auto conn = std::make_shared<Conn>(std::move(socket));
+    beast::error_code address_ec;
+    conn->address = conn->socket.remote_endpoint(address_ec).address().to_string();
+    count(&HttpCounters::accepted);
+    admit(conn);
+    if (!conn->closed) wait_request(conn, true);
+    accept_next();
+  });
+}
+
+// A connection joins the pending ones; over a limit, the oldest one without
+// the token makes room, so a new connection (a token holder's among them) is
+// never locked out by connections that hold on.
+void HttpServer::State::admit(const std::shared_ptr<Conn>& conn) {
+  if (!conn->authenticated && pending_per_address[conn->address] >= options.max_pending_per_address)
+    evict_oldest(&conn->address, conn.get());
+  if (pending.size() >= options.max_pending_connections && !evict_oldest(nullptr, conn.get())) {
+    // Every pending connection presented the token: this one waits its turn outside.
+    spdlog::warn("mcp http: {} pending connections, all authenticated: a new one is closed",
+                 options.max_pending_connections);
+    conn->closed = true;
+    beast::error_code ec;
+    conn->socket.close(ec);
+    return;
   }
+  conn->pending_at = pending.insert(pending.end(), conn);
+  conn->pending = true;
+  if (!conn->authenticated) ++pending_per_address[conn->address];
+  std::lock_guard lock(counters_mutex);
+  counters.pending = pending.size();
+}
+
+bool HttpServer::State::evict_oldest(const std::string* address, const Conn* spare) {
+  for (auto it = pending.begin(); it != pending.end(); ++it) {
+    const Conn& candidate = **it;
+    if (candidate.authenticated || &candidate == spare || (address && candidate.address != *address)) continue;
+    spdlog::debug("mcp http: cutting the oldest pending connection of {} to admit a new one", candidate.address);
+    count(&HttpCounters::evicted);
+    auto victim = *it;  // close() erases it from `pending`
+    close(victim);
+    return true;
+  }
+  return false;
+}
+
+void HttpServer::State::leave_pending(Conn& conn) {
+  if (!conn.pending) return;
+  conn.pending = false;
+  set_body_bytes(conn, 0);
+  if (!conn.authenticated) {
+    auto it = pending_per_address.find(conn.address);
+    if (it != pending_per_address.end() && --it->second == 0) pending_per_address.erase(it);
+  }
+  pending.erase(conn.pending_at);
+  std::lock_guard lock(counters_mutex);
+  counters.pending = pending.size();
+}
+
+void HttpServer::State::close(const std::shared_ptr<Conn>& conn) {
+  if (conn->closed) return;
+  conn->closed = true;
+  leave_pending(*conn);
+  conn->timer.cancel();
+  beast::error_code ec;
+  conn->socket.shutdown(tcp::socket::shutdown_both, ec);
+  conn->socket.close(ec);
+}
+
+void HttpServer::State::arm(const std::shared_ptr<Conn>& conn, std::chrono::milliseconds timeout,
+                            uint64_t HttpCounters::*counter) {
+  conn->timer.expires_after(timeout);
+  conn->timer.async_wait([this, conn, generation = ++conn->timer_generation, counter](beast::error_code ec) {
+    if (ec || conn->closed || generation != conn->timer_generation) return;
+    if (counter) count(counter);
+    close(conn);
+  });
+}
+
+void HttpServer::State::wait_request(const std::shared_ptr<Conn>& conn, bool fresh) {
+  conn->parser.emplace();
+  conn->parser->header_limit(static_cast<uint32_t>(options.max_header_bytes));
+  conn->parser->body_limit(server.options().limits.max_message_bytes);
+  if (fresh || conn->buffer.size() > 0) return read_header(conn);
+  // A kept-alive connection: the header's deadline starts with its first byte.
+  arm(conn, options.keepalive_timeout, nullptr);
+  conn->socket.async_wait(tcp::socket::wait_read, [this, conn](beast::error_code ec) {
+    if (conn->closed) return;
+    if (ec) return close(conn);
+    read_header(conn);
+  });
+}
+
+void HttpServer::State::read_header(const std::shared_ptr<Conn>& conn) {
+  arm(conn, options.header_timeout, &HttpCounters::header_timeouts);
+  http::async_read_header(conn->socket, conn->buffer, *conn->parser,
+                          [this, conn](beast::error_code ec, size_t) { on_header(conn, ec); });
+}
+
+bool HttpServer::State::token_presented(const Request& request) const {
+  std::string authorization = header(request, http::field::authorization);
+  return authorization.size() > 7 && lowercase(authorization.substr(0, 7)) == "bearer " &&
+         constant_time_equal(authorization.substr(7), options.bearer_token);
+}
+
+void HttpServer::State::on_header(const std::shared_ptr<Conn>& conn, beast::error_code ec) {
+  if (conn->closed) return;
+  if (ec == http::error::header_limit) {
+    Request request = conn->parser->get();
+    return refuse(conn, error_reply(request, http::status::request_header_fields_too_large,
+                                    "request header larger than " + std::to_string(options.max_header_bytes) +
+                                        " bytes"));
+  }
+  if (ec == http::error::body_limit) return refuse_oversized(conn);  // Content-Length over the limit
+  if (ec) return close(conn);  // closed, cut, or not HTTP
+  const Request& request = conn->parser->get();
+  // Checked on every request; a connection that presented the token once
+  // counts against no address's share from then on and is never cut to make room.
+  const bool token_ok = !options.bearer_token.empty() && token_presented(request);
+  if (token_ok && !conn->authenticated) {
+    auto it = pending_per_address.find(conn->address);
+    if (it != pending_per_address.end() && --it->second == 0) pending_per_address.erase(it);
+    conn->authenticated = true;
+  }
+  if (auto refused = precheck(request, token_ok)) return refuse(conn, std::move(*refused));
+  if (conn->parser->is_done()) return dispatch(conn);
+  arm(conn, options.body_timeout, &HttpCounters::body_timeouts);
+  if (beast::iequals(header(request, http::field::expect), "100-continue")) {
+    static const std::string continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
+    return net::async_write(conn->socket, net::buffer(continue_line), [this, conn](beast::error_code write_ec, size_t) {
+      if (conn->closed) return;
+      if (write_ec) return close(conn);
+      read_body(conn);
+    });
+  }
+  read_body(conn);
+}
+
+void HttpServer::State::set_body_bytes(Conn& conn, size_t bytes) {
+  pending_body_bytes = pending_body_bytes - conn.body_bytes + bytes;
+  conn.body_bytes = bytes;
+}
+
+void HttpServer::State::read_body(const std::shared_ptr<Conn>& conn) {
+  http::async_read_some(conn->socket, conn->buffer, *conn->parser, [this, conn](beast::error_code ec, size_t) {
+    if (conn->closed) return;
+    if (ec == http::error::body_limit) return refuse_oversized(conn);
+    if (ec) return close(conn);
+    if (conn->parser->is_done()) return dispatch(conn);
+    set_body_bytes(*conn, conn->parser->get().body().size());
+    // Slow bodies together hold at most max_pending_body_bytes: the oldest cut first.
+    while (pending_body_bytes > options.max_pending_body_bytes) {
+      auto oldest = std::find_if(pending.begin(), pending.end(), [](const std::shared_ptr<Conn>& c) {
+        return !c->authenticated && c->body_bytes > 0;
+      });
+      if (oldest == pending.end()) break;
+      count(&HttpCounters::evicted);
+      auto victim = *oldest;  // close() erases it from `pending`
+      close(victim);
+    }
+    if (!conn->closed) read_body(conn);
+  });
+}
+
+// The same refusal as stdio's for a line over the limit.
+void HttpServer::State::refuse_oversized(const std::shared_ptr<Conn>& conn) {
+  Request request = conn->parser->get();
+  request.body().clear();
+  refuse(conn, reply(request, http::status::payload_too_large,
+                     to_wire(oversized_message(server.options().limits).response())));
+}
+
+void HttpServer::State::dispatch(const std::shared_ptr<Conn>& conn) {
+  conn->timer_generation++;
+  conn->timer.cancel();
+  leave_pending(*conn);
+  reap_connections();
+  std::lock_guard lock(connections_mutex);
+  if (active.size() >= options.max_connections) {
+    count(&HttpCounters::refused_busy);
+    Response response = error_reply(conn->parser->get(), http::status::service_unavailable,
+                                     "too many requests in progress (limit " + std::to_string(options.max_connections) +
+                                         "); retry shortly");
+    response.set(http::field::retry_after, "1");
+    return refuse(conn, std::move(response));
+  }
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  active.push_back({std::thread([this, conn, done] {
+                      serve(conn);
+                      done->store(true);
+                    }),
+                    conn, done});
+}
+
+void HttpServer::State::refuse(const std::shared_ptr<Conn>& conn, Response response) {
+  response.keep_alive(false);
+  auto message = std::make_shared<Response>(std::move(response));
+  arm(conn, options.write_timeout, nullptr);
+  http::async_write(conn->socket, *message, [this, conn, message](beast::error_code ec, size_t) {
+    if (conn->closed) return;
+    if (ec) return close(conn);
+    beast::error_code shutdown_ec;
+    conn->socket.shutdown(tcp::socket::shutdown_send, shutdown_ec);
+    arm(conn, std::chrono::milliseconds(1000), nullptr);
+    linger(conn, std::make_shared<std::array<char, 4096>>());
+  });
+}
+
+void HttpServer::State::linger(const std::shared_ptr<Conn>& conn, std::shared_ptr<std::array<char, 4096>> scratch) {
+  conn->socket.async_read_some(net::buffer(*scratch), [this, conn, scratch](beast::error_code ec, size_t) {
+    if (conn->closed) return;
+    if (ec) return close(conn);
+    linger(conn, scratch);
+  });
+}
+
+// ---- request threads ----
+
+void HttpServer::State::serve(const std::shared_ptr<Conn>& conn) {
+  Request request = conn->parser->release();
+  TimedSocket stream(conn->socket);
+  bool keep_open = false;
+  try {
+    keep_open = handle(stream, request);
+  } catch (const std::exception& e) {
+    spdlog::error("mcp http: a {} request failed: {}", static_cast<int>(request.method()), e.what());
+  }
+  if (keep_open && !stopping) {
+    // Back to the I/O thread for the next request.
+    net::post(io, [this, conn] {
+      if (stopping) return close(conn);
+      admit(conn);
+      if (!conn->closed) wait_request(conn, false);
+    });
+    return;
+  }
+  beast::error_code ec;
+  conn->socket.shutdown(tcp::socket::shutdown_both, ec);
+  conn->socket.close(ec);
 }
 
 void HttpServer::State::janitor_loop() {
   std::unique_lock lock(janitor_mutex);
   while (!stopping) {
-    janitor_wake.wait_for(lock, std::chrono::seconds(1));
+    janitor_wake.wait_for(lock, std::chrono::milliseconds(std::clamp<long>(
+                                    options.session_idle_timeout.count() / 4, 10, 1000)));
     reap_connections();
     // End sessions nobody used for a while.
     auto now = std::chrono::steady_clock::now().time_since_epoch().count();
@@ -476,21 +797,22 @@ void HttpServer::State::janitor_loop() {
           idle.push_back(id);
     }
     for (auto& id : idle) {
-      spdlog::info("mcp http: session {} idle for {} s: ended", id, options.session_idle_timeout.count());
+      spdlog::info("mcp http: session {} idle for {} s: ended", id, options.session_idle_timeout.count() / 1000.0);
+      count(&HttpCounters::sessions_expired);
       end_session(id);
     }
   }
 }
 
 void HttpServer::State::reap_connections() {
-  std::list<Connection> finished;
+  std::list<Active> finished;
   {
     std::lock_guard lock(connections_mutex);
-    for (auto it = connections.begin(); it != connections.end();)
-      if (it->done->load()) finished.splice(finished.end(), connections, it++);
+    for (auto it = active.begin(); it != active.end();)
+      if (it->done->load()) finished.splice(finished.end(), active, it++);
       else ++it;
   }
-  for (auto& connection : finished) connection.thread.join();
+  for (auto& request : finished) request.thread.join();
 }
 
 std::shared_ptr<HttpSession> HttpServer::State::find_session(const std::string& id) {
@@ -508,49 +830,14 @@ void HttpServer::State::end_session(const std::string& id) {
     session = it->second;
     sessions.erase(it);
   }
-  server.close_session(*session->mcp);
-  session->standalone->end();
-  std::lock_guard lock(session->mutex);
-  for (auto& [stream_id, stream] : session->streams) stream->end();
+  finish_ending(*session);
 }
 
-void HttpServer::State::serve_connection(tcp::socket& socket) {
-  TimedSocket stream(socket, options.read_timeout, options.write_timeout);
-  beast::flat_buffer buffer;
-  for (;;) {
-    http::request_parser<http::string_body> parser;
-    parser.header_limit(static_cast<uint32_t>(options.max_header_bytes));
-    parser.body_limit(server.options().limits.max_message_bytes);
-    beast::error_code ec;
-    http::read(stream, buffer, parser, ec);
-    if (ec == http::error::body_limit) {
-      // The same refusal as stdio's for a line over the limit.
-      Request request = parser.get();
-      request.keep_alive(false);
-      send(stream, reply(request, http::status::payload_too_large,
-                         to_wire(oversized_message(server.options().limits).response())));
-      break;
-    }
-    if (ec == http::error::header_limit) {
-      Request request = parser.get();
-      request.keep_alive(false);
-      fail(stream, request, http::status::request_header_fields_too_large,
-           "request header larger than " + std::to_string(options.max_header_bytes) + " bytes");
-      break;
-    }
-    if (ec) break;  // closed, timed out, or not HTTP
-    Request request = parser.release();
-    bool keep_open = false;
-    try {
-      keep_open = handle(stream, request);
-    } catch (const std::exception& e) {
-      spdlog::error("mcp http: a {} request failed: {}", static_cast<int>(request.method()), e.what());
-    }
-    if (!keep_open || stopping) break;
-  }
-  beast::error_code ec;
-  socket.shutdown(tcp::socket::shutdown_both, ec);
-  socket.close(ec);
+void HttpServer::State::finish_ending(HttpSession& session) {
+  server.close_session(*session.mcp);
+  session.standalone->end();
+  std::lock_guard lock(session.mutex);
+  for (auto& [stream_id, stream] : session.streams) stream->end();
 }
 
 std::optional<std::string> HttpServer::State::check_access(const Request& request) const {
@@ -567,30 +854,33 @@ std::optional<std::string> HttpServer::State::check_access(const Request& reques
   return std::nullopt;
 }
 
-bool HttpServer::State::handle(TimedSocket& stream, Request& request) {
+std::optional<Response> HttpServer::State::precheck(const Request& request, bool token_ok) const {
   std::string target(request.target().data(), request.target().size());
   target = target.substr(0, target.find('?'));
   if (target != options.endpoint)
-    return fail(stream, request, http::status::not_found, "no such endpoint; MCP is served at " + options.endpoint);
-  if (auto denied = check_access(request)) return fail(stream, request, http::status::forbidden, *denied);
-  if (!options.bearer_token.empty()) {
+    return error_reply(request, http::status::not_found, "no such endpoint; MCP is served at " + options.endpoint);
+  if (auto denied = check_access(request)) return error_reply(request, http::status::forbidden, *denied);
+  if (!options.bearer_token.empty() && !token_ok) {
     std::string authorization = header(request, http::field::authorization);
     bool presented = authorization.size() > 7 && lowercase(authorization.substr(0, 7)) == "bearer ";
-    if (!presented || !constant_time_equal(authorization.substr(7), options.bearer_token)) {
-      Response response = reply(request, http::status::unauthorized,
-                                error_body(transport_error, presented ? "invalid bearer token" : "bearer token required"));
-      response.set(http::field::www_authenticate,
-                   presented ? R"(Bearer realm="mcp", error="invalid_token")" : R"(Bearer realm="mcp")");
-      return send(stream, std::move(response));
-    }
+    Response response = reply(request, http::status::unauthorized,
+                              error_body(transport_error, presented ? "invalid bearer token" : "bearer token required"));
+    response.set(http::field::www_authenticate,
+                 presented ? R"(Bearer realm="mcp", error="invalid_token")" : R"(Bearer realm="mcp")");
+    return response;
   }
   if (request.method() != http::verb::post && request.method() != http::verb::get &&
       request.method() != http::verb::delete_) {
     Response response = reply(request, http::status::method_not_allowed,
                               error_body(transport_error, "method not allowed; use POST, GET or DELETE"));
     response.set(http::field::allow, "GET, POST, DELETE");
-    return send(stream, std::move(response));
+    return response;
   }
+  return std::nullopt;
+}
+
+// After precheck (the I/O thread's), with the whole request.
+bool HttpServer::State::handle(TimedSocket& stream, Request& request) {
   if (request.count("MCP-Protocol-Version")) {
     std::string version = header(request, "MCP-Protocol-Version");
     if (!is_supported_protocol_version(version))
@@ -633,11 +923,45 @@ bool HttpServer::State::handle_post(TimedSocket& stream, Request& request, std::
   if (!initialize && !session)
     return fail(stream, request, http::status::bad_request, "Mcp-Session-Id header required (initialize first)");
   if (initialize) {
-    std::lock_guard lock(sessions_mutex);
-    if (sessions.size() >= options.max_sessions)
-      return fail(stream, request, http::status::service_unavailable,
-                  "too many sessions (limit " + std::to_string(options.max_sessions) +
-                      "); end one with DELETE or wait for idle ones to expire");
+    std::shared_ptr<HttpSession> reclaimed;
+    std::optional<long> retry_after;  // seconds, when refused
+    {
+      std::lock_guard lock(sessions_mutex);
+      if (sessions.size() >= options.max_sessions) {
+        // Full: the least recently used session that nothing is using makes
+        // room once it has been idle for session_reclaim_after.
+        auto now = std::chrono::steady_clock::now().time_since_epoch();
+        std::optional<std::chrono::steady_clock::duration> longest_idle;
+        std::string lru;
+        for (auto& [id, candidate] : sessions) {
+          if (candidate->connections > 0 || candidate->mcp->in_flight() > 0) continue;
+          auto idle = now - std::chrono::steady_clock::duration(candidate->last_used.load());
+          if (!longest_idle || idle > *longest_idle) longest_idle = idle, lru = id;
+        }
+        if (longest_idle && *longest_idle >= options.session_reclaim_after) {
+          reclaimed = sessions[lru];
+          sessions.erase(lru);
+        } else {
+          auto wait = options.session_reclaim_after - (longest_idle ? *longest_idle : std::chrono::steady_clock::duration{});
+          retry_after = std::max<long>(1, std::chrono::ceil<std::chrono::seconds>(wait).count());
+        }
+      }
+    }
+    if (retry_after) {
+      count(&HttpCounters::sessions_refused);
+      Response response = error_reply(
+          request, http::status::service_unavailable,
+          "too many sessions (limit " + std::to_string(options.max_sessions) + "), all in use in the last " +
+              fmt::format("{:g}", options.session_reclaim_after.count() / 1000.0) + " s; retry after " + std::to_string(*retry_after) + " s, or end a session of yours with DELETE");
+      response.set(http::field::retry_after, std::to_string(*retry_after));
+      return send(stream, std::move(response));
+    }
+    if (reclaimed) {
+      spdlog::info("mcp http: session {} ended to make room for a new one (the least recently used, idle)",
+                   reclaimed->id);
+      count(&HttpCounters::sessions_reclaimed);
+      finish_ending(*reclaimed);
+    }
     session = std::make_shared<HttpSession>();
     session->id = random_session_id();
     session->standalone = std::make_shared<Stream>(0, options.max_events_per_stream);
@@ -728,8 +1052,10 @@ bool HttpServer::State::serve_sse(TimedSocket& stream, const Request& request, H
   response.chunked(true);
   http::response_serializer<http::empty_body> serializer{response};
   beast::error_code ec;
+  stream.arm(options.write_timeout);
   http::write_header(stream, serializer, ec);
   auto write = [&](const std::string& text) {
+    stream.arm(options.write_timeout);
     if (!ec) net::write(stream, http::make_chunk(net::buffer(text)), ec);
     return !ec;
   };
@@ -746,6 +1072,7 @@ bool HttpServer::State::serve_sse(TimedSocket& stream, const Request& request, H
     finished = batch.finished;
     session.touch();
   }
+  stream.arm(options.write_timeout);
   if (!ec) net::write(stream, http::make_chunk_last(), ec);
   sse.release();
   if (sse.id() != 0 && sse.done_and_delivered(delivered)) session.forget_stream(sse.id());

@@ -1,6 +1,7 @@
 #include "src/mcp_command.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <spdlog/spdlog.h>
 
 #include <fstream>
@@ -190,11 +191,26 @@ int serve_http(mcp::Server& server, const McpArgs& args) {
   options.allowed_hosts = args.allow_hosts;
   options.allowed_origins = args.allow_origins;
   options.max_sessions = args.max_sessions;
+  options.session_idle_timeout =
+      std::chrono::milliseconds(static_cast<long long>(args.session_idle_timeout_s * 1000));
+  // Reclaiming idle sessions at the limit never ends one sooner than it would expire.
+  options.session_reclaim_after = std::min(options.session_reclaim_after, options.session_idle_timeout);
   const bool loopback = options.host == "127.0.0.1" || options.host == "::1" || options.host == "localhost";
   if (!loopback && options.bearer_token.empty()) {
     spdlog::error("--http {}: serving beyond loopback needs a bearer token: put it in a file and pass --token-file "
                   "FILE, or set {}", args.http, kTokenVariable);
     return 2;
+  }
+  if (!options.bearer_token.empty())
+    if (auto weak = mcp::weak_token_reason(options.bearer_token, options.min_token_length)) {
+      spdlog::error("the token from {}: {}",
+                    args.token_file.empty() ? std::string("$") + kTokenVariable : args.token_file, *weak);
+      return 2;
+    }
+  // Every connection waiting for its request holds a descriptor: allow as many as the system lets us.
+  if (rlimit limit{}; getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
   }
   // Block the stop signals before any thread starts, so that only sigwait sees them.
   sigset_t stop_signals;
@@ -239,7 +255,7 @@ CLI::App* add_mcp_command(CLI::App& app, McpArgs& args) {
   cmd->add_option("--demo", args.demo, "Investigate a trace recorded on an H100 instead: " + demo_names);
   cmd->add_option("--http", args.http,
                   "Serve Streamable HTTP at http://HOST:PORT/mcp instead of stdio (e.g. 127.0.0.1:8765). Beyond "
-                  "loopback a bearer token is required");
+                  "loopback a bearer token is required (at least 16 random characters)");
   cmd->add_option("--token-file", args.token_file,
                   std::string("File holding the bearer token HTTP clients must send (default: $") + kTokenVariable +
                       "; never on the command line)")
@@ -247,10 +263,22 @@ CLI::App* add_mcp_command(CLI::App& app, McpArgs& args) {
   cmd->add_option("--allow-host", args.allow_hosts,
                   "Host header accepted besides localhost/127.0.0.1/[::1] (repeatable; DNS-rebinding protection)");
   cmd->add_option("--allow-origin", args.allow_origins,
-                  "Origin accepted besides http://localhost|127.0.0.1 (repeatable), e.g. https://app.example.com");
-  cmd->add_option("--max-sessions", args.max_sessions, "Concurrent HTTP sessions at most")
+                  "Origin accepted besides http://localhost:PORT, http://127.0.0.1:PORT and http://[::1]:PORT (the "
+                  "served port, whatever address is bound; repeatable), e.g. https://app.example.com");
+  cmd->add_option("--max-sessions", args.max_sessions,
+                  "Concurrent HTTP sessions at most; at the limit a new client takes the place of the least recently "
+                  "used session idle for a minute, else gets 503 with Retry-After")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  cmd->add_option("--session-idle-timeout", args.session_idle_timeout_s,
+                  "Seconds after which an HTTP session without requests or open streams ends")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 86400.0));
+  cmd->add_option("--session-concurrency", args.max_running_per_session,
+                  "Tool calls (and other long requests) of one session running at once; more wait in its queue "
+                  "(32 at most, then refused). 0: all workers but one (3)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
   return cmd;
 }
 
@@ -273,7 +301,9 @@ int run_mcp(const McpArgs& args) {
     return 1;
   }
   mcp::ServerInfo info{"vramscope", "vramscope: GPU memory traces", VRAMSCOPE_VERSION, kInstructions};
-  mcp::Server server(std::move(info), std::move(*registry));
+  mcp::ServerOptions server_options;
+  server_options.max_running_per_session = args.max_running_per_session;
+  mcp::Server server(std::move(info), std::move(*registry), server_options);
   if (!args.http.empty()) return serve_http(server, args);
   spdlog::info("serving MCP on stdio for {}", *path);
   Status s = mcp::run_stdio(server, std::cin, std::cout);

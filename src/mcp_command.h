@@ -18,6 +18,8 @@ struct McpArgs {
   std::vector<std::string> allow_hosts;
   std::vector<std::string> allow_origins;
   std::size_t max_sessions = 64;
+  double session_idle_timeout_s = 300;  // an HTTP session without requests or streams ends
+  std::size_t max_running_per_session = 0;  // 0: worker threads - 1
 };
 
 CLI::App* add_mcp_command(CLI::App& app, McpArgs& args);

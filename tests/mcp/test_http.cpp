@@ -88,7 +88,7 @@ TEST_CASE_METHOD(HttpFixture, "header checks: Accept, Content-Type, MCP-Protocol
 }
 
 TEST_CASE("a bearer token is required when configured, and off loopback", "[http]") {
-  HttpFixture fixture(with([](HttpOptions& o) { o.bearer_token = "s3cret"; }));
+  HttpFixture fixture(with([](HttpOptions& o) { o.bearer_token = "s3cret-0123456789abcdef"; }));
   std::string body = to_wire(initialize_request(1));
   HttpReply missing = http_call(fixture.port, "POST", body);
   CHECK(missing.status == 401);
@@ -96,7 +96,7 @@ TEST_CASE("a bearer token is required when configured, and off loopback", "[http
   HttpReply wrong = http_call(fixture.port, "POST", body, {{"Authorization", "Bearer nope"}});
   CHECK(wrong.status == 401);
   CHECK_THAT(wrong.header("www-authenticate"), Catch::Contains("invalid_token"));
-  CHECK(http_call(fixture.port, "POST", body, {{"Authorization", "Bearer s3cret"}}).status == 200);
+  CHECK(http_call(fixture.port, "POST", body, {{"Authorization", "Bearer s3cret-0123456789abcdef"}}).status == 200);
 
   Server server{{"s", "", "1", ""}, Registry{}, {}};
   HttpServer exposed(server, with([](HttpOptions& o) { o.host = "0.0.0.0"; }));
