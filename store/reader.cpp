@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,10 @@
 #include <chrono>
 #include <deque>
 #include <map>
+#include <optional>
+#include <filesystem>
+#include <array>
+#include <cstdio>
 #include <set>
 #include <string_view>
 
@@ -27,65 +32,205 @@ std::string_view Row::blob(int col) const {
   return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt_, col))) : std::string_view();
 }
 
-Result<std::unique_ptr<TraceReader>> TraceReader::open(const std::string& path) {
-  std::unique_ptr<TraceReader> r(new TraceReader());
-  r->path_ = path;
-  int rc = sqlite3_open_v2(path.c_str(), &r->db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
-  if (rc != SQLITE_OK)
-    return Error{"cannot open trace " + path + " read-only: " + (r->db_ ? sqlite3_errmsg(r->db_) : sqlite3_errstr(rc)) +
-                 " (is it a vramscope trace file, and readable?)"};
-  std::int64_t version = -1;
-  Status s = r->query("PRAGMA user_version", {}, [&](const Row& row) { version = row.i64(0); });
-  if (!s) return Error{"cannot read " + path + " as a vramscope trace: " + s.message()};
-  if (version == 0) return Error{path + " is not a vramscope trace (no schema version)"};
-  if (version > kSchemaVersion)
-    return Error{path + " was written by a newer vramscope (schema " + std::to_string(version) + "); upgrade vramscope"};
+namespace {
 
-  // A session stays 'recording' in the file when its recorder dies (kill -9, a crash).
-  // A live recorder holds an exclusive flock() on the file (TraceWriter::open), so
-  // `sessions`, as every query of this connection sees it, is a view that says
-  // 'interrupted' for a session marked 'recording' whose recorder is gone; checked at
-  // every read, so a reader open during the recording sees the recorder die. A copy of
-  // the file has no recorder. The descriptor is this connection's until it closes (closing
-  // a descriptor of the file earlier would drop SQLite's fcntl locks in this process).
+constexpr const char* kRecorderAliveFn = "vramscope_recorder_alive";
+
+// What identifies the file's content for a reader that opened it immutable: if
+// any of these changes, the file was written since (a recorder appended a session):
+// the inode, its size and mtime, and SQLite's file change counter (header bytes
+// 24-27, which a writer without a -wal bumps at each commit), read through `fd`, the
+// reader's own descriptor of the file (opening another and closing it would drop
+// SQLite's fcntl locks in this process). The inode the reader opened, not whatever
+// the path names now: a trace replaced or deleted under a reader is read as it was.
+using FileIdentity = std::array<std::int64_t, 5>;
+
+std::optional<FileIdentity> identity_of(int fd) {
+  struct stat st;
+  if (fd < 0 || ::fstat(fd, &st) != 0) return std::nullopt;
+  unsigned char counter[4] = {};
+  if (pread(fd, counter, sizeof counter, 24) != static_cast<ssize_t>(sizeof counter)) return std::nullopt;
+  return FileIdentity{static_cast<std::int64_t>(st.st_dev), static_cast<std::int64_t>(st.st_ino),
+                      static_cast<std::int64_t>(st.st_size),
+                      static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+                      (std::int64_t{counter[0]} << 24) | (counter[1] << 16) | (counter[2] << 8) | counter[3]};
+}
+
+// True while a recorder holds the file's exclusive flock() (TraceWriter::open).
+bool recorder_holds(int fd) {
+  if (fd < 0) return false;
+  const bool held = flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  if (!held) flock(fd, LOCK_UN);
+  return held;
+}
+
+// A journal file beside the trace with something in it: pages committed (-wal) or a
+// transaction to roll back (-journal) that the file itself does not show yet.
+bool journal_pending(const std::string& path) {
+  struct stat st;
+  for (const char* suffix : {"-wal", "-journal"})
+    if (::stat((path + suffix).c_str(), &st) == 0 && st.st_size > 0) return true;
+  return false;
+}
+
+// A finished trace -- no recorder holds it and no journal holds pages that are not
+// in the file (the session's end folded the -wal into it) -- is read as what it
+// is, a file that does not change: `immutable=1`. SQLite then takes no locks and
+// opens no -wal or -shm, so reading leaves nothing beside the trace and changes
+// neither its bytes nor its times. A trace being recorded (or whose recorder died
+// before folding its -wal) is read through the WAL as before.
+bool finished_trace(const std::string& path, int lock_fd) { return !recorder_holds(lock_fd) && !journal_pending(path); }
+
+// `path` as an SQLite URI filename (absolute, with %, ? and # escaped) that opens it immutable.
+std::string immutable_uri(const std::string& path) {
+  std::error_code ec;
+  std::string abs = std::filesystem::absolute(path, ec).string();
+  if (ec) abs = path;
+  std::string uri = "file://";
+  for (char c : abs) {
+    if (c == '%' || c == '?' || c == '#') {
+      char buf[4];
+      std::snprintf(buf, sizeof buf, "%%%02X", static_cast<unsigned char>(c));
+      uri += buf;
+    } else {
+      uri += c;
+    }
+  }
+  return uri + "?immutable=1";
+}
+
+struct Connection {
+  sqlite3* db = nullptr;
+  int* lock_fd = nullptr;  // owned by the connection (vramscope_recorder_alive's user data)
+  bool immutable = false;
+  std::optional<FileIdentity> identity;
+};
+
+// Opens `path` read-only -- immutable when finished_trace() says it can be -- and
+// registers vramscope_recorder_alive() on the connection. The descriptor it checks is the
+// connection's until it closes (closing a descriptor of the file earlier would drop
+// SQLite's fcntl locks in this process). On failure, c.db may be set: the caller closes it.
+Status open_connection(const std::string& path, Connection& c) {
   auto* lock_fd = new int(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  auto recorder_alive = [](sqlite3_context* ctx, int, sqlite3_value**) {
-    const int fd = *static_cast<int*>(sqlite3_user_data(ctx));
-    const bool alive = fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
-    if (fd >= 0 && !alive) flock(fd, LOCK_UN);
-    sqlite3_result_int(ctx, alive ? 1 : 0);
-  };
+  c.identity = identity_of(*lock_fd);
+  c.immutable = c.identity && finished_trace(path, *lock_fd);
+  const std::string name = c.immutable ? immutable_uri(path) : path;
+  int rc = sqlite3_open_v2(name.c_str(), &c.db,
+                           SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | (c.immutable ? SQLITE_OPEN_URI : 0), nullptr);
   auto close_fd = [](void* p) {
     auto* fd = static_cast<int*>(p);
     if (*fd >= 0) close(*fd);
     delete fd;
   };
-  if (sqlite3_create_function_v2(r->db_, "vramscope_recorder_alive", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS, lock_fd,
-                                 recorder_alive, nullptr, nullptr, close_fd) != SQLITE_OK)
-    return Error{"cannot read " + path + ": " + sqlite3_errmsg(r->db_)};
-  std::string columns;
-  s = r->query("SELECT name FROM pragma_table_info('sessions')", {}, [&](const Row& row) {
-    const std::string name = row.text(0);
-    columns += (columns.empty() ? "" : ", ") +
-               (name == "status" ? "CASE WHEN status = 'recording' AND NOT vramscope_recorder_alive() THEN "
-                                   "'interrupted' ELSE status END AS status"
-                                 : "\"" + name + "\"");
-  });
-  if (!s) return Error{"cannot read " + path + " as a vramscope trace: " + s.message()};
-  const std::string view =
-      "PRAGMA temp_store = MEMORY; CREATE TEMP VIEW sessions AS SELECT " + columns + " FROM main.sessions";
-  char* msg = nullptr;
-  if (!columns.empty() && sqlite3_exec(r->db_, view.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
-    std::string m = msg ? msg : sqlite3_errmsg(r->db_);
-    sqlite3_free(msg);
-    return Error{"cannot read " + path + " as a vramscope trace: " + m};
+  if (rc != SQLITE_OK) {
+    close_fd(lock_fd);
+    return Error{c.db ? sqlite3_errmsg(c.db) : sqlite3_errstr(rc)};
   }
+  auto recorder_alive = [](sqlite3_context* ctx, int, sqlite3_value**) {
+    sqlite3_result_int(ctx, recorder_holds(*static_cast<int*>(sqlite3_user_data(ctx))) ? 1 : 0);
+  };
+  // sqlite3_create_function_v2 calls close_fd itself if it fails.
+  if (sqlite3_create_function_v2(c.db, kRecorderAliveFn, 0, SQLITE_UTF8 | SQLITE_INNOCUOUS, lock_fd, recorder_alive,
+                                 nullptr, nullptr, close_fd) != SQLITE_OK)
+    return Error{sqlite3_errmsg(c.db)};
+  c.lock_fd = lock_fd;
+  return Status::success();
+}
+
+// A session stays 'recording' in the file when its recorder dies (kill -9, a crash).
+// A live recorder holds an exclusive flock() on the file (TraceWriter::open), so
+// `sessions`, as every query of the connection sees it, becomes a TEMP view that says
+// 'interrupted' for a session marked 'recording' whose recorder is gone; checked at
+// every read, so a reader open during the recording sees the recorder die. A copy of
+// the file has no recorder. Both the tools' connection and run_sql's have it, so all
+// the tools say the same. The caller sets temp_store first (changing it drops TEMP views).
+Status install_sessions_view(sqlite3* db) {
+  std::string columns;
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db, "SELECT name FROM pragma_table_info('sessions')", -1, &stmt, nullptr) != SQLITE_OK)
+    return Error{sqlite3_errmsg(db)};
+  int rc;
+  while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    const std::string name = p ? p : "";
+    columns += (columns.empty() ? "" : ", ") +
+               (name == "status" ? std::string("CASE WHEN status = 'recording' AND NOT ") + kRecorderAliveFn +
+                                       "() THEN 'interrupted' ELSE status END AS status"
+                                 : "\"" + name + "\"");
+  }
+  sqlite3_finalize(stmt);
+  if (rc != SQLITE_DONE) return Error{sqlite3_errmsg(db)};
+  if (columns.empty()) return Status::success();
+  const std::string view = "CREATE TEMP VIEW sessions AS SELECT " + columns + " FROM main.sessions";
+  char* msg = nullptr;
+  if (sqlite3_exec(db, view.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
+    std::string m = msg ? msg : sqlite3_errmsg(db);
+    sqlite3_free(msg);
+    return Error{m};
+  }
+  return Status::success();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TraceReader>> TraceReader::open(const std::string& path) {
+  std::unique_ptr<TraceReader> r(new TraceReader());
+  r->path_ = path;
+  if (Status s = r->connect(); !s) return Error{s.message()};
   return r;
+}
+
+Status TraceReader::connect() const {
+  Connection c;
+  Status opened = open_connection(path_, c);
+  std::unique_ptr<sqlite3, decltype(&sqlite3_close_v2)> conn(c.db, sqlite3_close_v2);
+  if (!opened)
+    return Error{"cannot open trace " + path_ + " read-only: " + opened.message() +
+                 " (is it a vramscope trace file, and readable?)"};
+  std::int64_t version = -1;
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(c.db, "PRAGMA user_version", -1, &stmt, nullptr) == SQLITE_OK &&
+      sqlite3_step(stmt) == SQLITE_ROW)
+    version = sqlite3_column_int64(stmt, 0);
+  sqlite3_finalize(stmt);
+  if (version < 0) return Error{"cannot read " + path_ + " as a vramscope trace: " + sqlite3_errmsg(c.db)};
+  if (version == 0) return Error{path_ + " is not a vramscope trace (no schema version)"};
+  if (version > kSchemaVersion)
+    return Error{path_ + " was written by a newer vramscope (schema " + std::to_string(version) + "); upgrade vramscope"};
+  if (sqlite3_exec(c.db, "PRAGMA temp_store = MEMORY", nullptr, nullptr, nullptr) != SQLITE_OK)
+    return Error{"cannot read " + path_ + ": " + sqlite3_errmsg(c.db)};
+  if (Status s = install_sessions_view(c.db); !s)
+    return Error{"cannot read " + path_ + " as a vramscope trace: " + s.message()};
+  // The new connection replaces the old (sqlite3_close_v2: a statement still running
+  // on the old one, in a caller up the stack, finishes first).
+  if (db_) sqlite3_close_v2(db_);
+  db_ = conn.release();
+  lock_fd_ = c.lock_fd;
+  immutable_ = c.immutable;
+  identity_ = c.identity;
+  if (should_stop_)
+    sqlite3_progress_handler(
+        db_, 10000, [](void* self) { return static_cast<const TraceReader*>(self)->should_stop_() ? 1 : 0; },
+        const_cast<TraceReader*>(this));
+  return Status::success();
+}
+
+Status TraceReader::ensure_current() const {
+  if (!immutable_) return Status::success();
+  // Opened immutable, this connection would neither see a session appended since nor
+  // cope with pages rewritten under it: a recorder at work, or a file changed since,
+  // and it opens afresh (through the WAL while a recorder writes).
+  const int fd = lock_fd_ ? *lock_fd_ : -1;
+  const auto now = identity_of(fd);
+  if (now && identity_ && *now == *identity_ && finished_trace(path_, fd)) return Status::success();
+  return connect();
 }
 
 TraceReader::~TraceReader() {
   if (db_) sqlite3_close_v2(db_);
 }
+
+bool TraceReader::immutable() const { return immutable_; }
 
 void TraceReader::set_interrupt(std::function<bool()> should_stop) {
   should_stop_ = std::move(should_stop);
@@ -99,6 +244,7 @@ void TraceReader::set_interrupt(std::function<bool()> should_stop) {
 
 Status TraceReader::query(const std::string& sql, const std::vector<SqlValue>& params,
                           const std::function<void(const Row&)>& on_row) const {
+  if (Status current = ensure_current(); !current) return current;
   sqlite3_stmt* stmt = nullptr;
   if (sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), &stmt, nullptr) != SQLITE_OK)
     return Error{std::string("SQL error: ") + sqlite3_errmsg(db_)};
@@ -239,6 +385,7 @@ int authorize(void* ctx, int action, const char* arg3, const char* arg4, const c
     case SQLITE_FUNCTION: {
       std::string name = lower(arg4);
       if (allowed_functions().count(name)) return SQLITE_OK;
+      if (name == kRecorderAliveFn) return SQLITE_OK;  // the sessions view's (it only tests a lock)
       std::string why = name == "zeroblob" || name == "randomblob"
                             ? " (it builds a value of any size; run_sql's values are at most " +
                                   std::to_string(Caps::kMaxValueBytes) + " bytes)"
@@ -687,10 +834,14 @@ Status TraceReader::query_sandboxed(const std::string& sql, const SandboxLimits&
                                     const std::function<bool(const Row&)>& on_row) const {
   Sandbox sb;  // outlives the connection: the capped functions point at it
   sb.limits = &limits;
-  sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path_.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
+  // Its own connection, opened as the tools' is (immutable when the trace is finished),
+  // with the same sessions view: run_sql says 'interrupted' where the other tools do.
+  Connection c;
+  Status opened = open_connection(path_, c);
+  sqlite3* db = c.db;
   std::unique_ptr<sqlite3, decltype(&sqlite3_close_v2)> conn(db, sqlite3_close_v2);
-  if (rc != SQLITE_OK) return Error{"cannot open the trace for the query: " + std::string(sqlite3_errstr(rc))};
+  if (!opened) return Error{"cannot open the trace for the query: " + opened.message()};
+  int rc = SQLITE_OK;
   sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, nullptr);
   sqlite3_db_config(db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, nullptr);
   sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, nullptr);
@@ -703,9 +854,12 @@ Status TraceReader::query_sandboxed(const std::string& sql, const SandboxLimits&
   sb.like_skips_blobs = sqlite3_compileoption_used("LIKE_DOESNT_MATCH_BLOBS") != 0;
   // The page cache, and the memory each sort keeps before it spills to a
   // temporary file, are cache_size; temporary tables and sorts go to files.
-  const std::string setup = "PRAGMA query_only = 1; PRAGMA temp_store = FILE; PRAGMA cache_size = -" +
+  const std::string setup = "PRAGMA temp_store = FILE; PRAGMA cache_size = -" +
                             std::to_string(Caps::kCacheKiB);
   if (sqlite3_exec(db, setup.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK)
+    return Error{std::string("cannot make the query connection read-only: ") + sqlite3_errmsg(db)};
+  if (Status v = install_sessions_view(db); !v) return Error{"cannot read the trace's sessions: " + v.message()};
+  if (sqlite3_exec(db, "PRAGMA query_only = 1", nullptr, nullptr, nullptr) != SQLITE_OK)
     return Error{std::string("cannot make the query connection read-only: ") + sqlite3_errmsg(db)};
   if (!register_capped(db, sb))
     return Error{std::string("cannot set up the query's function limits: ") + sqlite3_errmsg(db)};

@@ -1,13 +1,19 @@
 // Read-only access to a trace file: one connection, opened read-only so a
 // trace being recorded can be read at the same time (WAL) and is never
-// modified. Tools query through this, never through the tracer.
+// modified. A finished trace (no recorder holds it, nothing waits in its -wal)
+// is opened with SQLite's immutable=1: no locks, no -wal or -shm files beside
+// it, its bytes and times unchanged; should a recorder start on it later, the
+// next query sees that and reopens through the WAL. Tools query through this,
+// never through the tracer.
 #pragma once
 
 #include <sqlite3.h>
 
 #include <chrono>
 #include <cstdint>
+#include <array>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -79,6 +85,8 @@ class TraceReader {
   // A running query checks `should_stop` every few thousand SQLite steps and
   // fails with "interrupted" once it returns true (a cancelled tool call).
   void set_interrupt(std::function<bool()> should_stop);
+  // True while the connection reads the file as finished (immutable=1, see above).
+  bool immutable() const;
 
   // Runs one statement written by an agent, on its own connection to the same
   // file that can neither change nor load anything: opened read-only, with
@@ -96,7 +104,14 @@ class TraceReader {
 
  private:
   TraceReader() = default;
-  sqlite3* db_ = nullptr;
+  Status connect() const;         // (re)opens db_
+  Status ensure_current() const;  // reopens an immutable connection whose file has changed
+  // Mutable: a const query may reopen the connection (the file changed under an immutable one).
+  mutable sqlite3* db_ = nullptr;
+  mutable int* lock_fd_ = nullptr;  // the connection's descriptor for the recorder's flock (owned by db_)
+  mutable bool immutable_ = false;
+  // dev, inode, size, mtime (ns) and SQLite's change counter when opened
+  mutable std::optional<std::array<std::int64_t, 5>> identity_;
   std::string path_;
   std::function<bool()> should_stop_;
 };

@@ -798,7 +798,12 @@ Result<std::unique_ptr<TraceWriter>> TraceWriter::open(const std::string& path) 
   RecorderLock lock;
   lock.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (lock.fd < 0) return Error{"cannot open " + ctx + ": " + std::strerror(errno)};
-  if (flock(lock.fd, LOCK_EX | LOCK_NB) != 0)
+  // Readers test the lock for a moment (a shared flock, taken and dropped at each query of a
+  // finished trace): a lock held that briefly is waited for, a recorder's is not let go.
+  int locked = -1;
+  for (int tries = 0; (locked = flock(lock.fd, LOCK_EX | LOCK_NB)) != 0 && errno == EWOULDBLOCK && tries < 40; ++tries)
+    usleep(5000);
+  if (locked != 0)
     return Error{errno == EWOULDBLOCK
                      ? "another `vramscope trace` is recording into " + ctx + "; wait for it to end, or write to "
                        "another file"
