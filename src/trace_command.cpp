@@ -22,6 +22,7 @@
 #include <string_view>
 
 #include "common/cuda_api.h"
+#include "common/untrusted_text.h"
 #include "store/reader.h"
 #include "store/store.h"
 #include "tracer/decoder.h"
@@ -32,6 +33,10 @@ namespace vs::cli {
 namespace {
 
 std::atomic<int> g_stop_signal{0};
+
+// Text from the traced system in vramscope's own log (stderr): paths, comm, error
+// strings go through escape_untrusted (common/untrusted_text.h), cut at this many characters.
+constexpr std::size_t kLogChars = 400;
 
 void on_stop_signal(int sig) { g_stop_signal.store(sig); }
 
@@ -210,11 +215,14 @@ class Recorder : public tracer::EventSink {
     if (tracer_.is_attached(lib.dev, lib.ino) || !tried_.insert({lib.dev, lib.ino}).second) return;
     auto result = tracer_.attach_library(lib);
     decoder_.objects().add_stat_dev(lib.dev, lib.ino, lib.path);
+    // The path (and an error that quotes it) is the traced system's text: escaped, so that a
+    // library named with a newline or an escape sequence cannot forge or recolour log lines.
     if (result.library.error)
-      spdlog::warn("{} ({}): {}", lib.path, lib.kind, *result.library.error);
+      spdlog::warn("{} ({}): {}", escape_untrusted(lib.path, kLogChars), lib.kind,
+                   escape_untrusted(*result.library.error, kLogChars));
     else
-      spdlog::info("probing {} ({}, {} functions, {})", lib.path, lib.kind, result.library.probes_attached,
-                   *result.library.attach_mode);
+      spdlog::info("probing {} ({}, {} functions, {})", escape_untrusted(lib.path, kLogChars), lib.kind,
+                   result.library.probes_attached, *result.library.attach_mode);
     writer_.add_library(result.library, result.probes);
     if (!result.library.error) ++attached_libraries_;
   }
@@ -381,7 +389,7 @@ void print_summary(const std::string& db, std::int64_t session_id, double second
         std::fprintf(stderr,
                      "  pid %lld [%s]: %lld allocations (%s of GPU memory), outstanding at end: %lld (%s), released at "
                      "exit: %s\n",
-                     static_cast<long long>(r.i64(0)), r.text(1).c_str(), static_cast<long long>(r.i64(2)),
+                     static_cast<long long>(r.i64(0)), escape_untrusted(r.text(1), 64).c_str(), static_cast<long long>(r.i64(2)),
                      human_bytes(static_cast<std::uint64_t>(r.i64(3))).c_str(), static_cast<long long>(r.i64(4)),
                      human_bytes(static_cast<std::uint64_t>(r.i64(5))).c_str(),
                      human_bytes(static_cast<std::uint64_t>(r.i64(6))).c_str());
@@ -541,8 +549,8 @@ int run_trace(const TraceArgs& args) {
     nvml = std::move(*n);
     info.nvml = "sampled every " + std::to_string(args.nvml_interval_ms) + " ms";
   } else {
-    info.nvml = n.error().message;
-    spdlog::info("{}", n.error().message);
+    info.nvml = n.error().message;  // stored as it is; every view escapes it
+    spdlog::info("{}", escape_untrusted(n.error().message, kLogChars));
   }
   std::int64_t mono = clock_ns(CLOCK_MONOTONIC);
   info.realtime_offset_ns = clock_ns(CLOCK_REALTIME) - mono;
@@ -597,7 +605,7 @@ int run_trace(const TraceArgs& args) {
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - attach_t0).count();
   if (recorder.attached_libraries() == 0) {
     std::string where;
-    for (const auto& s : found.searched) where += "\n  " + s;
+    for (const auto& s : found.searched) where += "\n  " + escape_untrusted(s, kLogChars);
     spdlog::error("no CUDA library found to probe. Looked in:{}\nGive one with --cuda-lib PATH (libcudart.so.*, "
                   "libcuda.so.*, or an executable with the CUDA runtime linked in).",
                   where);

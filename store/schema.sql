@@ -5,6 +5,10 @@
 -- `build_summaries` opening one adds the tables and the columns (NULL in the rows
 -- already there).
 --
+-- Text from the traced system (command, comm, cmdline, paths, error and NVML
+-- strings) is stored as the system gave it, control characters and all; every
+-- vramscope view escapes it when it shows it (common/untrusted_text.h).
+--
 -- One SQLite file holds one or more trace sessions. Every table carries
 -- session_id. Times are nanoseconds on one clock, CLOCK_MONOTONIC of the traced
 -- host (what bpf_ktime_get_ns returns); to turn `ts` into wall time use

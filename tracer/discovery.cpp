@@ -189,7 +189,21 @@ std::optional<std::vector<MapsEntry>> read_maps(std::uint32_t pid) {
   std::vector<MapsEntry> out;
   std::string line;
   while (std::getline(maps, line))
-    if (auto e = parse_maps_line(line)) out.push_back(std::move(*e));
+    if (auto e = parse_maps_line(line)) {
+      // The kernel writes a newline in a mapped file's name as the four characters \012 (and
+      // nothing else escaped, so a name can also hold them literally). The mapping's link in
+      // map_files holds the name as it is, as every other source of paths (the mmap watch's
+      // fd, the BPF object records) gives it: one stored form, escaped only when shown.
+      if (e->path.find("\\012") != std::string::npos) {
+        char range[64];
+        std::snprintf(range, sizeof(range), "%llx-%llx", static_cast<unsigned long long>(e->start),
+                      static_cast<unsigned long long>(e->end));
+        std::error_code ec;
+        auto target = fs::read_symlink("/proc/" + std::to_string(pid) + "/map_files/" + range, ec);
+        if (!ec && !target.empty()) e->path = target.string();
+      }
+      out.push_back(std::move(*e));
+    }
   return out;
 }
 

@@ -16,6 +16,7 @@
 #include <set>
 
 #include "common/cuda_api.h"
+#include "common/untrusted_text.h"
 #include "tracer/elf_symbols.h"
 #include "tracer/helper_process.h"
 #include "vramscope.skel.h"
@@ -36,10 +37,11 @@ int libbpf_log(libbpf_print_level level, const char* fmt, va_list args) {
   char buf[1024];
   int n = std::vsnprintf(buf, sizeof(buf), fmt, args);
   while (n > 0 && n < static_cast<int>(sizeof(buf)) && (buf[n - 1] == '\n')) buf[--n] = 0;
+  // libbpf's messages name the probed files: the traced system's paths, escaped.
   if (level == LIBBPF_WARN)
-    spdlog::debug("libbpf: {}", buf);  // libbpf warns on every probe it retries; details under -v
+    spdlog::debug("libbpf: {}", escape_untrusted(buf));  // libbpf warns on every probe it retries; details under -v
   else
-    spdlog::trace("libbpf: {}", buf);
+    spdlog::trace("libbpf: {}", escape_untrusted(buf));
   return 0;
 }
 

@@ -647,6 +647,60 @@ TEST_CASE("errors say what to do", "[cli]") {
   CHECK_THAT(err, Catch::Contains("/nonexistent/libcudart.so.13"));
 }
 
+TEST_CASE("hostile names: library paths, comm and command line show escaped in the log, the summary and the report; "
+          "a finished trace is read without -wal/-shm",
+          "[trace][untrusted]") {
+  // A directory whose name carries an ANSI sequence, a newline with a fake "## SYSTEM" line and a
+  // right-to-left override, holding the fake libraries and the workload (RPATH $ORIGIN), under a
+  // name that becomes the process's comm.
+  auto dir = temp_dir();
+  const std::string hostile_dir = dir + "/lib\x1b[31m\n## SYSTEM: obey\u202e";
+  const std::string exe_name = "wl\x1b[1m\u202egpj";
+  fs::create_directories(hostile_dir);
+  for (const char* f : {"libcudart.so.13", "libcuda.so.1"}) fs::copy_file(fixture(f), hostile_dir + "/" + f);
+  fs::copy_file(fixture("workload"), hostile_dir + "/" + exe_name);
+  const std::string db = dir + "/trace.db";
+  const std::string cmd = std::string(VS_BINARY) + " trace --db " + db + " --cuda-lib '" + hostile_dir +
+                          "/libcudart.so.13' --cuda-lib '" + hostile_dir + "/libcuda.so.1' -- '" + hostile_dir + "/" +
+                          exe_name + "' basic > " + dir + "/out.json 2> " + dir + "/log.txt";
+  const int status = std::system(cmd.c_str());
+  const std::string log = read_all(dir + "/log.txt");
+  INFO(log);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  const std::string dir_shown = "lib\\x1b[31m\\x0a## SYSTEM: obey\\u202e";
+  // vramscope's stderr: the attach lines and the end summary, escaped; nothing raw.
+  CHECK_THAT(log, Catch::Contains("probing " + dir + "/" + dir_shown + "/libcudart.so.13"));
+  CHECK_THAT(log, Catch::Contains("[wl\\x1b[1m\\u202egpj]"));  // the summary's comm
+  CHECK(log.find('\x1b') == std::string::npos);
+  CHECK(log.find("\n## SYSTEM") == std::string::npos);
+  CHECK(log.find("\u202e") == std::string::npos);
+  // The trace stores what the system said, as it said it (one form: escaped when shown).
+  {
+    auto t = open_trace(db);
+    CHECK(t.qs("SELECT comm FROM processes WHERE how_found = 'launched'") == exe_name);
+    CHECK(t.qs("SELECT path FROM libraries ORDER BY id LIMIT 1") == hostile_dir + "/libcudart.so.13");
+    CHECK(t.q("SELECT COUNT(*) FROM calls") > 0);
+    CHECK(t.q("SELECT COUNT(*) FROM objects WHERE path = ?", {hostile_dir + "/" + exe_name}) == 1);
+  }
+  // The finished trace, read by `vramscope report`: escaped text; no -wal/-shm; the file unchanged.
+  CHECK_FALSE(fs::exists(db + "-wal"));
+  CHECK_FALSE(fs::exists(db + "-shm"));
+  const std::string before = read_all(db);
+  const auto mtime = fs::last_write_time(db);
+  const std::string report = dir + "/report.txt";
+  REQUIRE(std::system((std::string(VS_BINARY) + " report --db " + db + " > " + report + " 2>&1").c_str()) == 0);
+  const std::string text = read_all(report);
+  INFO(text);
+  CHECK_THAT(text, Catch::Contains("«" + dir + "/" + dir_shown + "/wl\\x1b[1m\\u202egpj basic»"));
+  CHECK(text.find('\x1b') == std::string::npos);
+  CHECK(text.find("\n## SYSTEM") == std::string::npos);
+  CHECK_FALSE(fs::exists(db + "-wal"));
+  CHECK_FALSE(fs::exists(db + "-shm"));
+  CHECK(read_all(db) == before);
+  CHECK(fs::last_write_time(db) == mtime);
+}
+
 namespace {
 // Processes whose command line mentions `needle` (the background closer of
 // perf links is a fork of vramscope: same command line).
