@@ -54,6 +54,17 @@ struct PreemptorGroup {
 // Most CPU time taken first, then most calls, then pid and comm: one order for any input order.
 void rank_preemptors(std::vector<PreemptorGroup>& groups);
 
+// CallStats::Tail. At namespace scope: clang (14) does not see a nested struct
+// with default member initializers as default-constructible inside its
+// enclosing class, so std::optional<Tail>::emplace() did not compile.
+struct CallStatsTail {
+  std::int64_t ns = 0, off_cpu_ns = 0, runq_ns = 0;  // their SUM(dur_ns), SUM(off_cpu_ns), SUM(runq_ns)
+  std::int64_t nested = 0;                             // made inside another traced call
+  // SUM(off_cpu_ns) per preempted_by_comm, over those with a preemptor and a comm.
+  std::map<std::string, std::int64_t> off_cpu_ns_by_preemptor;
+  std::vector<std::int64_t> slowest_call_ids;  // up to kSlowestTailCalls, longest first, then lowest id
+};
+
 struct CallStats {
   std::int64_t calls = 0;
   std::int64_t failed = 0;    // ret != 0
@@ -79,13 +90,7 @@ struct CallStats {
   std::vector<PreemptorGroup> preemptors;
 
   // The tail: the tail_calls calls with dur_ns >= p99_ns, as findings' preemption rule weighs them.
-  struct Tail {
-    std::int64_t ns = 0, off_cpu_ns = 0, runq_ns = 0;  // their SUM(dur_ns), SUM(off_cpu_ns), SUM(runq_ns)
-    std::int64_t nested = 0;                             // made inside another traced call
-    // SUM(off_cpu_ns) per preempted_by_comm, over those with a preemptor and a comm.
-    std::map<std::string, std::int64_t> off_cpu_ns_by_preemptor;
-    std::vector<std::int64_t> slowest_call_ids;  // up to kSlowestTailCalls, longest first, then lowest id
-  };
+  using Tail = CallStatsTail;
   std::optional<Tail> tail;  // nullopt: read from summaries built before schema 3
 };
 inline constexpr std::size_t kSlowestTailCalls = 10;
