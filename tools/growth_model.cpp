@@ -76,15 +76,16 @@ void ActivityIndex::number(std::vector<Lifetime>& lifetimes) const {
 
 namespace {
 
-// Walks back from a process's last call: the teardown is the final run of releases, when nothing but calls that
-// do no work follows it; the call before it is the last of the working phase.
+// Walks back from a process's last call: the teardown is the final run of releases, among which calls that do
+// no work may come (a shutting-down XLA client makes the context current and synchronizes before each region it
+// unmaps and releases); the last call that works before it is the last of the working phase.
 struct TeardownScan {
-  bool in_releases = false, released = false, done = false;
+  bool released = false, done = false;
   std::int64_t work_seq = 0, work_ts = 0;
   void add(ActivityKind kind, std::int64_t seq, std::int64_t ts) {
-    if (done || (!in_releases && kind == ActivityKind::Other)) return;
+    if (done || kind == ActivityKind::Other) return;
     if (kind == ActivityKind::Release) {
-      in_releases = released = true;
+      released = true;
       return;
     }
     done = true;
@@ -204,15 +205,17 @@ GrowthVerdict judge_growth(const CallLevel& level, const Activity& activity, std
   std::int64_t previous_high_seq = -1, first_episode_end_seq = -1;
   auto change = std::upper_bound(level.changes.begin(), level.changes.end(), first - 1,
                                  [](std::int64_t s, const CallLevel::Change& c) { return s < c.seq; });
+  std::int64_t counted_high = high;  // the last new high: the next must rise kMinNewHighBytes above it
   for (; change != level.changes.end() && change->seq <= last; ++change) {
-    if (change->bytes > high) {
+    high = std::max(high, change->bytes);
+    if (change->bytes >= counted_high + R::kMinNewHighBytes) {
+      counted_high = change->bytes;
       // Any call between two new highs (one per seq) separates their episodes.
       if (previous_high_seq < 0 || change->seq > previous_high_seq + 1) episode_starts.push_back(change->seq);
       if (episode_starts.size() == 1) {
         v.first_episode_end_bytes = change->bytes;
         first_episode_end_seq = change->seq;
       }
-      high = change->bytes;
       ++v.new_highs;
       if (v.first_high_ns == 0) v.first_high_ns = change->ts_ns;
       v.last_high_ns = change->ts_ns;
@@ -268,12 +271,18 @@ GrowthVerdict judge_growth(const CallLevel& level, const Activity& activity, std
                              fmt_bytes(v.repeated_growth_bytes()) + " after the first); " + std::to_string(since) +
                              " of its " + std::to_string(v.calls) + " calls since " +
                              (later_growth ? "its last new high" : "the first episode");
-    if (since >= R::kMinFlatCalls) {
+    // Growth in three episodes or more has a rhythm, as above: flat for kPlateauFactor x its longest recent wait
+    // before it stopped (a pool that doubles its regions, as XLA's, waits twice as long for each next one). Two
+    // are a load and a step (a new largest input): one wait is no rhythm.
+    const bool rhythm = later_growth && v.episodes >= R::kMinRhythmEpisodes;
+    const std::int64_t needed =
+        rhythm ? std::max(R::kPlateauFactor * v.longest_recent_wait_calls, R::kMinFlatCalls) : R::kMinFlatCalls;
+    if (since >= needed) {
       v.verdict = "plateau";
       v.reason = grew;
     } else {
       v.verdict = "undecided";
-      v.calls_to_decide = R::kMinFlatCalls - since;
+      v.calls_to_decide = needed - since;
       v.reason = grew + ": the activity after its growth is too short to tell";
     }
   }
@@ -281,16 +290,19 @@ GrowthVerdict judge_growth(const CallLevel& level, const Activity& activity, std
 }
 
 std::string growth_rule_text() {
-  return "judged on the process's calls, not on time: a call at which outstanding bytes rise above every earlier "
-         "value is a new high, consecutive new highs are one episode; the working phase ends before a final burst "
-         "of releases. steady: the high is less than the threshold above the start, or the end is below " +
+  return "judged on the process's calls, not on time: a call at which outstanding bytes rise at least " +
+         fmt_bytes(R::kMinNewHighBytes) + " above the last new high is a new high, consecutive new highs are one "
+         "episode; the working phase ends before a final burst of releases (synchronizations between them "
+         "included). steady: the high is less than the threshold above the start, or the end is below " +
          std::to_string(static_cast<int>(R::kMinEndPctOfHigh)) + "% of the high. growing: >= " +
          std::to_string(R::kMinEpisodes) + " episodes, growth after the first episode >= the threshold, the calls "
          "since the last new high <= " + std::to_string(R::kGrowingFactor) + " x the longest wait between the last " +
          std::to_string(R::kRecentWaits + 1) + " episodes, and growth >= the threshold over the second half of the "
          "calls. plateau: the calls since the last new high >= " + std::to_string(R::kPlateauFactor) +
-         " x that wait and >= " + std::to_string(R::kMinFlatCalls) + " (with fewer episodes: >= " +
-         std::to_string(R::kMinFlatCalls) + " since the first). undecided: in between; calls_to_decide more calls "
+         " x that wait and >= " + std::to_string(R::kMinFlatCalls) + " (the same with " +
+         std::to_string(R::kMinRhythmEpisodes) + " or more episodes that grew >= the threshold after the first; with "
+         "fewer: >= " + std::to_string(R::kMinFlatCalls) + " since the last). "
+         "undecided: in between; calls_to_decide more calls "
          "without a new high would make it a plateau, a new high would keep it growing";
 }
 

@@ -6,21 +6,24 @@
 // The activity is the process's sequence of top-level calls (allocations,
 // frees, copies, synchronizations: every request or step makes some of them,
 // they are its heartbeat), numbered 1, 2, 3... (call_rows.seq). At each call
-// the series' outstanding bytes are read; a call at which they rise above every
-// earlier value is a new high, and a run of consecutive new highs is one growth
-// episode (a model load of 100 tensors in a row is one episode; a request that
-// leaves bytes behind, then copies a result back, is one). The last calls of a
-// process that only free memory (the release burst of a shutdown or of a final
-// empty_cache()) are its teardown, not its working phase: growth seen while it
-// worked stands.
+// the series' outstanding bytes are read; a call at which they rise at least
+// 1 MiB above the last new high (and so above every earlier value) is a new
+// high, and a run of consecutive new highs is one growth episode (a model
+// load of 100 tensors in a row is one episode; a request that leaves bytes
+// behind, then copies a result back, is one). The last calls of a
+// process that free memory and do no other work (the release burst of a
+// shutdown or of a final empty_cache(), with the synchronizations and context
+// calls between its frees) are its teardown, not its working phase: growth seen
+// while it worked stands.
 //
 // Verdicts, with every count in calls (growth_rule_text() states them):
 //   steady     the high is less than the threshold above the start, or the end is below half the high
 //   growing    >= kMinEpisodes episodes that added >= the threshold after the first, the calls since the last
 //              new high no more than kGrowingFactor x the longest wait between the last episodes, and growth
 //              >= the threshold over the second half of the calls: new highs kept coming through the end
-//   plateau    the calls since the last new high >= kPlateauFactor x that wait and >= kMinFlatCalls (one
-//              load-like episode: >= kMinFlatCalls since it): growth stopped, the process went on working
+//   plateau    the calls since the last new high >= kPlateauFactor x that wait and >= kMinFlatCalls (the same
+//              with >= kMinRhythmEpisodes episodes; with fewer: >= kMinFlatCalls since the last episode that
+//              grew, or since the first): growth stopped, the process went on working
 //   undecided  in between: too short to tell; calls_to_decide says how many more calls would
 #pragma once
 
@@ -55,6 +58,13 @@ struct GrowthRules {
   static constexpr std::int64_t kMinFlatCalls = 20;
   // The end of the working phase below this share of its high: most of the memory was returned.
   static constexpr double kMinEndPctOfHigh = 50;
+  // With fewer episodes than kMinEpisodes, a plateau waits out the rhythm from this many on (two waits to
+  // compare); two episodes are a load and a step (a new largest input), for which kMinFlatCalls will do.
+  static constexpr std::int64_t kMinRhythmEpisodes = 3;
+  // A new high rises at least this far above the last one: below the driver's 2 MiB granularity, a rise is a
+  // handle, an event or a library's small buffer (XLA's 25 KB and 4 B allocations at start), not the workload's
+  // memory, and would count as an episode of its own. A caching allocator's segments are 2 MiB and up.
+  static constexpr std::int64_t kMinNewHighBytes = 1 << 20;
 };
 
 // What a call is to the activity: Release, a free, unmap or release (a final run of them is the teardown);

@@ -123,7 +123,9 @@ TEST_CASE("growth: the release burst of a shutdown does not cancel the growth", 
   auto v = s.judge();
   INFO(v.reason);
   CHECK(v.verdict == "growing");
-  CHECK(v.teardown_calls == 41);
+  // The last request's synchronize, the 40 frees and the final synchronize: calls that do no work do not end
+  // the teardown.
+  CHECK(v.teardown_calls == 42);
   // Frees in the middle of the work are work, not teardown: most returned, then work goes on.
   Sequence returned;
   returned.leaking_requests(30, 100 * kMiB);
@@ -230,4 +232,92 @@ TEST_CASE("growth: the level along the calls counts each allocation from its cal
 }
 
 }  // namespace
+}  // namespace vs::tools
+
+namespace vs::tools {
+namespace {
+
+// A leak of `per_step` bytes a step through a pool that doubles its regions (XLA's BFC allocator): a new region
+// of 2 MiB, 4 MiB, 8 MiB... whenever the pool is full, so the waits between new highs double. Then its
+// shutdown: per region, the context made current, a synchronize, then unmap and release.
+Sequence doubling_pool_leak(int steps, std::int64_t per_step) {
+  Sequence s;
+  std::int64_t pool = 0, used = 0, region = 2 * kMiB;
+  std::vector<std::int64_t> regions;
+  for (int i = 0; i < steps; ++i) {
+    used += per_step;
+    while (used > pool) {
+      s.alloc(region);
+      regions.push_back(region);
+      pool += region;
+      region *= 2;
+    }
+    s.heartbeat();
+  }
+  for (std::int64_t r : regions) {
+    s.call(ActivityKind::Other);
+    s.call(ActivityKind::Other);
+    s.free(r);
+  }
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("growth: a shutdown that synchronizes between its releases is still the teardown", "[growth]") {
+  // 10 regions (2 MiB to 1 GiB; the first step takes two, one episode): growing through the end of the work,
+  // though the shutdown returned every region.
+  auto leak = doubling_pool_leak(256, 4 * kMiB);
+  auto v = leak.judge();
+  INFO(v.reason);
+  CHECK(v.verdict == "growing");
+  CHECK(v.episodes == 9);
+  CHECK(v.teardown_calls == 31);  // the last step's synchronize, then 3 calls per region
+  CHECK(v.end_bytes == v.high_bytes);
+}
+
+TEST_CASE("growth: a doubling pool's few episodes wait out their rhythm before a plateau", "[growth]") {
+  // 40 steps of 4 MiB: 7 regions (2 to 128 MiB) in 6 episodes, too few for growing; the last region lasts fewer
+  // calls than 4 x the wait before it, as the next doubling would: undecided, not a plateau.
+  auto short_leak = doubling_pool_leak(40, 4 * kMiB);
+  auto v = short_leak.judge();
+  INFO(v.reason);
+  CHECK(v.episodes == 6);
+  CHECK(v.verdict == "undecided");
+  CHECK(v.calls_to_decide == R::kPlateauFactor * v.longest_recent_wait_calls - v.calls_since_last_high);
+  // The same pool, then work with no new region for 4 x that wait: a plateau.
+  Sequence stopped = doubling_pool_leak(40, 4 * kMiB);
+  stopped.calls.resize(stopped.calls.size() - 21);  // drop the shutdown
+  stopped.level.changes.resize(stopped.level.changes.size() - 7);
+  stopped.flat_requests(static_cast<int>(R::kPlateauFactor * v.longest_recent_wait_calls));
+  auto w = stopped.judge();
+  INFO(w.reason);
+  CHECK(w.verdict == "plateau");
+}
+
+TEST_CASE("growth: a rise of less than 1 MiB is no new high", "[growth]") {
+  // XLA's first allocations: 25 KB and 4 B, twice, each in an episode of its own; then a 2 MiB region.
+  Sequence s;
+  for (int i = 0; i < 2; ++i) {
+    s.alloc(25344);
+    s.alloc(4);
+    s.heartbeat();
+  }
+  s.alloc(2 * kMiB);
+  s.flat_requests(30);
+  auto v = s.judge();
+  INFO(v.reason);
+  CHECK(v.new_highs == 1);
+  CHECK(v.episodes == 1);
+  CHECK(v.high_bytes == 2 * 25348 + 2 * kMiB);
+  // Rises below 1 MiB add up: the call that takes the level 1 MiB above the last new high is one.
+  Sequence creep;
+  for (int i = 0; i < 8; ++i) {
+    creep.alloc(kMiB / 4);
+    creep.heartbeat();
+  }
+  auto c = creep.judge();
+  CHECK(c.new_highs == 2);  // at 1 MiB and at 2 MiB
+}
+
 }  // namespace vs::tools

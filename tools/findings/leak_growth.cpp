@@ -72,6 +72,20 @@ void leak_growth(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& no
       if (l->released_at_exit) returned_at_exit += l->bytes;
       else if (l->free_seq != kNever) returned_in_teardown += l->bytes;
     }
+    // Growth that ended where an allocation of the process failed out of memory, and that the program then gave
+    // back by its own calls (it caught the error and dropped its references: a deliberate allocation to the
+    // limit), is out_of_memory's story, not a leak. A leak that ends in an OOM and a crash keeps its memory to
+    // the exit, and this finding.
+    std::int64_t last_oom_ns = 0;
+    for (const Ctx::OutOfMemory& failure : c.out_of_memory_failures())
+      if (failure.pid == pid) last_oom_ns = std::max(last_oom_ns, failure.ts_ns);
+    if (last_oom_ns > v.last_high_ns && last_oom_ns <= activity->last_work_ts_ns &&
+        returned_in_teardown * 2 >= held_bytes) {
+      notes.push_back(c.who(pid) + ": grew until an allocation failed out of memory at " + c.t(last_oom_ns) +
+                      ", then returned " + fmt_bytes(returned_in_teardown) + " of the " + fmt_bytes(held_bytes) +
+                      " it grew by its own calls (out_of_memory's)");
+      continue;
+    }
     std::vector<std::pair<std::int64_t, std::int64_t>> sizes(count_by_size.begin(), count_by_size.end());
     std::stable_sort(sizes.begin(), sizes.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
     std::string common;
