@@ -50,8 +50,8 @@ const std::vector<Workflow>& workflows() {
        "the measured numbers, their units and the call or allocation ids a person can check."},
       {"leak_hunt",
        "Find out whether GPU memory grows without being given back, and who holds it.",
-       {{"findings", "", "look for leak_growth, held_after_empty_cache, allocator_cache_held, library_held and "
-                         "released_at_exit."},
+       {{"findings", "", "look for leak_growth, held_after_empty_cache, preallocated_pool, allocator_cache_held, "
+                         "library_held and released_at_exit."},
         {"leak_candidates", "", "growing, plateau, steady or undecided per process, kind and library, judged on the "
                                 "process's calls, with the allocation patterns never freed."},
         {"allocation_timeline", "", "the outstanding-bytes curve per process and kind, with NVML's view."},
@@ -59,9 +59,10 @@ const std::vector<Workflow>& workflows() {
                                         "released-at-exit apart."}},
        "Conclude which of these it is, with the numbers that tell them apart: growth in a live process (a leak); "
        "growth that stopped (a plateau: a warm-up or the largest input so far); memory that stayed after the "
-       "allocator released its cache (live tensors something still references); memory the framework's allocator "
-       "keeps cached (nvidia-smi counts it, the program's tensors may not); memory libraries "
-       "such as cuBLAS allocate outside the framework's allocator; memory a process held until it exited (released "
+       "allocator released its cache (live tensors or arrays something still references); a pool the framework "
+       "took at start (JAX and TensorFlow preallocate most of the GPU); memory the framework's allocator "
+       "keeps cached (nvidia-smi counts it, the framework's own statistics of what is in use do not); memory "
+       "libraries such as cuBLAS allocate outside the framework's allocator; memory a process held until it exited (released "
        "at exit, not a leak of a live process); or the CUDA context, which only NVML shows."},
       {"slow_free",
        "Find out why frees (cudaFree, cuMemFree_v2, cudaFreeAsync, cuMemUnmap, cuMemRelease) are slow, or sometimes "

@@ -20,7 +20,6 @@ namespace {
 constexpr std::string_view kSitePackages = "/opt/torch/.venv/lib/python3.12/site-packages/";
 std::string site_package(std::string_view rest) { return std::string(kSitePackages) + std::string(rest); }
 
-constexpr std::uint64_t kGpuTotalBytes = 80 * kGiB;
 constexpr std::uint64_t kStream = 0x5603e1a0b4c0;   // PyTorch's current stream
 constexpr std::uint64_t kContext = 0x5603e0f3a2d0;  // the primary context's CUcontext
 constexpr std::uint64_t kAddressBase = 0x7f0000000000;
@@ -65,6 +64,8 @@ std::vector<store::ProbeRecord> probes(Layer layer) {
 const std::string kTorchAllocatorLib = site_package("torch/lib/libc10_cuda.so");
 const std::string kTorchCudaLib = site_package("torch/lib/libtorch_cuda.so");
 const std::string kCudartLib = site_package("nvidia/cu13/lib/libcudart.so.13");
+const std::string kXlaPluginLib = site_package("jax_plugins/xla_cuda13/xla_cuda_plugin.so");
+const std::string kCupyRuntimeLib = site_package("cupy_backends/cuda/api/runtime.cpython-312-x86_64-linux-gnu.so");
 
 TempDir::TempDir(std::string_view prefix) {
   std::string tmpl = (std::filesystem::temp_directory_path() / (std::string(prefix) + "_XXXXXX")).string();

@@ -40,6 +40,9 @@ inline constexpr std::int64_t kSec = 1'000'000'000;
 extern const std::string kTorchAllocatorLib;  // .../torch/lib/libc10_cuda.so: the caching allocator
 extern const std::string kTorchCudaLib;       // .../torch/lib/libtorch_cuda.so: tensor copies and syncs
 extern const std::string kCudartLib;          // .../nvidia/cu13/lib/libcudart.so.13: the runtime's driver calls
+extern const std::string kXlaPluginLib;       // .../jax_plugins/xla_cuda13/xla_cuda_plugin.so: JAX's XLA allocator
+extern const std::string kCupyRuntimeLib;     // .../cupy_backends/cuda/api/runtime...so: CuPy's memory pool's calls
+inline constexpr std::uint64_t kGpuTotalBytes = 80ull << 30;  // the GPU that NVML shows (an H100 80GB)
 
 // A new directory under the system's temporary directory, removed with its files when it goes.
 class TempDir {

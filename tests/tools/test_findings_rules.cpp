@@ -275,13 +275,13 @@ Findings late_leak(int leaking, std::uint64_t bytes) {
 
 // `held` bytes allocated by PyTorch's allocator and kept, then (with `release`) 100 MiB more allocated and
 // freed after the last allocation, as empty_cache() does with a cached segment; the process goes on.
-Findings held_at_end(std::uint64_t held, bool release) {
+Findings held_at_end(std::uint64_t held, bool release, const std::string& caller = syn::kTorchAllocatorLib) {
   auto trace = one_process();
   std::int64_t ts = kStart + 20 * syn::kMs;
-  malloc_call(trace, ts, 0x7f0000000000, held);
-  if (release) malloc_call(trace, ts + syn::kMs, 0x7f1000000000, 100 * kMiB);
+  malloc_call(trace, ts, 0x7f0000000000, held, caller);
+  if (release) malloc_call(trace, ts + syn::kMs, 0x7f1000000000, 100 * kMiB, caller);
   ts = heartbeat(trace, ts + 2 * syn::kMs);
-  if (release) free_call(trace, ts, 0x7f1000000000);
+  if (release) free_call(trace, ts, 0x7f1000000000, caller);
   for (int i = 0; i < 5; ++i) ts = heartbeat(trace, ts + syn::kMs);
   trace.exit(kPid, ts + 10 * syn::kMs);
   return findings_of(trace);
@@ -297,6 +297,23 @@ Findings failed_create_then(const std::string& next, std::int64_t next_ret) {
   heartbeat(trace, ts + 2 * syn::kMs);
   trace.exit(kPid, ts + 10 * syn::kMs);
   return findings_of(trace);
+}
+
+// A first cuMemCreate of `bytes` by `caller` (XLA's preallocation), then a few iterations of work; NVML's
+// view of the GPU (kGpuTotalBytes) unless `nvml` is false.
+Findings first_create(std::uint64_t bytes, const std::string& caller, bool nvml = true) {
+  syn::TraceOptions options;
+  if (!nvml) options.nvml_interval_ns = 0;
+  auto trace = one_process(options);
+  std::int64_t ts = kStart + 20 * syn::kMs;
+  trace.call(kPid, "cuMemCreate", ts, 30 * syn::kUs).handle(0x61).bytes(bytes).device(0).caller(caller);
+  for (int i = 0; i < 5; ++i) ts = heartbeat(trace, ts + syn::kMs);
+  trace.exit(kPid, ts + 10 * syn::kMs);
+  return findings_of(trace);
+}
+
+bool contains(const json& text, std::string_view part) {
+  return text.get<std::string>().find(part) != std::string::npos;
 }
 
 }  // namespace
@@ -376,4 +393,80 @@ TEST_CASE("held_after_empty_cache: not after the allocator's own out-of-memory r
   CHECK(f.out["findings"][0]["kind"] == "out_of_memory");
   CHECK(f.fired("held_after_empty_cache") == 0);
   CHECK(f.fired("allocator_cache_held") == 0);
+}
+
+// ---- framework allocators other than PyTorch's (issue 12 item 2) ----
+
+TEST_CASE("preallocated_pool: a framework allocator's first allocation of >= 25% of the GPU", "[findings][rules]") {
+  const std::uint64_t quarter = syn::kGpuTotalBytes / 4;
+  CHECK(first_create(quarter - 1, syn::kXlaPluginLib).fired("preallocated_pool") == 0);
+  auto at = first_create(quarter, syn::kXlaPluginLib);
+  REQUIRE(at.of("preallocated_pool").size() == 1);
+  const json f = at.of("preallocated_pool")[0];
+  CHECK(f["evidence"]["numbers"]["preallocated_bytes"] == quarter);
+  CHECK(f["evidence"]["numbers"]["gpu_total_bytes"] == syn::kGpuTotalBytes);
+  CHECK(f["evidence"]["numbers"]["share_pct"] == 25.0);
+  CHECK(contains(f["title"], "XLA's BFC allocator (JAX) preallocated"));
+  CHECK(contains(f["summary"], "XLA_PYTHON_CLIENT_PREALLOCATE=false"));
+  CHECK(contains(f["summary"], "XLA_PYTHON_CLIENT_MEM_FRACTION"));
+  // The pool is reported once: allocator_cache_held leaves it to preallocated_pool.
+  CHECK(at.fired("allocator_cache_held") == 0);
+  // JAX's default: 75%.
+  auto jax_default = first_create(syn::kGpuTotalBytes / 4 * 3, syn::kXlaPluginLib);
+  REQUIRE(jax_default.of("preallocated_pool").size() == 1);
+  CHECK(jax_default.of("preallocated_pool")[0]["evidence"]["numbers"]["share_pct"] == 75.0);
+}
+
+TEST_CASE("preallocated_pool: needs the GPU's size and a framework allocator", "[findings][rules]") {
+  auto no_nvml = first_create(syn::kGpuTotalBytes / 2, syn::kXlaPluginLib, false);
+  CHECK(no_nvml.fired("preallocated_pool") == 0);
+  // Without the GPU's size the pool is still memory held with no release: allocator_cache_held reports it.
+  CHECK(no_nvml.fired("allocator_cache_held") == 1);
+  // A program's own large allocation is not a framework's pool.
+  CHECK(first_create(syn::kGpuTotalBytes / 2, "/opt/app/libsolver.so").fired("preallocated_pool") == 0);
+}
+
+TEST_CASE("framework allocators are named with their own release call and settings", "[findings][rules]") {
+  struct Case {
+    const std::string& caller;
+    std::string_view name, release, objects;
+  };
+  for (const Case& c : {Case{syn::kTorchAllocatorLib, "PyTorch's caching allocator", "torch.cuda.empty_cache()", "tensors"},
+                        Case{syn::kCupyRuntimeLib, "CuPy's memory pool", "free_all_blocks()", "arrays"},
+                        Case{syn::kXlaPluginLib, "XLA's BFC allocator (JAX)", "XLA_PYTHON_CLIENT_ALLOCATOR=platform",
+                             "arrays"}}) {
+    INFO(c.name);
+    auto cached = held_at_end(128 * kMiB, false, c.caller);
+    REQUIRE(cached.of("allocator_cache_held").size() == 1);
+    const json f = cached.of("allocator_cache_held")[0];
+    CHECK(contains(f["title"], c.name));
+    CHECK(contains(f["summary"], c.release));
+    CHECK(contains(f["summary"], c.objects));
+    if (c.caller != syn::kTorchAllocatorLib) CHECK_FALSE(contains(f["summary"], "torch"));
+    auto live = held_at_end(512 * kMiB, true, c.caller);
+    REQUIRE(live.of("held_after_empty_cache").size() == 1);
+    CHECK(contains(live.of("held_after_empty_cache")[0]["title"], c.name));
+    CHECK(contains(live.of("held_after_empty_cache")[0]["title"], std::string("live ") + std::string(c.objects)));
+  }
+}
+
+TEST_CASE("two framework allocators in one process are judged apart", "[findings][rules]") {
+  // PyTorch keeps 128 MiB cached; CuPy's pool returns a block after its last allocation (free_all_blocks())
+  // while 512 MiB of live arrays stay: one finding each, each naming its allocator.
+  auto trace = one_process();
+  std::int64_t ts = kStart + 20 * syn::kMs;
+  malloc_call(trace, ts, 0x7f0000000000, 128 * kMiB);
+  malloc_call(trace, ts + syn::kMs, 0x7f2000000000, 512 * kMiB, syn::kCupyRuntimeLib);
+  malloc_call(trace, ts + 2 * syn::kMs, 0x7f3000000000, 100 * kMiB, syn::kCupyRuntimeLib);
+  ts = heartbeat(trace, ts + 3 * syn::kMs);
+  free_call(trace, ts, 0x7f3000000000, syn::kCupyRuntimeLib);
+  for (int i = 0; i < 5; ++i) ts = heartbeat(trace, ts + syn::kMs);
+  trace.exit(kPid, ts + 10 * syn::kMs);
+  auto f = findings_of(trace);
+  REQUIRE(f.of("allocator_cache_held").size() == 1);
+  CHECK(contains(f.of("allocator_cache_held")[0]["title"], "PyTorch's caching allocator"));
+  CHECK(f.of("allocator_cache_held")[0]["evidence"]["numbers"]["held_bytes"] == 128 * kMiB);
+  REQUIRE(f.of("held_after_empty_cache").size() == 1);
+  CHECK(contains(f.of("held_after_empty_cache")[0]["title"], "CuPy's memory pool"));
+  CHECK(f.of("held_after_empty_cache")[0]["evidence"]["numbers"]["held_bytes"] == 512 * kMiB);
 }

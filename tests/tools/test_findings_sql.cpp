@@ -21,7 +21,8 @@
 //   - times: t_ms = (ts_ns - sessions.start_ts_ns) / 1e6
 //   - GPU memory: allocations.kind IN ('device', 'async', 'managed', 'vmm_physical') (common/cuda_api.h:
 //     occupies_gpu_memory; pinned host memory and VMM address ranges are not GPU memory)
-//   - the framework allocator: callers (objects) whose file is PyTorch's libc10_cuda
+//   - the framework allocators: callers (objects) whose path has a marker of tools/findings/frameworks.cpp
+//     (PyTorch's libc10_cuda, XLA's plugin, CuPy's modules, ...); every shipped process uses at most one
 //   - a process's end: processes.exit_ts_ns, or the session's end while it runs (the row with the latest
 //     first_ts_ns when a pid was reused)
 //   - the leak verdict (leak_growth) counts in the process's activity, its top-level calls (parent_id IS NULL),
@@ -61,7 +62,11 @@ const std::string kT0 = "(SELECT start_ts_ns FROM sessions WHERE id = {session})
 const std::string kProcessEnd =
     "(SELECT COALESCE(exit_ts_ns, (SELECT end_ts_ns FROM sessions WHERE id = {session})) FROM processes "
     "WHERE session_id = {session} AND pid = {pid} ORDER BY first_ts_ns DESC LIMIT 1)";
-const std::string kFrameworkCallers = "(SELECT id FROM objects WHERE instr(path, 'libc10_cuda') > 0)";
+const std::string kFrameworkCallers =
+    "(SELECT id FROM objects WHERE instr(path, 'libc10_cuda') OR instr(path, 'xla_cuda_plugin') OR "
+    "instr(path, 'xla_extension') OR instr(path, '/jaxlib/') OR instr(path, '/jax_plugins/') OR "
+    "instr(path, 'libtensorflow_framework') OR instr(path, '_pywrap_tensorflow') OR instr(path, '/cupy_backends/') "
+    "OR instr(path, '/cupy/') OR instr(path, 'librmm') OR instr(path, '/rmm/'))";
 
 // The framework allocator's cacheable GPU memory of the process (device, managed, VMM physical: the
 // cudaMallocAsync backend's pool is the driver's), what it still held (never freed by a call: held at the end,
@@ -71,6 +76,11 @@ const std::string kFrameworkMemory =
     "'managed', 'vmm_physical') AND caller_id IN " + kFrameworkCallers + "), "
     "held AS (SELECT * FROM mine WHERE end_reason IS NULL OR end_reason = 'process_exit'), "
     "last_alloc AS (SELECT MAX(alloc_ts_ns) AS ts FROM mine) ";
+
+// The GPU's memory as NVML saw it (the largest GPU's).
+const std::string kGpuTotal =
+    "(SELECT COALESCE((SELECT MAX(total_bytes) FROM gpus WHERE session_id = {session}), (SELECT MAX(total_bytes) "
+    "FROM gpu_memory_samples WHERE session_id = {session})))";
 
 // GPU memory of the process allocated by other libraries (cuBLAS, cuDNN) themselves, with a recorded caller
 // and a stored allocating call, never freed by a call.
@@ -134,13 +144,14 @@ const std::string kNvml =
 // The leak verdict of tools/growth_model.h, step by step, on the process's GPU memory along its activity.
 //   act        the process's top-level calls, numbered (seq), each a release (free, unmap, release), other (no
 //              work by itself: sync, device, context, mem_get_info) or work (the rest)
-//   activity   the session's window: its first call; its last; the last working call: walking back from the
-//              last call, calls that do no work are skipped, then a run of releases is the teardown and the
-//              call before it the last working call (no release there: the last call is)
+//   activity   the session's window: its first call; its last; the last working call: the last call that works,
+//              when releases come after it (the teardown, with calls that do no work among them); with no
+//              release after it, the last call
 //   level      outstanding bytes after each call that changed them: +bytes at the allocating call, -bytes at
 //              the freeing call (an allocation made by a nested call is not in the activity; memory released at
 //              exit was never freed by a call)
-//   highs      the calls of the working phase at which the level rose above every earlier value (and the start)
+//   highs      the calls of the working phase at which the level rose at least 1 MiB above the last new high (the
+//              start, before the first): a recursive walk along the working phase (scan)
 //   episodes   runs of consecutive new highs; waits: between the starts of the last 17 episodes
 //   verdict    the counts the finding cites
 //   held       allocated after the first episode and still held after the last working call
@@ -155,11 +166,11 @@ const std::string kLeakVerdict = R"(WITH
     WHERE c.session_id = {session} AND c.pid = {pid} AND c.parent_id IS NULL),
   win AS (SELECT act.*, ROW_NUMBER() OVER (ORDER BY ts_ns DESC, id DESC) AS back FROM act, sess
           WHERE ts_ns BETWEEN t0 AND t1),
-  teardown_end AS (SELECT MIN(back) AS back FROM win WHERE what != 'other'),
+  last_work AS (SELECT MIN(back) AS back FROM win WHERE what = 'work'),
   work_end AS (
-    SELECT CASE WHEN (SELECT what FROM win WHERE back = (SELECT back FROM teardown_end)) = 'release'
-                THEN (SELECT MIN(back) FROM win WHERE back > (SELECT back FROM teardown_end) AND what != 'release')
-                ELSE 1 END AS back),
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM win WHERE what = 'release' AND back < COALESCE((SELECT back FROM last_work),
+                                                                                         1e18))
+                THEN (SELECT back FROM last_work) ELSE 1 END AS back),
   activity AS (
     SELECT f.seq AS first_seq, f.ts_ns AS first_ts_ns, l.seq AS last_seq,
            COALESCE(w.seq, 0) AS last_work_seq, COALESCE(w.ts_ns, 0) AS last_work_ts_ns
@@ -179,11 +190,14 @@ const std::string kLeakVerdict = R"(WITH
   level AS (SELECT seq, SUM(SUM(d)) OVER (ORDER BY seq) AS bytes FROM deltas GROUP BY seq),
   start AS (SELECT COALESCE((SELECT bytes FROM level, activity WHERE seq < first_seq ORDER BY seq DESC LIMIT 1), 0)
             AS bytes),
-  working AS (
-    SELECT seq, bytes, MAX(bytes) OVER (ORDER BY seq ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
-    FROM level, activity WHERE seq BETWEEN first_seq AND last_work_seq),
-  highs AS (SELECT seq, working.bytes FROM working, start
-            WHERE working.bytes > MAX(COALESCE(before, start.bytes), start.bytes)),
+  working AS (SELECT ROW_NUMBER() OVER (ORDER BY seq) AS i, seq, bytes FROM level, activity
+              WHERE seq BETWEEN first_seq AND last_work_seq),
+  scan(i, seq, bytes, counted, is_high) AS (
+    SELECT 0, NULL, NULL, start.bytes, 0 FROM start
+    UNION ALL
+    SELECT w.i, w.seq, w.bytes, IIF(w.bytes >= s.counted + 1048576, w.bytes, s.counted), w.bytes >= s.counted + 1048576
+    FROM scan s JOIN working w ON w.i = s.i + 1),
+  highs AS (SELECT seq, bytes FROM scan WHERE is_high),
   marked AS (SELECT seq, bytes, COALESCE(seq > LAG(seq) OVER (ORDER BY seq) + 1, 1) AS starts FROM highs),
   episodes AS (SELECT seq, bytes, starts, SUM(starts) OVER (ORDER BY seq) AS episode FROM marked),
   waits AS (SELECT episode, seq - LAG(seq) OVER (ORDER BY seq) AS wait FROM episodes WHERE starts),
@@ -191,7 +205,8 @@ const std::string kLeakVerdict = R"(WITH
     SELECT a.*, IIF(last_work_seq = 0, 0, last_work_seq - first_seq + 1) AS calls,
            last_seq - MAX(last_work_seq, first_seq - 1) AS teardown_calls,
            (SELECT COUNT(*) FROM highs) AS new_highs, (SELECT COUNT(*) FROM waits) AS episodes,
-           start.bytes AS start_bytes, COALESCE((SELECT MAX(bytes) FROM highs), start.bytes) AS high_bytes,
+           start.bytes AS start_bytes, MAX(start.bytes, COALESCE((SELECT MAX(bytes) FROM working), start.bytes))
+             AS high_bytes,
            (SELECT MAX(seq) FROM highs) AS last_high_seq,
            (SELECT MAX(seq) FROM episodes WHERE episode = 1) AS first_episode_end_seq,
            COALESCE((SELECT bytes FROM level WHERE seq <= a.last_work_seq ORDER BY seq DESC LIMIT 1), 0) AS end_bytes
@@ -199,7 +214,8 @@ const std::string kLeakVerdict = R"(WITH
   verdict AS (
     SELECT c.*,
            COALESCE((SELECT bytes FROM highs WHERE seq = first_episode_end_seq), high_bytes) AS first_episode_end_bytes,
-           COALESCE((SELECT MAX(bytes) FROM highs WHERE seq <= first_seq + calls / 2), start_bytes) AS mid_high_bytes,
+           MAX(start_bytes, COALESCE((SELECT MAX(bytes) FROM working WHERE seq <= first_seq + calls / 2), start_bytes))
+             AS mid_high_bytes,
            IIF(last_high_seq IS NULL, calls, last_work_seq - last_high_seq) AS calls_since_last_high,
            COALESCE((SELECT MAX(wait) FROM waits WHERE episode >= MAX(2, c.episodes - 15)), 0)
              AS longest_recent_wait_calls
@@ -283,6 +299,18 @@ const std::map<std::string, NumberSql>& number_sql() {
            // Every free of the allocator's memory by a call, over the whole trace.
            {"frees", kFrameworkMemory + "SELECT COUNT(*) FROM mine WHERE end_reason = 'freed'"},
            {"freed_bytes", kFrameworkMemory + "SELECT COALESCE(SUM(bytes), 0) FROM mine WHERE end_reason = 'freed'"},
+       }},
+      {"preallocated_pool",
+       {
+           // The allocator's first allocation in the process, and the GPU's size as NVML saw it.
+           {"preallocated_bytes", kFrameworkMemory + "SELECT bytes FROM mine ORDER BY alloc_ts_ns, id LIMIT 1"},
+           {"gpu_total_bytes", kGpuTotal},
+           {"share_pct", kFrameworkMemory + "SELECT ROUND(bytes * 1000.0 / " + kGpuTotal + ") / 10.0 FROM mine "
+            "ORDER BY alloc_ts_ns, id LIMIT 1"},
+           {"t_ms", kFrameworkMemory + "SELECT (alloc_ts_ns - " + kT0 + ") / 1e6 FROM mine ORDER BY alloc_ts_ns, id "
+            "LIMIT 1"},
+           {"held_until_t_ms", kFrameworkMemory + "SELECT (CASE WHEN end_reason = 'freed' THEN free_ts_ns ELSE " +
+            kProcessEnd + " END - " + kT0 + ") / 1e6 FROM mine ORDER BY alloc_ts_ns, id LIMIT 1"},
        }},
       {"held_after_empty_cache",
        {

@@ -23,15 +23,25 @@ constexpr KindSeverity kKinds[] = {kAllocatorCacheHeldKind};
 
 void allocator_cache_held(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
   if (c.framework_callers.empty()) {
-    notes.push_back("no framework allocator (e.g. PyTorch's libc10_cuda) made calls");
+    notes.push_back("no framework allocator (PyTorch, XLA/JAX, TensorFlow, CuPy, RMM) made calls");
     return;
   }
-  for (const auto& [pid, m] : framework_memory(c)) {
-    const std::string name = framework_name(c.callers[m.caller]);
+  for (const FrameworkMemory& m : framework_memory(c)) {
+    const std::int64_t pid = m.pid;
+    const FrameworkAllocator& fw = *m.allocator;
+    const std::string name(fw.name);
     const std::int64_t held = m.held_bytes();
     if (m.released_after_last_alloc()) {
       notes.push_back(c.who(pid) + ": " + name + " released " + fmt_bytes(m.released_bytes_after_last_alloc) +
                       " after its last allocation (what stayed is held_after_empty_cache's)");
+      continue;
+    }
+    const bool preallocated = std::any_of(c.earlier.begin(), c.earlier.end(), [&](const Finding& f) {
+      return f.kind == "preallocated_pool" && f.pid == pid && m.holds(*m.first);
+    });
+    if (preallocated) {
+      notes.push_back(c.who(pid) + ": " + name + " held " + fmt_bytes(held) + " at the end, its preallocated pool "
+                      "included (preallocated_pool's)");
       continue;
     }
     if (held < kHeldMinBytes) {
@@ -52,10 +62,10 @@ void allocator_cache_held(Ctx& c, std::vector<Finding>& out, std::vector<std::st
                 (m.frees > 0 ? "Earlier it did return memory: " + std::to_string(m.frees) + " frees of " +
                                    fmt_bytes(m.freed_bytes) + ". "
                              : "It never returned memory with a free call. ") +
-                "This is its cache together with the live tensors in it: the trace cannot split the two here, "
-                "because nothing emptied the cache after the last allocation. torch.cuda.empty_cache() would "
-                "return the cached part (segments with no live tensor); torch.cuda.memory_allocated() tells the "
-                "live part; nvidia-smi counts both.";
+                "This is its cache together with the live " + std::string(fw.objects) +
+                " in it: the trace cannot split the two here, because nothing emptied the cache after the last "
+                "allocation. To return the cached part: " + std::string(fw.release) + "; the part in use: " +
+                std::string(fw.live) + "; nvidia-smi counts both. Settings: " + std::string(fw.settings) + ".";
     f.rule = ">= " + fmt_bytes(kHeldMinBytes) + " of the framework allocator's GPU memory (device, VMM physical, "
              "managed) held to the process's exit or the trace's end, with no free by the allocator after its last "
              "allocation";

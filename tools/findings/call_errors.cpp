@@ -7,10 +7,6 @@
 namespace vs::tools::findings {
 namespace {
 
-// An allocation call's return value for out of memory, in both layers: cudaErrorMemoryAllocation and
-// CUDA_ERROR_OUT_OF_MEMORY.
-constexpr std::int64_t kOutOfMemoryRet = 2;
-
 constexpr KindSeverity kOutOfMemoryKind{
     "out_of_memory", Severity::High,
     "an allocation was refused: the workload failed there, or ran on with less memory than it asked for"};

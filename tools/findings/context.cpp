@@ -26,10 +26,8 @@ void Ctx::load() {
           processes[p.pid] = p;
         });
   query("SELECT id, path FROM objects", {}, [&](const store::Row& r) {
-    std::string name = short_path(r.text(1));
-    callers[r.i64(0)] = name;
-    for (const auto& fw : kFrameworks)
-      if (name.find(fw.library) != std::string::npos) framework_callers.insert(r.i64(0));
+    callers[r.i64(0)] = short_path(r.text(1));
+    if (const FrameworkAllocator* fw = framework_of(r.text(1))) framework_callers[r.i64(0)] = fw;
   });
   if (!status.ok()) return;
   auto loaded = load_apis(db);
@@ -139,18 +137,28 @@ void Ctx::drill(Finding& f, const char* tool, json args, const char* why) const 
   f.next.push_back({{"tool", tool}, {"arguments", std::move(args)}, {"why", why}});
 }
 
+const std::vector<Ctx::OutOfMemory>& Ctx::out_of_memory_failures() {
+  if (out_of_memory_failures_) return *out_of_memory_failures_;
+  out_of_memory_failures_.emplace();
+  std::string failing;  // the allocating APIs whose top-level calls failed
+  for (const auto& [api_id, s] : call_stats()) {
+    const std::string& op = apis[api_id].op;
+    if (s.top_level_failed > 0 && (op == "alloc" || op == "vmm_create"))
+      failing += (failing.empty() ? "" : ",") + std::to_string(api_id);
+  }
+  if (!failing.empty())
+    query("SELECT pid, COALESCE(caller_id, 0), ts_ns FROM call_rows WHERE " + scope_of_apis() + " AND api_id IN (" +
+              failing + ") AND ret = " + std::to_string(kOutOfMemoryRet) + " AND parent_id IS NULL ORDER BY ts_ns, id",
+          params(), [&](const store::Row& r) { out_of_memory_failures_->push_back({r.i64(0), r.i64(1), r.i64(2)}); });
+  return *out_of_memory_failures_;
+}
+
 json held_at_end(const Ctx& c, std::int64_t pid) {
   json args = {{"pid", pid}};
   auto it = c.processes.find(pid);
   if (it != c.processes.end() && it->second.exited)
     args["at_ms"] = std::max(0.0, round_ms(c.session.t_ms(it->second.end_ns) - 0.001));
   return args;
-}
-
-std::string framework_name(const std::string& caller) {
-  for (const auto& fw : kFrameworks)
-    if (caller.find(fw.library) != std::string::npos) return fw.name;
-  return "the framework's allocator";
 }
 
 }  // namespace vs::tools::findings

@@ -1,5 +1,6 @@
-// What a framework's caching allocator (PyTorch's libc10_cuda, ...) did with
-// the GPU memory it caches, per process: when it last allocated, whether it
+// What a framework's caching allocator (tools/findings/frameworks.h) did with
+// the GPU memory it caches, per process and allocator (one process may use
+// two, e.g. PyTorch and CuPy): when it last allocated, whether it
 // released memory after that (empty_cache() or an out-of-memory retry returns
 // every segment with no live block in it), and what it still held at the end.
 // allocator_cache_held and held_after_empty_cache tell the two cases apart
@@ -16,7 +17,9 @@ namespace vs::tools::findings {
 
 struct FrameworkMemory {
   std::int64_t pid = 0;
+  const FrameworkAllocator* allocator = nullptr;
   std::int64_t caller = 0;  // the allocator's library (objects.id; the lowest if several)
+  const Ctx::Allocation* first = nullptr;  // its first allocation in the process
   std::int64_t last_alloc_ns = 0;
   std::int64_t last_release_ns = 0;  // the last free by a call; 0: none
   std::int64_t releases_after_last_alloc = 0, released_bytes_after_last_alloc = 0;
@@ -34,8 +37,9 @@ struct FrameworkMemory {
   bool released_for_oom_retry() const { return released_after_last_alloc() && last_failed_alloc_ns > last_alloc_ns; }
 };
 
-// Per process, the framework allocators' cacheable memory (device, VMM physical and managed: the
+// Per process and framework allocator, its cacheable memory (device, VMM physical and managed: the
 // cudaMallocAsync backend's pool is the driver's, and its outstanding allocations are live tensors).
-std::map<std::int64_t, FrameworkMemory> framework_memory(Ctx& c);
+// Ordered by pid, then the allocator's place in framework_allocators().
+std::vector<FrameworkMemory> framework_memory(Ctx& c);
 
 }  // namespace vs::tools::findings

@@ -21,10 +21,19 @@ constexpr KindSeverity kHeldAfterEmptyCacheKind{
     "references the tensors; it does not grow by itself"};
 constexpr KindSeverity kKinds[] = {kHeldAfterEmptyCacheKind};
 
+// "tensor" for "tensors".
+std::string objects_one(const FrameworkAllocator& fw) {
+  std::string s(fw.objects);
+  if (!s.empty() && s.back() == 's') s.pop_back();
+  return s;
+}
+
 void held_after_empty_cache(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& notes) {
   if (c.framework_callers.empty()) return;  // allocator_cache_held notes it
-  for (const auto& [pid, m] : framework_memory(c)) {
-    const std::string name = framework_name(c.callers[m.caller]);
+  for (const FrameworkMemory& m : framework_memory(c)) {
+    const std::int64_t pid = m.pid;
+    const FrameworkAllocator& fw = *m.allocator;
+    const std::string name(fw.name);
     if (!m.released_after_last_alloc()) {
       notes.push_back(c.who(pid) + ": " + name + " released nothing after its last allocation");
       continue;
@@ -33,7 +42,7 @@ void held_after_empty_cache(Ctx& c, std::vector<Finding>& out, std::vector<std::
     if (m.released_for_oom_retry()) {
       notes.push_back(c.who(pid) + ": " + name + " released " + fmt_bytes(m.released_bytes_after_last_alloc) +
                       " after an allocation failed at " + c.t(m.last_failed_alloc_ns) +
-                      " (its out-of-memory retry, not empty_cache()); the " + fmt_bytes(held) + " that stayed was in use");
+                      " (its out-of-memory retry, not the program's release); the " + fmt_bytes(held) + " that stayed was in use");
       continue;
     }
     if (held < kLiveMinBytes) {
@@ -52,17 +61,19 @@ void held_after_empty_cache(Ctx& c, std::vector<Finding>& out, std::vector<std::
     f.pid = pid;
     f.size = static_cast<double>(held);
     f.title = c.who(pid) + ": " + fmt_bytes(held) + " stayed held after " + name +
-              " released its cache: live tensors, still referenced";
+              " released its cache: live " + std::string(fw.objects) + ", still referenced";
     f.summary = "After its last allocation, " + name + " returned " +
                 std::to_string(m.releases_after_last_alloc) + " segments (" +
                 fmt_bytes(m.released_bytes_after_last_alloc) + "), the last at " + c.t(m.last_release_ns) +
-                ": releasing the cache (torch.cuda.empty_cache(), or an out-of-memory retry) returns every segment "
-                "with no live tensor in it. " + std::to_string(m.held.size()) + " segments (" + fmt_bytes(held) +
-                ") stayed " + (p.exited ? "until the process exited at " + c.t(end) : "until the end of the trace") +
-                ": they held live tensors, so something still references them (a list of outputs or parameters, "
+                ": releasing the cache (the program's release, or an out-of-memory retry) returns every segment "
+                "with no live " + objects_one(fw) + " in it. " + std::to_string(m.held.size()) + " segments (" +
+                fmt_bytes(held) + ") stayed " +
+                (p.exited ? "until the process exited at " + c.t(end) : "until the end of the trace") + ": they held live " +
+                std::string(fw.objects) + ", so something still references them (a list of outputs or parameters, "
                 "an optimizer and its state, a hook, a notebook variable). They were allocated from " +
-                c.t(first_alloc) + " to " + c.t(last_alloc) +
-                ". This is not the allocator's cache, and empty_cache() cannot return it: drop the reference.";
+                c.t(first_alloc) + " to " + c.t(last_alloc) + ". This is not the allocator's cache, and releasing "
+                "the cache (" + std::string(fw.release) + ") cannot return it: drop the reference. The part in use: " +
+                std::string(fw.live) + ".";
     f.rule = "the framework allocator's GPU memory (device, VMM physical, managed) freed by it after its last "
              "allocation, not after a failed one (its own out-of-memory retry), and >= " + fmt_bytes(kLiveMinBytes) +
              " of it still held after that, to the process's exit or the trace's end";

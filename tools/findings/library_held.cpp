@@ -33,8 +33,12 @@ void library_held(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& n
     std::int64_t caller, api_id, count, bytes;
   };
   std::set<std::int64_t> framework_pids;  // whatever the kind of memory they allocated through it
+  std::map<std::int64_t, std::set<const FrameworkAllocator*>> pid_allocators;
   for (const Ctx::Allocation& a : c.allocations())
-    if (c.framework_callers.count(a.caller_id)) framework_pids.insert(a.pid);
+    if (auto fw = c.framework_callers.find(a.caller_id); fw != c.framework_callers.end()) {
+      framework_pids.insert(a.pid);
+      pid_allocators[a.pid].insert(fw->second);
+    }
   // The held GPU allocations of other callers in those processes, grouped by (pid, caller, allocating API).
   std::vector<const Ctx::Allocation*> held;
   for (const Ctx::Allocation& a : c.allocations())
@@ -79,11 +83,13 @@ void library_held(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& n
     Finding f(kLibraryHeldKind);
     f.pid = pid;
     f.size = static_cast<double>(total);
-    const std::string name = framework_name(c.callers[*c.framework_callers.begin()]);
+    std::string name;  // the allocators the process's memory went through, e.g. "PyTorch's caching allocator"
+    for (const FrameworkAllocator& fw : framework_allocators())
+      if (pid_allocators[pid].count(&fw)) name += (name.empty() ? "" : " and ") + std::string(fw.name);
     f.title = c.who(pid) + ": " + fmt_bytes(total) + " of GPU memory held by libraries outside " + name;
     f.summary = "Allocated by the libraries themselves, not through " + name + ", and still held at the end of the "
-                "process: " + list + ". This memory is not in the framework's own statistics (e.g. "
-                "torch.cuda.memory_reserved()) but is in nvidia-smi's; cuBLAS, for one, allocates its workspace itself.";
+                "process: " + list + ". This memory is not in the framework's own statistics but is in nvidia-smi's; "
+                "cuBLAS, for one, allocates its workspace itself.";
     f.rule = ">= " + fmt_bytes(kLibraryMinBytes) + " of GPU memory allocated by callers other than the framework "
              "allocator's library, in a process that uses it, and never freed by a call";
     f.numbers = {{"held_bytes", total}, {"held_allocations", count}, {"libraries", callers.size()}};

@@ -5,13 +5,15 @@
 namespace vs::tools::findings {
 namespace {
 
-// released_at_exit runs after leak_growth: its text refers to leak_growth's finding for the same process.
+// released_at_exit runs after leak_growth: its text refers to leak_growth's finding for the same process;
+// allocator_cache_held after preallocated_pool, whose pool it does not report again.
 constexpr const Rule* kRules[] = {
     &kCoverageGapRule,
     &kLeakGrowthRule,
     &kCallErrorsRule,
     &kPreemptionTailRule,
     &kMissedFreesRule,
+    &kPreallocatedPoolRule,
     &kAllocatorCacheHeldRule,
     &kHeldAfterEmptyCacheRule,
     &kLibraryHeldRule,
@@ -25,7 +27,8 @@ constexpr const Rule* kRules[] = {
 // reports.
 constexpr std::string_view kRankedKinds[] = {
     "out_of_memory",        "leak_growth",  "coverage_gap",    "held_after_empty_cache", "preemption_tail",
-    "missed_frees",         "call_errors",  "allocator_cache_held", "library_held",      "unmatched_frees",
+    "missed_frees",         "call_errors",  "preallocated_pool",
+    "allocator_cache_held", "library_held",      "unmatched_frees",
     "released_at_exit",     "nvml_context_overhead",
 };
 

@@ -11,7 +11,8 @@ namespace vs::tools::findings {
 
 // One per file of tools/findings/.
 extern const Rule kCoverageGapRule, kLeakGrowthRule, kCallErrorsRule, kPreemptionTailRule, kMissedFreesRule,
-    kAllocatorCacheHeldRule, kHeldAfterEmptyCacheRule, kLibraryHeldRule, kNvmlContextOverheadRule, kReleasedAtExitRule;
+    kPreallocatedPoolRule, kAllocatorCacheHeldRule,
+    kHeldAfterEmptyCacheRule, kLibraryHeldRule, kNvmlContextOverheadRule, kReleasedAtExitRule;
 
 // The rules, in the order they run and `checked` lists them.
 std::span<const Rule* const> rules();

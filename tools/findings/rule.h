@@ -17,6 +17,7 @@
 #include "common/cuda_api.h"
 #include "tools/api_stats.h"
 #include "tools/common.h"
+#include "tools/findings/frameworks.h"
 #include "tools/growth_model.h"
 
 namespace vs::tools::findings {
@@ -58,13 +59,6 @@ struct Process {
   std::string comm;
 };
 
-// Framework allocators, recognized by the library that makes their CUDA calls.
-struct Framework {
-  const char* library;  // a substring of the caller's file name
-  const char* name;
-};
-inline constexpr Framework kFrameworks[] = {{"libc10_cuda", "PyTorch's caching allocator"}};
-
 // One findings run: the session, the pid filter, what the rules share, and the first SQL error.
 class Ctx {
  public:
@@ -77,7 +71,8 @@ class Ctx {
   const json coverage;  // the coverage block (tools/common.h)
   std::map<std::int64_t, Process> processes;
   std::map<std::int64_t, std::string> callers;  // objects.id -> file name
-  std::set<std::int64_t> framework_callers;
+  // The callers that are a framework allocator's library (tools/findings/frameworks.h), objects.id -> it.
+  std::map<std::int64_t, const FrameworkAllocator*> framework_callers;
   ApiTable apis;
   std::vector<Finding> earlier;  // the findings of the rules that ran before this one
   Status status;
@@ -114,6 +109,12 @@ class Ctx {
     std::int64_t alloc_seq, free_seq;  // the calls' numbers in the process's activity; 0: none
   };
   const std::vector<Allocation>& allocations();
+  // The top-level allocation calls (alloc, vmm_create) that failed out of memory, in the order of their start,
+  // read once.
+  struct OutOfMemory {
+    std::int64_t pid, caller_id, ts_ns;  // caller_id 0: not recorded
+  };
+  const std::vector<OutOfMemory>& out_of_memory_failures();
   // The session's activity numbering (tools/growth_model.h), loaded once.
   const ActivityIndex& activity_index();
   // The ids of the kMaxIds largest allocations that `keep` selects, largest first, then the lowest id.
@@ -124,8 +125,13 @@ class Ctx {
  private:
   std::optional<std::map<std::int64_t, store::CallStats>> call_stats_;
   std::optional<std::vector<Allocation>> allocations_;
+  std::optional<std::vector<OutOfMemory>> out_of_memory_failures_;
   std::optional<ActivityIndex> activity_index_;
 };
+
+// An allocation call's return value for out of memory, in both layers: cudaErrorMemoryAllocation and
+// CUDA_ERROR_OUT_OF_MEMORY.
+inline constexpr std::int64_t kOutOfMemoryRet = 2;
 
 // A rule: its name (as `checked` lists it), the kinds it emits with their severities, and the check. Its
 // thresholds are named constants in its file, each with the reason for its value.
@@ -140,7 +146,5 @@ struct Rule {
 // microsecond before its exit (at the exit itself, the driver has released it),
 // to the microsecond (still before the exit) so that the argument reads cleanly.
 json held_at_end(const Ctx& c, std::int64_t pid);
-// The name of the framework allocator whose library is `caller`.
-std::string framework_name(const std::string& caller);
 
 }  // namespace vs::tools::findings
