@@ -10,7 +10,9 @@ up to that instant, is compared with the framework's own number:
 
   cupy   outstanding == MemoryPool.total_bytes()   (the pool's blocks, used or free)
   jax    outstanding == memory_stats()["pool_bytes"], peak == "peak_pool_bytes"
-  numba  outstanding == the live device arrays' nbytes (no pool: one cuMemAlloc each)
+  numba  outstanding, each allocation rounded up to the driver's 2 MiB granularity == the device memory
+         cuMemGetInfo shows taken since the first checkpoint (Numba has no pool and no statistics: one
+         cuMemAlloc per array; the device's own count is the accounting to meet)
 
 The allocator is known by its calling library, as the findings know it
 (tools/findings/frameworks.cpp); Numba has no pool, so every allocation of
@@ -28,7 +30,8 @@ MARKERS = {"cupy": ("/cupy_backends/", "/cupy/"),
 # (framework number, what the trace gives, the trace's function)
 COMPARED = {"cupy": [("pool_total_bytes", "outstanding")],
             "jax": [("pool_bytes", "outstanding"), ("peak_pool_bytes", "peak")],
-            "numba": [("live_bytes", "outstanding")]}
+            "numba": [("device_used_bytes", "outstanding_rounded")]}
+GRANULARITY = 2 << 20  # the driver's allocation granularity
 
 
 def allocations(db, pid, framework):
@@ -47,7 +50,9 @@ def at(rows, t):
     for _, d in events:
         cur += d
         peak = max(peak, cur)
-    return {"outstanding": cur, "peak": peak, "allocations": sum(1 for a, *_ in rows if a <= t)}
+    rounded = sum(-(-b // GRANULARITY) * GRANULARITY for a, f, b, _ in rows if a <= t and (f is None or f > t))
+    return {"outstanding": cur, "peak": peak, "outstanding_rounded": rounded,
+            "allocations": sum(1 for a, *_ in rows if a <= t)}
 
 
 def main():
@@ -63,7 +68,10 @@ def main():
     label = args.label or doc["workload"]
     ok = True
     print(f"{'workload':<14} {'checkpoint':<16} {'metric':<18} {'framework':>14} {'vramscope':>14} equal")
+    first_free = doc["checkpoints"][0].get("device_free_bytes")
     for cp in doc["checkpoints"]:
+        if first_free is not None:
+            cp["device_used_bytes"] = first_free - cp["device_free_bytes"]
         ours = at(rows, cp["t_ns"])
         for metric, traced in COMPARED[framework]:
             equal = cp[metric] == ours[traced]

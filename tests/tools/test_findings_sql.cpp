@@ -304,7 +304,7 @@ const std::map<std::string, NumberSql>& number_sql() {
        {
            // The allocator's first allocation in the process, and the GPU's size as NVML saw it.
            {"preallocated_bytes", kFrameworkMemory + "SELECT bytes FROM mine ORDER BY alloc_ts_ns, id LIMIT 1"},
-           {"gpu_total_bytes", kGpuTotal},
+           {"gpu_total_bytes", "SELECT " + kGpuTotal},
            {"share_pct", kFrameworkMemory + "SELECT ROUND(bytes * 1000.0 / " + kGpuTotal + ") / 10.0 FROM mine "
             "ORDER BY alloc_ts_ns, id LIMIT 1"},
            {"t_ms", kFrameworkMemory + "SELECT (alloc_ts_ns - " + kT0 + ") / 1e6 FROM mine ORDER BY alloc_ts_ns, id "

@@ -101,8 +101,9 @@ void leak_growth(Ctx& c, std::vector<Finding>& out, std::vector<std::string>& no
               fmt_bytes(v.repeated_growth_bytes()) + " after its first growth episode)";
     std::string given_back;
     if (returned_in_teardown > 0)
-      given_back += " " + fmt_bytes(returned_in_teardown) + " of it was returned only by the " +
-                    std::to_string(v.teardown_calls) + " release calls after its last working call (the teardown).";
+      given_back += " " + fmt_bytes(returned_in_teardown) + " of it was returned only in the teardown: the " +
+                    std::to_string(v.teardown_calls) + " calls after its last working call (releases, and the "
+                    "synchronizations between them).";
     if (returned_at_exit > 0)
       given_back += " " + fmt_bytes(returned_at_exit) + " was released only when the process exited at " +
                     c.t(p.end_ns) + ".";
