@@ -22,6 +22,8 @@
 #include <random>
 #include <set>
 
+#include "common/untrusted_text.h"
+
 namespace vs::mcp {
 
 namespace beast = boost::beast;
@@ -395,7 +397,8 @@ struct HttpServer::State {
     return response;
   }
   Response error_reply(const Request& request, http::status status, const std::string& message) const {
-    spdlog::debug("mcp http: {} -> {}: {}", header(request, http::field::host), static_cast<int>(status), message);
+    spdlog::debug("mcp http: {} -> {}: {}", escape_untrusted(header(request, http::field::host), 80),
+                  static_cast<int>(status), escape_untrusted(message, 200));
     return reply(request, status, error_body(transport_error, message));
   }
   bool send(TimedSocket& stream, Response&& response) {

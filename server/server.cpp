@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "common/json_schema.h"
+#include "common/untrusted_text.h"
 
 namespace vs::mcp {
 
@@ -444,7 +445,7 @@ void Server::run_request(const std::shared_ptr<Session>& session, const std::sha
     try {
       reply = (this->*method.handler)(*session, params, context);
     } catch (const std::exception& e) {
-      spdlog::error("mcp: request {} failed: {}", id.dump(), e.what());
+      spdlog::error("mcp: request {} failed: {}", escape_untrusted(id.dump(), 80), escape_untrusted(e.what()));
       reply = RpcError{error_code::internal_error, std::string("internal error: ") + e.what()};
     }
     if (auto* result = std::get_if<json>(&reply))
@@ -481,7 +482,7 @@ void Server::handle_notification(Session& session, const std::string& method, co
       std::lock_guard lock(session.mutex_);
       const std::string key = id_key(*id);
       if (auto it = session.in_flight_.find(key); it != session.in_flight_.end()) {
-        spdlog::debug("mcp: request {} cancelled: {}", id->dump(), why);
+        spdlog::debug("mcp: request {} cancelled: {}", escape_untrusted(id->dump(), 80), escape_untrusted(why, 200));
         it->second->store(true);
         session.client_answered_.notify_all();  // a handler waiting on the client gives up
         // One still waiting for a worker leaves the queue now.
@@ -495,7 +496,7 @@ void Server::handle_notification(Session& session, const std::string& method, co
     }
     if (dequeued) dequeued();  // cancelled: ends at once without a response
   } else if (method != "notifications/initialized") {
-    spdlog::debug("mcp: ignoring notification {}", method);
+    spdlog::debug("mcp: ignoring notification {}", escape_untrusted(method, 80));
   }
 }
 
@@ -503,7 +504,7 @@ void Server::handle_client_response(Session& session, const json& id, const json
   std::lock_guard lock(session.mutex_);
   auto it = session.client_requests_.find(id_key(id));
   if (it == session.client_requests_.end()) {
-    spdlog::debug("mcp: ignoring a response to unknown request {}", id.dump());
+    spdlog::debug("mcp: ignoring a response to unknown request {}", escape_untrusted(id.dump(), 80));
     return;
   }
   it->second->answered = true;
@@ -526,8 +527,10 @@ Server::Reply Server::initialize(Session& session, const json& params, RequestCo
     session.initialize_answered_ = true;
   }
   const json& client = params["clientInfo"];
-  spdlog::info("mcp: session initialized by {} {} (protocol {})", client["name"].get_ref<const std::string&>(),
-               client["version"].get_ref<const std::string&>(), version);
+  // What the client sends is untrusted text, as the traced system's is: escaped before it reaches a terminal.
+  spdlog::info("mcp: session initialized by {} {} (protocol {})",
+               escape_untrusted(client["name"].get_ref<const std::string&>(), 80),
+               escape_untrusted(client["version"].get_ref<const std::string&>(), 40), escape_untrusted(version, 40));
   json server_info = {{"name", info_.name}, {"version", info_.version}};
   if (!legacy) set_if(server_info, "title", info_.title);
   json result = {
@@ -591,7 +594,7 @@ Server::Reply Server::call_tool(Session& session, const json& params, RequestCon
     Result<json> outcome = tool->handler(arguments, context);
     result = outcome ? std::move(outcome.value()) : tool_error_result(outcome.error().message);
   } catch (const std::exception& e) {
-    spdlog::error("mcp: tool {} threw: {}", name, e.what());
+    spdlog::error("mcp: tool {} threw: {}", escape_untrusted(name, 80), escape_untrusted(e.what()));
     result = tool_error_result("tool '" + name + "' failed: " + e.what());
   }
   if (!result.is_object() || !result.contains("content") || !result["content"].is_array())
