@@ -124,10 +124,11 @@ namespace {
 using Caps = vs::store::SandboxCaps;
 
 // An error run_sql gives at once, with time_limit_ms 10: the message.
-std::string refused_at_once(const vs::store::TraceReader& db, const std::string& sql) {
+// `time_limit_ms` above what the refusal takes lets a test tell a size limit from the clock on a loaded machine.
+std::string refused_at_once(const vs::store::TraceReader& db, const std::string& sql, int time_limit_ms = 10) {
   INFO(sql);
   auto started = std::chrono::steady_clock::now();
-  std::string err = vs::test::run_tool_error(db, "run_sql", {{"sql", sql}, {"time_limit_ms", 10}});
+  std::string err = vs::test::run_tool_error(db, "run_sql", {{"sql", sql}, {"time_limit_ms", time_limit_ms}});
   auto took = std::chrono::steady_clock::now() - started;
   INFO(err);
   CHECK(took < std::chrono::milliseconds(1000));
@@ -206,11 +207,15 @@ TEST_CASE("run_sql: printf's width and precision are capped, so one call cannot 
 
 TEST_CASE("run_sql: no value grows past 1,000,000 bytes; zeroblob and randomblob are refused", "[tools][run_sql]") {
   auto t = vs::test::open_trace(vs::test::example_trace("leak"));
+  // The size limit refuses these within milliseconds; a 10 ms clock could win on a loaded machine (seen at a
+  // load of 8 on 2 cores), so the clock is set far above it and refused_at_once still requires < 1 s.
+  constexpr int kSizeNotClock = 2000;
   const std::string too_big = "a value would be longer than 1,000,000 bytes, run_sql's limit for any one string, "
                               "blob or row";
   // A recursive CTE that doubles a string.
   std::string err = refused_at_once(
-      *t.reader, "WITH RECURSIVE s(x) AS (SELECT 'x' UNION ALL SELECT x || x FROM s) SELECT max(length(x)) FROM s");
+      *t.reader, "WITH RECURSIVE s(x) AS (SELECT 'x' UNION ALL SELECT x || x FROM s) SELECT max(length(x)) FROM s",
+      kSizeNotClock);
   CHECK(has(err, too_big));
   CHECK(has(err, "build shorter strings"));
   // ... and one that appends to it, row by row.
@@ -218,19 +223,24 @@ TEST_CASE("run_sql: no value grows past 1,000,000 bytes; zeroblob and randomblob
                         "WITH RECURSIVE s(i, x) AS (SELECT 0, '' UNION ALL SELECT i + 1, x || printf('%.1000c', 'y') "
                         "FROM s) SELECT max(length(x)) FROM s");
   CHECK((has(err, too_big) || has(err, "time limit of 10 ms")));
-  CHECK(has(refused_at_once(*t.reader, "SELECT length(replace(printf('%.100000c', 'a'), 'a', 'aaaaaaaaaaaa'))"),
+  CHECK(has(refused_at_once(*t.reader, "SELECT length(replace(printf('%.100000c', 'a'), 'a', 'aaaaaaaaaaaa'))",
+                            kSizeNotClock),
             too_big));
-  CHECK(has(refused_at_once(*t.reader, "SELECT length(group_concat(printf('%.99999c', 'g'))) FROM call_rows"),
+  CHECK(has(refused_at_once(*t.reader, "SELECT length(group_concat(printf('%.99999c', 'g'))) FROM call_rows",
+                            kSizeNotClock),
             too_big));
   CHECK(has(refused_at_once(*t.reader, "SELECT length(hex(printf('%.99999c', 'h') || printf('%.99999c', 'h') || "
                                        "printf('%.99999c', 'h') || printf('%.99999c', 'h') || printf('%.99999c', "
-                                       "'h') || printf('%.99999c', 'h')))"),
+                                       "'h') || printf('%.99999c', 'h')))",
+                            kSizeNotClock),
             too_big));
   // SQLite's own json_group_array would grow without a bound until the end.
-  CHECK(has(refused_at_once(*t.reader, "SELECT length(json_group_array(printf('%.50000c', 'j'))) FROM call_rows"),
+  CHECK(has(refused_at_once(*t.reader, "SELECT length(json_group_array(printf('%.50000c', 'j'))) FROM call_rows",
+                            kSizeNotClock),
             too_big));
   CHECK(has(refused_at_once(*t.reader,
-                            "SELECT length(json_group_object(id, printf('%.50000c', 'j'))) FROM call_rows"),
+                            "SELECT length(json_group_object(id, printf('%.50000c', 'j'))) FROM call_rows",
+                            kSizeNotClock),
             too_big));
   // zeroblob(1e9) and randomblob build a value of any size: not available.
   for (const char* sql : {"SELECT length(zeroblob(1e9))", "SELECT length(zeroblob(1000000000))",
