@@ -142,6 +142,70 @@ constexpr auto make_table() {
       Builder("cuCtxPushCurrent_v2", Driver, Op::SetContext).handle(A0),
       // cuDevicePrimaryCtxRetain(CUcontext* pctx, CUdevice dev)
       Builder("cuDevicePrimaryCtxRetain", Driver, Op::PrimaryCtxRetain).handle(Out0).device(A1).read(deref(0)),
+
+      // ---- appended later, so that the ids above stay what trace files already hold (a writer refuses a
+      // file whose apis table maps an id to another name): memory held without being allocated (CUDA IPC,
+      // registered host memory), the stream-ordered allocator's pool, CUDA graphs ----
+      // runtime:
+      // cudaIpcGetMemHandle(cudaIpcMemHandle_t* handle, void* devPtr): handle = the first 8 bytes of the
+      // opaque 64-byte handle, read at return.
+      Builder("cudaIpcGetMemHandle", Runtime, Op::IpcGetHandle).ptr(A1).handle(Out0).read(deref(0)),
+      // cudaIpcOpenMemHandle(void** devPtr, cudaIpcMemHandle_t handle, unsigned flags): the 64-byte handle is
+      // passed by value, in memory (the stack: S0 is its first 8 bytes); flags takes the second register.
+      Builder("cudaIpcOpenMemHandle", Runtime, Op::IpcOpen, AllocKind::IpcMapped).ptr(Out0).handle(S0).stack(1).read(deref(0)),
+      Builder("cudaIpcCloseMemHandle", Runtime, Op::IpcClose).ptr(A0),
+      // cudaHostRegister(void* ptr, size_t size, unsigned flags); cudaHostUnregister(void* ptr)
+      Builder("cudaHostRegister", Runtime, Op::HostRegister, AllocKind::HostRegistered).ptr(A0).bytes(A1),
+      Builder("cudaHostUnregister", Runtime, Op::HostUnregister).ptr(A0),
+      // The stream-ordered allocator's pool (cudaMallocAsync; PyTorch's cudaMallocAsync backend):
+      // cudaMemPoolTrimTo(cudaMemPool_t pool, size_t minBytesToKeep);
+      // cudaMemPool{Set,Get}Attribute(cudaMemPool_t pool, cudaMemPoolAttr attr, void* value): ptr = attr,
+      // bytes = the value behind `value` at return (4 bytes for the int attributes 1..3, else 8: decode_call);
+      // cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device)
+      Builder("cudaMemPoolTrimTo", Runtime, Op::MemPoolTrim).handle(A0).bytes(A1),
+      Builder("cudaMemPoolSetAttribute", Runtime, Op::MemPoolSetAttribute).handle(A0).ptr(A1).bytes(Out1).read(deref(2, 4), deref(2, 8)),
+      Builder("cudaMemPoolGetAttribute", Runtime, Op::MemPoolGetAttribute).handle(A0).ptr(A1).bytes(Out1).read(deref(2, 4), deref(2, 8)),
+      Builder("cudaDeviceGetDefaultMemPool", Runtime, Op::DefaultMemPool).handle(Out0).device(A1).read(deref(0)),
+      // CUDA graphs: cudaGraphInstantiate[WithFlags](cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags),
+      // cudaGraphInstantiateWithParams[_ptsz](exec, graph, cudaGraphInstantiateParams* params): handle = the
+      // executable graph (read at return), ptr = the graph; cudaGraphLaunch[_ptsz](exec, stream);
+      // cudaGraphExecDestroy(exec)
+      Builder("cudaGraphInstantiate", Runtime, Op::GraphInstantiate).handle(Out0).ptr(A1).read(deref(0)),
+      Builder("cudaGraphInstantiateWithFlags", Runtime, Op::GraphInstantiate).handle(Out0).ptr(A1).read(deref(0)),
+      Builder("cudaGraphInstantiateWithParams", Runtime, Op::GraphInstantiate).handle(Out0).ptr(A1).read(deref(0)),
+      Builder("cudaGraphInstantiateWithParams_ptsz", Runtime, Op::GraphInstantiate).handle(Out0).ptr(A1).read(deref(0)),
+      Builder("cudaGraphLaunch", Runtime, Op::GraphLaunch).handle(A0).stream(A1),
+      Builder("cudaGraphLaunch_ptsz", Runtime, Op::GraphLaunch).handle(A0).stream(A1),
+      Builder("cudaGraphExecDestroy", Runtime, Op::GraphExecDestroy).handle(A0),
+
+      // driver:
+      // cuIpcGetMemHandle(CUipcMemHandle* pHandle, CUdeviceptr dptr);
+      // cuIpcOpenMemHandle[_v2](CUdeviceptr* pdptr, CUipcMemHandle handle, unsigned flags) (the handle by value,
+      // in memory, as for the runtime's); cuIpcCloseMemHandle(CUdeviceptr dptr)
+      Builder("cuIpcGetMemHandle", Driver, Op::IpcGetHandle).ptr(A1).handle(Out0).read(deref(0)),
+      Builder("cuIpcOpenMemHandle_v2", Driver, Op::IpcOpen, AllocKind::IpcMapped).ptr(Out0).handle(S0).stack(1).read(deref(0)),
+      Builder("cuIpcOpenMemHandle", Driver, Op::IpcOpen, AllocKind::IpcMapped).ptr(Out0).handle(S0).stack(1).read(deref(0)),
+      Builder("cuIpcCloseMemHandle", Driver, Op::IpcClose).ptr(A0),
+      // cuMemHostRegister[_v2](void* p, size_t bytesize, unsigned flags); cuMemHostUnregister(void* p)
+      Builder("cuMemHostRegister_v2", Driver, Op::HostRegister, AllocKind::HostRegistered).ptr(A0).bytes(A1),
+      Builder("cuMemHostRegister", Driver, Op::HostRegister, AllocKind::HostRegistered).ptr(A0).bytes(A1),
+      Builder("cuMemHostUnregister", Driver, Op::HostUnregister).ptr(A0),
+      // The driver's pool calls, as the runtime's: cuMemPoolTrimTo(pool, minBytesToKeep),
+      // cuMemPool{Set,Get}Attribute(pool, attr, value), cuDeviceGetDefaultMemPool(CUmemoryPool* pool, CUdevice dev)
+      Builder("cuMemPoolTrimTo", Driver, Op::MemPoolTrim).handle(A0).bytes(A1),
+      Builder("cuMemPoolSetAttribute", Driver, Op::MemPoolSetAttribute).handle(A0).ptr(A1).bytes(Out1).read(deref(2, 4), deref(2, 8)),
+      Builder("cuMemPoolGetAttribute", Driver, Op::MemPoolGetAttribute).handle(A0).ptr(A1).bytes(Out1).read(deref(2, 4), deref(2, 8)),
+      Builder("cuDeviceGetDefaultMemPool", Driver, Op::DefaultMemPool).handle(Out0).device(A1).read(deref(0)),
+      // cuGraphInstantiateWithFlags(CUgraphExec* exec, CUgraph graph, unsigned long long flags); cuGraphInstantiate_v2
+      // (CUDA 11: exec, graph, errorNode*, log, size) and cuGraphInstantiateWithParams[_ptsz](exec, graph, params*)
+      // start the same; cuGraphLaunch[_ptsz](exec, stream); cuGraphExecDestroy(exec)
+      Builder("cuGraphInstantiateWithFlags", Driver, Op::GraphInstantiate).handle(Out0).ptr(A1).read(deref(0)),
+      Builder("cuGraphInstantiate_v2", Driver, Op::GraphInstantiate).handle(Out0).ptr(A1).read(deref(0)),
+      Builder("cuGraphInstantiateWithParams", Driver, Op::GraphInstantiate).handle(Out0).ptr(A1).read(deref(0)),
+      Builder("cuGraphInstantiateWithParams_ptsz", Driver, Op::GraphInstantiate).handle(Out0).ptr(A1).read(deref(0)),
+      Builder("cuGraphLaunch", Driver, Op::GraphLaunch).handle(A0).stream(A1),
+      Builder("cuGraphLaunch_ptsz", Driver, Op::GraphLaunch).handle(A0).stream(A1),
+      Builder("cuGraphExecDestroy", Driver, Op::GraphExecDestroy).handle(A0),
   };
   std::array<ApiInfo, table.size()> out{};
   for (std::size_t i = 0; i < table.size(); ++i) {
@@ -213,6 +277,18 @@ std::string_view op_name(Op op) {
     case Op::SetContext: return "set_context";
     case Op::PrimaryCtxRetain: return "primary_ctx_retain";
     case Op::MemGetInfo: return "mem_get_info";
+    case Op::IpcGetHandle: return "ipc_get_handle";
+    case Op::IpcOpen: return "ipc_open";
+    case Op::IpcClose: return "ipc_close";
+    case Op::HostRegister: return "host_register";
+    case Op::HostUnregister: return "host_unregister";
+    case Op::MemPoolTrim: return "mem_pool_trim";
+    case Op::MemPoolSetAttribute: return "mem_pool_set_attribute";
+    case Op::MemPoolGetAttribute: return "mem_pool_get_attribute";
+    case Op::DefaultMemPool: return "default_mem_pool";
+    case Op::GraphInstantiate: return "graph_instantiate";
+    case Op::GraphLaunch: return "graph_launch";
+    case Op::GraphExecDestroy: return "graph_exec_destroy";
   }
   return "unknown";
 }
@@ -224,6 +300,10 @@ DecodedCall decode_call(const ApiInfo& api, const RawCallValues& raw) {
   d.ptr = pick(api.ptr, api, raw);
   d.bytes = pick(api.bytes, api, raw);
   if (d.bytes && api.bytes_factor != None) *d.bytes *= pick(api.bytes_factor, api, raw).value_or(1);
+  // A pool attribute's value: cudaMemPoolReuse* (attributes 1..3) are ints, read as 4 bytes (out[0]);
+  // the others (release threshold, reserved / used bytes and their highs) 64-bit (out[1]).
+  if ((api.op == Op::MemPoolGetAttribute || api.op == Op::MemPoolSetAttribute) && d.ptr && *d.ptr >= 1 && *d.ptr <= 3)
+    d.bytes = raw.out[0] & 0xffffffffu;
   d.stream = pick(api.stream, api, raw);
   d.handle = pick(api.handle, api, raw);
   if (auto dev = pick(api.device, api, raw)) d.device = static_cast<std::int32_t>(*dev);  // CUdevice is an int

@@ -34,19 +34,37 @@ enum class Op : std::uint8_t {
   SetContext,        // cuCtxSetCurrent / cuCtxPushCurrent_v2
   PrimaryCtxRetain,  // cuDevicePrimaryCtxRetain: context -> device
   MemGetInfo,
+  IpcGetHandle,      // cudaIpcGetMemHandle: exports a device allocation to other processes
+  IpcOpen,           // cudaIpcOpenMemHandle: maps another process's allocation (ipc_mapped)
+  IpcClose,          // cudaIpcCloseMemHandle
+  HostRegister,      // cudaHostRegister: pins existing host memory (host_registered)
+  HostUnregister,    // cudaHostUnregister
+  MemPoolTrim,       // cudaMemPoolTrimTo: the stream-ordered allocator's pool returns memory
+  MemPoolSetAttribute,
+  MemPoolGetAttribute,  // ptr = the cudaMemPoolAttr, bytes = the value (e.g. the pool's reserved bytes)
+  DefaultMemPool,    // cudaDeviceGetDefaultMemPool: device -> pool
+  GraphInstantiate,  // cudaGraphInstantiate*: graph -> executable graph
+  GraphLaunch,       // cudaGraphLaunch
+  GraphExecDestroy,  // cudaGraphExecDestroy
 };
 
 // The `allocations.kind` vocabulary (store/schema.sql documents it).
-enum class AllocKind : std::uint8_t { None, Device, Async, Managed, Host, VmmPhysical, VmmReserved, VmmMapped };
+enum class AllocKind : std::uint8_t {
+  None, Device, Async, Managed, Host, VmmPhysical, VmmReserved, VmmMapped, IpcMapped, HostRegistered
+};
 
 // The kinds of allocation, in the order results list them.
 inline constexpr AllocKind kAllocKinds[] = {AllocKind::Device,      AllocKind::Async,       AllocKind::Managed,
                                             AllocKind::Host,        AllocKind::VmmPhysical, AllocKind::VmmReserved,
-                                            AllocKind::VmmMapped};
+                                            AllocKind::VmmMapped,   AllocKind::IpcMapped,   AllocKind::HostRegistered};
+// One past the largest AllocKind value: the size of arrays indexed by kind.
+inline constexpr int kAllocKindSlots = static_cast<int>(AllocKind::HostRegistered) + 1;
 
 // The one definition of what occupies GPU memory, for the tracer's summary, pairing's totals and every tool:
 // device, async, managed and vmm_physical bytes. host is pinned host memory; vmm_reserved is address space and
 // vmm_mapped maps vmm_physical bytes: adding either would count address space or the same memory twice.
+// ipc_mapped is another process's allocation mapped into this one (cudaIpcOpenMemHandle): the exporter owns
+// the memory and counts it; host_registered is the program's own host memory pinned by cudaHostRegister.
 constexpr bool occupies_gpu_memory(AllocKind kind) {
   return kind == AllocKind::Device || kind == AllocKind::Async || kind == AllocKind::Managed ||
          kind == AllocKind::VmmPhysical;
@@ -94,6 +112,8 @@ constexpr std::string_view alloc_kind_name(AllocKind kind) {
     case AllocKind::VmmPhysical: return "vmm_physical";
     case AllocKind::VmmReserved: return "vmm_reserved";
     case AllocKind::VmmMapped: return "vmm_mapped";
+    case AllocKind::IpcMapped: return "ipc_mapped";
+    case AllocKind::HostRegistered: return "host_registered";
   }
   return "none";
 }

@@ -18,6 +18,7 @@ bool is_memory_op(Op op) {
     case Op::Alloc: case Op::Free: case Op::FreeHost:
     case Op::VmmReserve: case Op::VmmAddressFree: case Op::VmmCreate: case Op::VmmRelease:
     case Op::VmmMap: case Op::VmmUnmap:
+    case Op::IpcOpen: case Op::IpcClose: case Op::HostRegister: case Op::HostUnregister:
       return true;
     default:
       return false;
@@ -189,6 +190,49 @@ void Pairing::on_call(const CallRecord& call, std::optional<std::int64_t> seq, P
       if (!any) unmatched(call.ptr);
       return;
     }
+    case Op::IpcOpen: {
+      if (!call.ptr || *call.ptr == 0) return;
+      Process& p = process(call.pid);
+      // Opening a handle the process already has open returns the same pointer and counts a reference
+      // (CUDA: "the reference count on the handle is incremented"): one mapping, ended by the last close.
+      if (auto it = p.ipc.find(*call.ptr); it != p.ipc.end()) {
+        ++it->second.refs;
+        return;
+      }
+      // `handle`: what the call record carries of the IPC handle (its first 8 bytes).
+      open(p.ipc, call, seq, AllocKind::IpcMapped, *call.ptr, call.handle, call.device, ops);
+      return;
+    }
+    case Op::IpcClose: {
+      if (!call.ptr || *call.ptr == 0) return;
+      Process* p = find_process(call.pid);
+      if (p == nullptr) {
+        unmatched(call.ptr);
+        return;
+      }
+      auto it = p->ipc.find(*call.ptr);
+      if (it == p->ipc.end()) {
+        unmatched(call.ptr);
+      } else if (it->second.refs > 1) {
+        --it->second.refs;
+      } else {
+        close(it->second, call.id, seq, call.ts_ns + call.dur_ns, kFreed, ops);
+        p->ipc.erase(it);
+      }
+      return;
+    }
+    case Op::HostRegister: {
+      if (!call.ptr || *call.ptr == 0) return;
+      open(process(call.pid).registered, call, seq, AllocKind::HostRegistered, *call.ptr, std::nullopt, call.device,
+           ops);
+      return;
+    }
+    case Op::HostUnregister: {
+      if (!call.ptr || *call.ptr == 0) return;
+      Process* p = find_process(call.pid);
+      if (p == nullptr || !close_at(p->registered, *call.ptr, call, seq, ops)) unmatched(call.ptr);
+      return;
+    }
     default:
       return;
   }
@@ -200,8 +244,11 @@ PairingOps Pairing::on_process_exit(std::uint32_t pid, std::int64_t ts_ns) {
   if (it == processes_.end()) return ops;
   std::vector<const Open*> held;
   Process& p = it->second;
-  held.reserve(p.pointers.size() + p.physical.size() + p.reserved.size() + p.mapped.size());
+  held.reserve(p.pointers.size() + p.physical.size() + p.reserved.size() + p.mapped.size() + p.ipc.size() +
+               p.registered.size());
   for (const auto& [key, o] : p.pointers) held.push_back(&o);
+  for (const auto& [key, o] : p.ipc) held.push_back(&o);
+  for (const auto& [key, o] : p.registered) held.push_back(&o);
   for (const auto& [key, o] : p.physical) held.push_back(&o);
   for (const auto& [key, o] : p.reserved) held.push_back(&o);
   for (const auto& [key, o] : p.mapped) held.push_back(&o);

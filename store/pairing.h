@@ -55,7 +55,7 @@ struct PairingOps {
 
 // Outstanding bytes by allocations.kind, over all processes.
 struct OutstandingTotals {
-  std::uint64_t bytes_by_kind[8]{};  // indexed by AllocKind
+  std::uint64_t bytes_by_kind[kAllocKindSlots]{};  // indexed by AllocKind
   std::uint64_t open_count = 0;
   std::uint64_t device_bytes() const;  // what occupies GPU memory (common/cuda_api.h: occupies_gpu_memory)
 };
@@ -80,12 +80,14 @@ class Pairing {
     std::uint64_t bytes = 0;
     std::optional<std::int64_t> device;
     AllocKind kind = AllocKind::None;
+    std::uint32_t refs = 1;  // ipc_mapped: opens of the same mapping not yet closed
   };
   // Everything one process holds open. Keys are pointers (one namespace for device,
   // async, managed and host), VMM handles, and reserved / mapped start addresses;
-  // mappings are ordered because cuMemUnmap closes every mapping inside a range.
+  // mappings are ordered because cuMemUnmap closes every mapping inside a range. IPC mappings and registered
+  // host ranges have their own namespaces: only their own calls end them.
   struct Process {
-    std::unordered_map<std::uint64_t, Open> pointers, physical, reserved;
+    std::unordered_map<std::uint64_t, Open> pointers, physical, reserved, ipc, registered;
     std::map<std::uint64_t, Open> mapped;
   };
 

@@ -100,7 +100,12 @@ CREATE TABLE IF NOT EXISTS apis (
   layer  TEXT NOT NULL,          -- 'runtime' | 'driver'
   op     TEXT NOT NULL           -- 'alloc','free','free_host','vmm_reserve','vmm_address_free','vmm_create',
                                  -- 'vmm_release','vmm_map','vmm_unmap','vmm_set_access','memcpy','launch',
-                                 -- 'sync','set_device','set_context','primary_ctx_retain','mem_get_info'
+                                 -- 'sync','set_device','set_context','primary_ctx_retain','mem_get_info',
+                                 -- 'ipc_get_handle','ipc_open','ipc_close' (CUDA IPC),
+                                 -- 'host_register','host_unregister' (cudaHostRegister),
+                                 -- 'mem_pool_trim','mem_pool_set_attribute','mem_pool_get_attribute','default_mem_pool'
+                                 -- (the stream-ordered allocator's pool: cudaMallocAsync),
+                                 -- 'graph_instantiate','graph_launch','graph_exec_destroy' (CUDA graphs)
 );
 CREATE TABLE IF NOT EXISTS objects (
   id    INTEGER PRIMARY KEY,
@@ -118,9 +123,20 @@ CREATE TABLE IF NOT EXISTS call_rows (
   api_id        INTEGER NOT NULL REFERENCES apis(id),
   device        INTEGER,             -- CUDA device ordinal, NULL if unknown
   stream        INTEGER,             -- for APIs that take a stream
-  ptr           INTEGER,             -- device/host pointer or virtual address (alloc: the result)
-  bytes         INTEGER,             -- size (memcpy: bytes copied; cudaMemGetInfo: free bytes)
-  handle        INTEGER,             -- VMM allocation handle (cuMemCreate/Release/Map) or CUcontext
+  ptr           INTEGER,             -- device/host pointer or virtual address (alloc: the result; ipc_open: the
+                                     -- mapped pointer returned; ipc_get_handle: the pointer exported;
+                                     -- mem_pool_get/set_attribute: the attribute (cudaMemPoolAttr: 1-3 reuse flags,
+                                     -- 4 release threshold, 5/6 reserved bytes current/high, 7/8 used bytes
+                                     -- current/high); graph_instantiate: the graph (cudaGraph_t))
+  bytes         INTEGER,             -- size (memcpy: bytes copied; cudaMemGetInfo: free bytes; mem_pool_trim: the
+                                     -- bytes to keep; mem_pool_get/set_attribute: the attribute's value, read at
+                                     -- return, e.g. the pool's reserved bytes: a level, not a size to add up)
+  handle        INTEGER,             -- VMM allocation handle (cuMemCreate/Release/Map) or CUcontext;
+                                     -- ipc_get_handle / ipc_open: the first 8 bytes of the opaque 64-byte IPC
+                                     -- handle (written by the exporter's call, passed to the importer's), equal
+                                     -- in both for one handle; CUDA documents no layout, so not unique by itself;
+                                     -- mem_pool_*: the pool (default_mem_pool: the one returned); graph_*: the
+                                     -- executable graph (graph_instantiate: the one returned)
   ret           INTEGER NOT NULL,    -- cudaError_t / CUresult; 0 = success
   caller_id     INTEGER REFERENCES objects(id), -- the mapped file the call came from
   off_cpu_ns    INTEGER NOT NULL,    -- time the thread was off-CPU during the call
@@ -159,10 +175,20 @@ CREATE TABLE IF NOT EXISTS allocations (
   pid            INTEGER NOT NULL,
   device         INTEGER,
   kind           TEXT NOT NULL,   -- 'device' | 'async' | 'managed' | 'host' (pinned) |
-                                  -- 'vmm_physical' (cuMemCreate) | 'vmm_reserved' (cuMemAddressReserve) | 'vmm_mapped' (cuMemMap)
+                                  -- 'vmm_physical' (cuMemCreate) | 'vmm_reserved' (cuMemAddressReserve) | 'vmm_mapped' (cuMemMap) |
+                                  -- 'ipc_mapped': another process's allocation mapped into this one by
+                                  --   cudaIpcOpenMemHandle / cuIpcOpenMemHandle[_v2], until cudaIpcCloseMemHandle /
+                                  --   cuIpcCloseMemHandle. Not GPU memory of this process (the exporter owns and counts
+                                  --   it). Opening a handle that is already open returns the same pointer and counts a
+                                  --   reference: one row, from the first open to the close that drops the last reference |
+                                  -- 'host_registered': the program's own host memory pinned by cudaHostRegister /
+                                  --   cuMemHostRegister[_v2], until cudaHostUnregister / cuMemHostUnregister; not GPU memory.
+                                  -- GPU memory is device, async, managed and vmm_physical; the other kinds are not added to it.
   ptr            INTEGER,         -- address; for vmm_physical the handle
-  bytes          INTEGER NOT NULL,
-  handle         INTEGER,         -- vmm_mapped: the physical handle mapped there
+  bytes          INTEGER NOT NULL, -- ipc_mapped: 0, the handle does not carry the size (the exporter's allocation
+                                  -- has it: the exporter's ipc_get_handle call names its pointer)
+  handle         INTEGER,         -- vmm_mapped: the physical handle mapped there; ipc_mapped: the first 8 bytes of the
+                                  -- IPC handle opened (calls.handle of the exporter's cudaIpcGetMemHandle)
   alloc_call_id  INTEGER NOT NULL,
   free_call_id   INTEGER,
   alloc_ts_ns    INTEGER NOT NULL,
@@ -253,7 +279,8 @@ CREATE TABLE IF NOT EXISTS call_stats (
   calls        INTEGER NOT NULL,
   failed       INTEGER NOT NULL,    -- ret != 0
   nested       INTEGER NOT NULL,    -- parent_id IS NOT NULL (e.g. cuMemAlloc_v2 inside cudaMalloc)
-  ok_bytes     INTEGER NOT NULL,    -- SUM(bytes) of calls with ret = 0 (a sum only where bytes is a size: not cudaMemGetInfo)
+  ok_bytes     INTEGER NOT NULL,    -- SUM(bytes) of calls with ret = 0 (a sum only where bytes is a size: not cudaMemGetInfo
+                                    -- nor mem_pool_get/set_attribute, whose bytes are levels)
   total_ns     INTEGER NOT NULL,    -- SUM(dur_ns)
   max_ns       INTEGER NOT NULL,
   max_call_id  INTEGER NOT NULL,    -- the call that took max_ns

@@ -11,7 +11,8 @@ bool occupies_gpu_memory(std::string_view kind) { return vs::occupies_gpu_memory
 
 int kind_group(std::string_view kind) {
   if (occupies_gpu_memory(kind)) return 0;
-  return kind == "host" ? 1 : 2;
+  // Pinned host memory (allocated or registered) next; then address space and mappings.
+  return kind == "host" || kind == "host_registered" ? 1 : 2;
 }
 
 double round_ms(double ms) { return std::round(ms * 1000.0) / 1000.0; }

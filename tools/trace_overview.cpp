@@ -23,7 +23,8 @@ json nullable_ms(const Session& s, const store::Row& r, int col) {
 
 // Ops whose `bytes` column is a size worth adding up (cudaMemGetInfo's is free memory, a level).
 bool bytes_add_up(const std::string& op) {
-  return op == "alloc" || op == "vmm_create" || op == "vmm_reserve" || op == "vmm_map" || op == "memcpy";
+  return op == "alloc" || op == "vmm_create" || op == "vmm_reserve" || op == "vmm_map" || op == "memcpy" ||
+         op == "host_register";
 }
 
 Result<json> sessions_list(const store::TraceReader& db) {
@@ -242,7 +243,8 @@ Result<ToolOutput> run(const ToolInput& in) {
     text += " " + k["kind"].get<std::string>() + (k["occupies_gpu_memory"].get<bool>() ? "" : "*") + " " +
             fmt_bytes(k["live_bytes"].get<std::int64_t>()) + " / " +
             fmt_bytes(k["released_at_exit_bytes"].get<std::int64_t>()) + ";";
-  text += "\n  (* not GPU memory: host is pinned RAM, vmm_reserved is address space, vmm_mapped maps vmm_physical)\n";
+  text += "\n  (* not GPU memory: host is pinned RAM, vmm_reserved is address space, vmm_mapped maps vmm_physical,\n"
+          "     ipc_mapped maps another process's allocation, host_registered is pinned program memory)\n";
   text += "processes:\n";
   for (const auto& p : result["processes"]) {
     std::snprintf(buf, sizeof buf, "  pid %lld %s (%s) t=%.1f..", static_cast<long long>(p["pid"].get<std::int64_t>()),

@@ -734,3 +734,145 @@ TEST_CASE("perf-event links (--perf-links, as before Linux 6.6) record the same,
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   CHECK(processes_mentioning(run.db) == 0);
 }
+
+TEST_CASE("ipc: an opened IPC handle is the importer's ipc_mapped allocation until its last close", "[trace]") {
+  auto run = trace_scenario("ipc");
+  const std::string child = std::to_string(run.workload["child_pid"].get<int>());
+  const std::string parent = std::to_string(run.workload["pid"].get<int>());
+  const auto exported_a = run.workload["exported_a"].get<std::int64_t>();
+  const auto exported_b = run.workload["exported_b"].get<std::int64_t>();
+  const auto mapped_a = run.workload["mapped_a"].get<std::int64_t>();
+  const auto mapped_b = run.workload["mapped_b"].get<std::int64_t>();
+  REQUIRE(mapped_a == exported_a + 0x100000000000);
+  // The exporter: two cudaIpcGetMemHandle, each with its driver call nested; ptr = the exported pointer and
+  // handle = the handle's first 8 bytes (the fake puts the pointer there).
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaIpcGetMemHandle' AND pid = " + parent +
+              " AND parent_id IS NULL AND ret = 0") == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM calls c JOIN calls p ON p.id = c.parent_id WHERE c.api = 'cuIpcGetMemHandle' "
+              "AND p.api = 'cudaIpcGetMemHandle' AND c.ptr = p.ptr AND c.handle = p.handle") == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaIpcGetMemHandle' AND ptr = ? AND handle = ?",
+              {exported_a, exported_a}) == 1);
+  // The importer: 2 runtime opens (each nesting cuIpcOpenMemHandle_v2) of the same handle, 2 closes, and one
+  // driver open of its own. The handle passed by value (on the stack) is read back: its first 8 bytes.
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaIpcOpenMemHandle' AND pid = " + child +
+              " AND ptr = ? AND handle = ?", {mapped_a, exported_a}) == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuIpcOpenMemHandle_v2' AND parent_id IS NOT NULL AND ptr = ? "
+              "AND handle = ?", {mapped_a, exported_a}) == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaIpcCloseMemHandle' AND ptr = ?", {mapped_a}) == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuIpcOpenMemHandle_v2' AND parent_id IS NULL AND ptr = ? "
+              "AND handle = ?", {mapped_b, exported_b}) == 1);
+  // Two mappings, both the child's, 0 bytes (the size is the exporter's): A's from the first open to the
+  // second close (the reference count), B's released when the child exited.
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'ipc_mapped'") == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'ipc_mapped' AND pid = " + child + " AND bytes = 0") == 2);
+  CHECK(run.q("SELECT a.alloc_call_id = (SELECT MIN(id) FROM calls WHERE api = 'cudaIpcOpenMemHandle') "
+              "AND a.free_call_id = (SELECT MAX(id) FROM calls WHERE api = 'cudaIpcCloseMemHandle') "
+              "FROM allocations a WHERE kind = 'ipc_mapped' AND end_reason = 'freed' AND ptr = ? AND handle = ?",
+              {mapped_a, exported_a}) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'ipc_mapped' AND end_reason = 'process_exit' "
+              "AND ptr = ? AND handle = ?", {mapped_b, exported_b}) == 1);
+  // The exporter's allocation of the same memory, found through the handle; the exporter's own memory is
+  // paired as usual; nothing unmatched.
+  CHECK(run.q("SELECT COUNT(*) FROM allocations m JOIN calls g ON g.api = 'cudaIpcGetMemHandle' AND g.handle = m.handle "
+              "JOIN allocations e ON e.pid = g.pid AND e.ptr = g.ptr AND e.kind = 'device' "
+              "WHERE m.kind = 'ipc_mapped'") == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE pid = " + parent + " AND kind = 'device' AND end_reason = 'freed'") ==
+        2);
+  CHECK(run.q("SELECT COUNT(*) FROM unmatched_frees") == 0);
+}
+
+TEST_CASE("the end-of-run summary does not count IPC mappings or registered host memory as GPU memory", "[trace]") {
+  auto dir = temp_dir();
+  for (const std::string scenario : {"ipc", "host_register"}) {
+    std::string cmd = std::string(VS_BINARY) + " trace --db " + dir + "/" + scenario + ".db --cuda-lib " + fixture("libcudart.so.13") +
+                      " --cuda-lib " + fixture("libcuda.so.1") + " -- " + fixture("workload") + " " + scenario +
+                      " > /dev/null 2> " + dir + "/log.txt";
+    REQUIRE(std::system(cmd.c_str()) == 0);
+    const std::string log = read_all(dir + "/log.txt");
+    INFO(log);
+    if (scenario == "ipc") {
+      // The parent: A and B (10 MiB); the child: two mappings, no GPU memory, B's released at exit.
+      CHECK(log.find("]: 2 allocations (10.0 MiB of GPU memory), outstanding at end: 0 (0 B), released at exit: 0 B\n") !=
+            std::string::npos);
+      CHECK(log.find("]: 2 allocations (0 B of GPU memory), outstanding at end: 0 (0 B), released at exit: 0 B\n") !=
+            std::string::npos);
+    } else {
+      CHECK(log.find("]: 2 allocations (0 B of GPU memory), outstanding at end: 0 (0 B), released at exit: 0 B\n") !=
+            std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("host_register: pinned registrations of the program's memory are host_registered, paired by address",
+          "[trace]") {
+  auto run = trace_scenario("host_register");
+  const auto registered = run.workload["registered"].get<std::int64_t>();
+  const auto kept = run.workload["kept"].get<std::int64_t>();
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaHostRegister' AND ptr = ? AND bytes = ?",
+              {registered, 3 * MiB}) == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaHostRegister' AND ret <> 0") == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaHostUnregister' AND ptr = ?", {registered}) == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaHostUnregister' AND ret <> 0") == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM calls c JOIN calls p ON p.id = c.parent_id "
+              "WHERE c.api = 'cuMemHostRegister_v2' AND p.api = 'cudaHostRegister'") == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemHostRegister_v2' AND parent_id IS NULL AND ptr = ? "
+              "AND bytes = ?", {kept, 5 * MiB}) == 1);
+  // One allocation per successful registration, bytes counted once.
+  CHECK(run.q("SELECT COUNT(*) FROM allocations") == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'host_registered' AND end_reason = 'freed' AND ptr = ? "
+              "AND bytes = ?", {registered, 3 * MiB}) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'host_registered' AND end_reason = 'process_exit' "
+              "AND ptr = ? AND bytes = ?", {kept, 5 * MiB}) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM unmatched_frees") == 0);
+}
+
+TEST_CASE("mem_pool: the stream-ordered allocator's pool, its attributes read back, a trim", "[trace]") {
+  auto run = trace_scenario("mem_pool");
+  const auto pool = run.workload["pool"].get<std::int64_t>();
+  const std::string top = " AND parent_id IS NULL";
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaDeviceGetDefaultMemPool' AND handle = ? AND device = 0",
+              {pool}) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM calls c JOIN calls p ON p.id = c.parent_id WHERE c.api = 'cuDeviceGetDefaultMemPool' "
+              "AND p.api = 'cudaDeviceGetDefaultMemPool' AND c.handle = ?", {pool}) == 1);
+  // The setting written, and each reading as the program got it (attribute in ptr, value in bytes), in order.
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaMemPoolSetAttribute' AND handle = ? AND ptr = 4 AND bytes = ?",
+              {pool, 64 * MiB}) == 1);
+  std::vector<std::pair<std::int64_t, std::int64_t>> readings;
+  auto st = run.reader->query("SELECT ptr, bytes FROM calls WHERE api = 'cudaMemPoolGetAttribute' AND handle = ? "
+                                "ORDER BY id", {pool}, [&](const Row& r) { readings.emplace_back(r.i64(0), r.i64(1)); });
+  REQUIRE(st.ok());
+  CHECK(readings == std::vector<std::pair<std::int64_t, std::int64_t>>{{5, 6 * MiB}, {7, 0}, {5, 0}, {2, 1}});
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemPoolGetAttribute' AND parent_id IS NOT NULL") == 4);
+  CHECK(run.q("SELECT bytes FROM calls WHERE api = 'cuMemPoolGetAttribute' AND ptr = 8" + top) == 6 * MiB);
+  // The trim comes between the reading of 6 MiB reserved and the reading of 0.
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaMemPoolTrimTo' AND handle = ? AND bytes = 0", {pool}) == 1);
+  CHECK(run.q("SELECT (SELECT id FROM calls WHERE api = 'cudaMemPoolTrimTo') BETWEEN "
+              "(SELECT MIN(id) FROM calls WHERE api = 'cudaMemPoolGetAttribute' AND ptr = 5) AND "
+              "(SELECT MAX(id) FROM calls WHERE api = 'cudaMemPoolGetAttribute' AND ptr = 5)") == 1);
+  CHECK(run.qs("SELECT op FROM apis WHERE name = 'cudaMemPoolGetAttribute'") == "mem_pool_get_attribute");
+  // The pool calls are calls, not allocations: only the two cudaMallocAsync are.
+  CHECK(run.q("SELECT COUNT(*) FROM allocations") == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'async' AND end_reason = 'freed'") == 2);
+}
+
+TEST_CASE("graph: instantiation, launches and destruction of executable graphs, by handle", "[trace]") {
+  auto run = trace_scenario("graph");
+  const auto exec1 = run.workload["exec1"].get<std::int64_t>();
+  const auto exec2 = run.workload["exec2"].get<std::int64_t>();
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaGraphInstantiate' AND handle = ? AND ptr = 24577", {exec1}) ==
+        1);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaGraphInstantiateWithFlags' AND handle = ? AND ptr = 24577",
+              {exec2}) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM calls c JOIN calls p ON p.id = c.parent_id WHERE c.api = 'cuGraphInstantiateWithFlags' "
+              "AND c.handle = p.handle") == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaGraphLaunch' AND handle = ? AND stream = 20486", {exec1}) == 3);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaGraphLaunch' AND handle = ? AND stream = 20486", {exec2}) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM calls c JOIN calls p ON p.id = c.parent_id WHERE c.api = 'cuGraphLaunch' "
+              "AND p.api = 'cudaGraphLaunch' AND c.handle = p.handle AND c.stream = p.stream") == 4);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaGraphExecDestroy' AND handle = ?", {exec1}) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaGraphExecDestroy' AND handle = ?", {exec2}) == 0);
+  // Graph launches are recorded without --launches (they are not kernel launches).
+  CHECK(run.q("SELECT COUNT(*) FROM probes WHERE api = 'cudaGraphLaunch' AND status = 'attached'") == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations") == 0);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE ret <> 0") == 0);
+}

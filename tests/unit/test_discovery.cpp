@@ -149,3 +149,52 @@ TEST_CASE("decode_call: where each column comes from", "[catalog]") {
   d = decode("cudaSetDevice");
   CHECK(d.device == -1);
 }
+
+TEST_CASE("decode_call: IPC, host registration, the pool's attributes, graphs", "[catalog]") {
+  CallArgs call{{100, 101, 102, 103, 104, 105, 200, 201, 202}, {300, 301}};
+  auto decode = [&](const char* name) { return decode_call(*find_api(name), call.record(*find_api(name))); };
+  for (const char* name : {"cudaIpcOpenMemHandle", "cuIpcOpenMemHandle_v2", "cuIpcOpenMemHandle"}) {
+    // (void** out, handle by value in memory: the first stack word is its first 8 bytes, flags)
+    auto d = decode(name);
+    CHECK(d.ptr == 300u);
+    CHECK(d.handle == 200u);
+    CHECK_FALSE(d.bytes);
+  }
+  auto d = decode("cudaIpcGetMemHandle");  // (handle* out, devPtr): the handle's first 8 bytes read back
+  CHECK(d.ptr == 101u);
+  CHECK(d.handle == 300u);
+  d = decode("cudaIpcCloseMemHandle");
+  CHECK(d.ptr == 100u);
+  d = decode("cuMemHostRegister_v2");  // (p, bytesize, flags)
+  CHECK(d.ptr == 100u);
+  CHECK(d.bytes == 101u);
+  d = decode("cudaDeviceGetDefaultMemPool");  // (pool* out, device)
+  CHECK(d.handle == 300u);
+  CHECK(d.device == 101);
+  d = decode("cudaMemPoolTrimTo");  // (pool, minBytesToKeep)
+  CHECK(d.handle == 100u);
+  CHECK(d.bytes == 101u);
+  // (pool, attr, value*): a 64-bit attribute's value is the 8-byte read, an int's the 4-byte one.
+  call.arg[1] = 5;  // cudaMemPoolAttrReservedMemCurrent
+  call.out[0] = 0x11111111;
+  call.out[1] = 0x2222222211111111;
+  for (const char* name : {"cudaMemPoolGetAttribute", "cuMemPoolGetAttribute", "cudaMemPoolSetAttribute"}) {
+    d = decode(name);
+    CHECK(d.handle == 100u);
+    CHECK(d.ptr == 5u);
+    CHECK(d.bytes == 0x2222222211111111u);
+  }
+  call.arg[1] = 2;  // cudaMemPoolReuseAllowOpportunistic, an int
+  d = decode("cudaMemPoolGetAttribute");
+  CHECK(d.bytes == 0x11111111u);
+  call.arg[1] = 101;
+  call.out[0] = 300;
+  d = decode("cudaGraphInstantiateWithFlags");  // (exec* out, graph, flags)
+  CHECK(d.handle == 300u);
+  CHECK(d.ptr == 101u);
+  d = decode("cuGraphLaunch");  // (exec, stream)
+  CHECK(d.handle == 100u);
+  CHECK(d.stream == 101u);
+  d = decode("cudaGraphExecDestroy");
+  CHECK(d.handle == 100u);
+}

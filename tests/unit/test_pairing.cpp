@@ -233,7 +233,7 @@ TEST_CASE("pairing: VMM reserve, create, map, set access, unmap, release, addres
   CHECK(af.closed[0].id == r.opened[0].id);
   CHECK(af.closed[0].free_call_id == std::optional<std::int64_t>(7));
   CHECK(p.totals().open_count == 0);
-  for (int i = 0; i < 8; ++i) CHECK(p.totals().bytes_by_kind[i] == 0);
+  for (int i = 0; i < vs::kAllocKindSlots; ++i) CHECK(p.totals().bytes_by_kind[i] == 0);
 
   // Releasing, unmapping or freeing what was never seen is unmatched.
   auto ur = p.on_call(Call(8, "cuMemRelease").handle(0x999));
@@ -481,7 +481,7 @@ TEST_CASE("pairing: a forwarding stub and the driver call it forwards to are one
   CHECK(af.unmatched.empty());
   CHECK(af.closed[0].id == r.opened[0].id);
   CHECK(p.totals().open_count == 0);
-  for (int i = 0; i < 8; ++i) CHECK(p.totals().bytes_by_kind[i] == 0);
+  for (int i = 0; i < vs::kAllocKindSlots; ++i) CHECK(p.totals().bytes_by_kind[i] == 0);
 }
 
 TEST_CASE("pairing: a versioned alias or a runtime forwarded to another runtime is one operation", "[pairing]") {
@@ -524,4 +524,99 @@ TEST_CASE("pairing: a driver call nested in a driver call of another operation i
   CHECK(by_kind(p.totals(), AllocKind::VmmPhysical) == 0);
   CHECK(by_kind(p.totals(), AllocKind::Async) == 4096);
   CHECK(by_kind(p.totals(), AllocKind::Managed) == 128);
+}
+
+TEST_CASE("pairing: an opened IPC handle is an ipc_mapped allocation until closed, not GPU memory", "[pairing]") {
+  Pairing p;
+  constexpr std::uint64_t kMapped = 0x7f1000000000, kHandleWord = 0x200000000;
+  // The exporter's cudaIpcGetMemHandle is a plain call: no allocation.
+  CHECK(nothing(p.on_call(Call(1, "cudaIpcGetMemHandle", 100).ptr(0x200000000).handle(kHandleWord))));
+  // The importer (another process) opens it; the driver call nested inside is the same operation.
+  CHECK(nothing(p.on_call(Call(2, "cuIpcOpenMemHandle_v2", 200).ptr(kMapped).handle(kHandleWord)
+                              .parent(3, "cudaIpcOpenMemHandle"))));
+  auto o = p.on_call(Call(3, "cudaIpcOpenMemHandle", 200).ptr(kMapped).handle(kHandleWord).device(0), 7);
+  REQUIRE(o.opened.size() == 1);
+  CHECK(o.opened[0].kind == AllocKind::IpcMapped);
+  CHECK(o.opened[0].pid == 200);
+  CHECK(o.opened[0].ptr == kMapped);
+  CHECK(o.opened[0].bytes == 0);  // the handle does not carry the size
+  CHECK(o.opened[0].handle == std::optional<std::uint64_t>(kHandleWord));
+  CHECK(o.opened[0].alloc_seq == std::optional<std::int64_t>(7));
+  CHECK(p.totals().open_count == 1);
+  CHECK(p.totals().device_bytes() == 0);
+  // Opened again: the same pointer, one more reference, no second allocation.
+  CHECK(nothing(p.on_call(Call(4, "cudaIpcOpenMemHandle", 200).ptr(kMapped).handle(kHandleWord))));
+  CHECK(p.totals().open_count == 1);
+  // cudaFree of the mapped pointer ends nothing of it (it fails in CUDA; even a "successful" record does not).
+  auto f = p.on_call(Call(5, "cudaFree", 200).ptr(kMapped));
+  CHECK(f.closed.empty());
+  CHECK(f.unmatched.size() == 1);
+  // The first close drops the second reference; the nested driver close is its parent's.
+  CHECK(nothing(p.on_call(Call(6, "cuIpcCloseMemHandle", 200).ptr(kMapped).parent(7, "cudaIpcCloseMemHandle"))));
+  CHECK(nothing(p.on_call(Call(7, "cudaIpcCloseMemHandle", 200).ptr(kMapped))));
+  CHECK(p.totals().open_count == 1);
+  auto c = p.on_call(Call(8, "cudaIpcCloseMemHandle", 200).ptr(kMapped), 9);
+  REQUIRE(c.closed.size() == 1);
+  CHECK(c.closed[0].id == o.opened[0].id);
+  CHECK(c.closed[0].end_reason == "freed");
+  CHECK(c.closed[0].free_call_id == std::optional<std::int64_t>(8));
+  CHECK(c.closed[0].free_seq == std::optional<std::int64_t>(9));
+  CHECK(p.totals().open_count == 0);
+  // A close with nothing open: unmatched.
+  auto u = p.on_call(Call(9, "cuIpcCloseMemHandle", 200).ptr(kMapped));
+  REQUIRE(u.unmatched.size() == 1);
+  CHECK(u.unmatched[0].ptr == std::optional<std::uint64_t>(kMapped));
+}
+
+TEST_CASE("pairing: IPC mappings are their own namespace; one held at exit ends with the process", "[pairing]") {
+  Pairing p;
+  constexpr std::uint64_t kAddr = 0x7f2000000000;
+  p.on_call(Call(1, "cudaMalloc", 100).ptr(kAddr).bytes(4096));
+  p.on_call(Call(2, "cuIpcOpenMemHandle", 100).ptr(kAddr + 0x1000).handle(1));
+  p.on_call(Call(3, "cuIpcOpenMemHandle_v2", 100).ptr(kAddr + 0x2000).handle(2));
+  // A failed open changes nothing.
+  CHECK(nothing(p.on_call(Call(4, "cudaIpcOpenMemHandle", 100).ptr(kAddr + 0x3000).ret(400))));
+  // An IPC close of the cudaMalloc pointer does not end the device allocation.
+  auto wrong = p.on_call(Call(5, "cudaIpcCloseMemHandle", 100).ptr(kAddr));
+  CHECK(wrong.closed.empty());
+  CHECK(wrong.unmatched.size() == 1);
+  CHECK(by_kind(p.totals(), AllocKind::Device) == 4096);
+  CHECK(p.totals().open_count == 3);
+  CHECK(p.totals().device_bytes() == 4096);
+  auto exit = p.on_process_exit(100, 99000);
+  REQUIRE(exit.closed.size() == 3);
+  for (const auto& c : exit.closed) CHECK(c.end_reason == "process_exit");
+  CHECK(p.totals().open_count == 0);
+}
+
+TEST_CASE("pairing: registered host memory is host_registered by (pid, ptr), not GPU memory", "[pairing]") {
+  Pairing p;
+  constexpr std::uint64_t kHost = 0x5555000000;
+  // cudaHostRegister -> cuMemHostRegister_v2 nested: one allocation, the runtime call's.
+  CHECK(nothing(p.on_call(Call(1, "cuMemHostRegister_v2", 100).ptr(kHost).bytes(3 << 20).parent(2, "cudaHostRegister"))));
+  auto r = p.on_call(Call(2, "cudaHostRegister", 100).ptr(kHost).bytes(3 << 20));
+  REQUIRE(r.opened.size() == 1);
+  CHECK(r.opened[0].kind == AllocKind::HostRegistered);
+  CHECK(r.opened[0].bytes == 3u << 20);
+  CHECK(by_kind(p.totals(), AllocKind::HostRegistered) == 3u << 20);
+  CHECK(p.totals().device_bytes() == 0);
+  // Registering again fails: nothing changes.
+  CHECK(nothing(p.on_call(Call(3, "cudaHostRegister", 100).ptr(kHost).bytes(3 << 20).ret(712))));
+  // cudaFreeHost of the registered address is not an unregistration.
+  auto fh = p.on_call(Call(4, "cudaFreeHost", 100).ptr(kHost));
+  CHECK(fh.closed.empty());
+  CHECK(fh.unmatched.size() == 1);
+  auto u = p.on_call(Call(5, "cudaHostUnregister", 100).ptr(kHost));
+  REQUIRE(u.closed.size() == 1);
+  CHECK(u.closed[0].id == r.opened[0].id);
+  CHECK(u.closed[0].end_reason == "freed");
+  CHECK(by_kind(p.totals(), AllocKind::HostRegistered) == 0);
+  CHECK(p.on_call(Call(6, "cuMemHostUnregister", 100).ptr(kHost)).unmatched.size() == 1);
+  // The driver's own registration, held to the exit.
+  auto k = p.on_call(Call(7, "cuMemHostRegister_v2", 100).ptr(kHost + 0x100000).bytes(5 << 20));
+  REQUIRE(k.opened.size() == 1);
+  auto exit = p.on_process_exit(100, 99000);
+  REQUIRE(exit.closed.size() == 1);
+  CHECK(exit.closed[0].end_reason == "process_exit");
+  CHECK(by_kind(p.totals(), AllocKind::HostRegistered) == 0);
 }
