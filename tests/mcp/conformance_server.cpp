@@ -63,7 +63,9 @@ void add_tools(Registry& r) {
   };
   add_or_die(r, simple("test_simple_text", "Tests simple text content response",
                        text_result("This is a simple text response for testing.")));
-  add_or_die(r, simple("test_image_content", "Tests image content response", content({image(test_png)})));
+  // json::array: a braced list of one json value is that value under clang, an array of it under gcc.
+  add_or_die(r, simple("test_image_content", "Tests image content response",
+                       content(json::array({image(test_png)}))));
   add_or_die(r, simple("test_audio_content", "Tests audio content response",
                        content({{{"type", "audio"}, {"data", test_wav}, {"mimeType", "audio/wav"}}})));
   add_or_die(r, simple("test_embedded_resource", "Tests embedded resource content response",
