@@ -8,6 +8,15 @@
 
 namespace vs::tracer {
 
+namespace {
+// calls.id of BPF sequence number `seq` (from 1). Computed modulo 2^64: a sequence
+// number no counter reaches (a corrupt record) gives a wrong id, never signed
+// overflow (fuzz_decoder: seq near 2^63 overflowed id_base + seq - 1, UBSan).
+std::int64_t call_id(std::int64_t id_base, std::uint64_t seq) {
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(id_base) + seq - 1);
+}
+}  // namespace
+
 void ObjectPaths::add(std::uint32_t dev, std::uint64_t ino, const std::string& path) {
   paths_[{dev, ino}] = path;
 }
@@ -62,7 +71,7 @@ std::optional<std::string> CallDecoder::caller_path(const vs_call_event& ev) {
 
 store::CallRecord CallDecoder::decode(const vs_call_event& ev, const vs_call_sched* sched) {
   store::CallRecord c;
-  c.id = id_base_ + static_cast<std::int64_t>(ev.seq) - 1;
+  c.id = call_id(id_base_, ev.seq);
   c.ts_ns = static_cast<std::int64_t>(ev.start_ns);
   c.dur_ns = ev.end_ns > ev.start_ns ? static_cast<std::int64_t>(ev.end_ns - ev.start_ns) : 0;
   c.pid = ev.pid;
@@ -80,7 +89,7 @@ store::CallRecord CallDecoder::decode(const vs_call_event& ev, const vs_call_sch
     c.longest_off_ns = static_cast<std::int64_t>(sched->longest_off_ns);
   }
   if (ev.parent_seq) {
-    c.parent_id = id_base_ + static_cast<std::int64_t>(ev.parent_seq) - 1;
+    c.parent_id = call_id(id_base_, ev.parent_seq);
     c.parent_api_id = ev.parent_api;
   }
   if (!c.incomplete) c.caller = caller_path(ev);

@@ -43,7 +43,7 @@ struct Pipeline {
   void on_call(const vs_call_event& ev, const vs_call_sched* sched) {
     store::CallRecord call = decoder.decode(ev, sched);
     if (call.pid != ev.pid || call.tid != ev.tid || call.api_id != ev.api ||
-        call.id != 1000 + static_cast<int64_t>(ev.seq) - 1)
+        call.id != static_cast<int64_t>(uint64_t{1000} + ev.seq - 1))
       fuzz::fail("the decoded call lost the record's identity");
     ops.opened.clear();
     ops.closed.clear();
