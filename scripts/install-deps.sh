@@ -4,10 +4,12 @@ set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then echo "install-deps.sh: run as root (apt-get)" >&2; exit 1; fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# clang-16 and libclang-rt-16-dev (its sanitizer and libFuzzer runtimes): scripts/test-sanitized.sh; clang 14
+# (clang, used for the BPF programs) cannot compile our C++20 (structured bindings captured by lambdas).
 # librsvg2-dev (pulls cairo): headers for allocation_timeline's PNG chart (its SVG rasterized for clients that
 # show only raster images); the binary loads librsvg at run time, only when a PNG is asked for.
 apt-get install -y -qq --no-install-recommends \
-  cmake make g++ clang pkg-config \
+  cmake make g++ clang clang-16 libclang-rt-16-dev pkg-config \
   libbpf-dev bpftool libelf-dev zlib1g-dev \
   python3 libsqlite3-dev sqlite3 nlohmann-json3-dev libboost-dev libspdlog-dev libcli11-dev catch2 libbenchmark-dev \
   librsvg2-dev \
