@@ -12,6 +12,8 @@
 //   many were left out.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -34,7 +36,13 @@ struct Session {
   std::string command;              // launch mode's command line (data from the traced system)
 
   double t_ms(std::int64_t ts_ns) const { return static_cast<double>(ts_ns - start_ns) / 1e6; }
-  std::int64_t ts_ns(double t_ms) const { return start_ns + static_cast<std::int64_t>(t_ms * 1e6); }
+  // A time from a client may be any number (at_ms 2.2e37, found by fuzz_tools): clamped to +-2^61 ns (73
+  // years) from the start before the conversion, which is undefined outside int64's range.
+  std::int64_t ts_ns(double t_ms) const {
+    constexpr double kLimitNs = 2305843009213693952.0;  // 2^61
+    const double ns = std::isnan(t_ms) ? 0.0 : std::clamp(t_ms * 1e6, -kLimitNs, kLimitNs);
+    return start_ns + static_cast<std::int64_t>(ns);
+  }
 };
 
 // args.session_id, or the newest session. An Error names the sessions there are.
