@@ -3,8 +3,8 @@
 // Synthesizes the call records the BPF return probe would submit for a
 // cudaMalloc/cudaFree workload (each runtime call with its nested driver call:
 // cudaMalloc -> cuMemAlloc_v2, cudaFree -> cuMemFree_v2, children first, as
-// they return first) and pushes them through the same code path as
-// src/trace_command.cpp's Recorder::on_call:
+// they return first) and pushes them through the same code path as `vramscope
+// trace`: tracer::Recorder::on_call (tracer/recorder.h), with no Tracer:
 //     tracer::CallDecoder::decode -> store::TraceWriter::add_call -> SQLite
 // into a fresh trace file.
 //
@@ -44,6 +44,7 @@
 #include "store/store.h"
 #include "tracer/bpf/events.h"
 #include "tracer/decoder.h"
+#include "tracer/recorder.h"
 
 namespace {
 
@@ -249,38 +250,6 @@ class Synth {
   std::size_t done_ = 0;
 };
 
-// ---- the consumer: src/trace_command.cpp's Recorder::on_call, minus BPF ----
-
-class Recorder {
- public:
-  Recorder(vs::store::TraceWriter& w, std::int64_t id_base) : writer_(w), decoder_(id_base) {}
-  vs::tracer::CallDecoder& decoder() { return decoder_; }
-
-  void on_call(const vs_call_event& ev) {
-    writer_.add_call(decoder_.decode(ev));
-    ++calls_;
-    if (!known_pids_.count(ev.pid)) note_process(ev.pid, ev.start_ns);
-  }
-  std::uint64_t calls() const { return calls_; }
-
- private:
-  void note_process(std::uint32_t pid, std::uint64_t first_ts) {
-    known_pids_.insert(pid);
-    vs::store::ProcessRecord p;
-    p.pid = pid;
-    p.comm = "workload";
-    p.cmdline = "workload loop";
-    p.first_ts_ns = static_cast<std::int64_t>(first_ts);
-    p.how_found = "running";
-    writer_.process_seen(p);
-  }
-
-  vs::store::TraceWriter& writer_;
-  vs::tracer::CallDecoder decoder_;
-  std::uint64_t calls_ = 0;
-  std::set<std::uint32_t> known_pids_;
-};
-
 // A fresh trace file with an open session.
 struct Trace {
   std::string path;
@@ -297,7 +266,7 @@ struct Trace {
       std::exit(1);
     }
     writer = std::move(*w);
-    vs::store::SessionInfo info;
+    vs::SessionInfo info;
     info.host = "bench";
     info.kernel = "-";
     info.mode = "pid";
@@ -323,7 +292,7 @@ struct Trace {
     return n;
   }
   vs::Status end(std::int64_t call_drops = 0) {
-    vs::store::SessionEnd e;
+    vs::SessionEnd e;
     e.end_ts_ns = mono_ns();
     e.call_drops = call_drops;
     return writer->end_session(e);
@@ -381,13 +350,13 @@ void throughput(const Options& o) {
     {
       Trace trace(o.dir, "pipeline_bench_throughput", o.keep);
       Synth synth(o);
-      Recorder rec(*trace.writer, trace.writer->next_call_id());
+      vs::tracer::Recorder rec(*trace.writer, nullptr, trace.writer->next_call_id(), true);
       synth.register_objects(rec.decoder());
       const double cpu0 = process_cpu_s();
       auto t0 = Clock::now();
       for (std::uint64_t i = 0; i < n; ++i) {
         synth.next(ev);
-        rec.on_call(ev);
+        rec.on_call(ev, nullptr);
       }
       auto t1 = Clock::now();
       vs::Status st = trace.end();
@@ -460,7 +429,7 @@ PacedResult paced(const Options& o, std::uint64_t rate, std::size_t ring_records
   PacedResult r;
   Trace trace(o.dir, "pipeline_bench_paced_" + std::to_string(rate), o.keep);
   RingModel ring(ring_records);
-  Recorder rec(*trace.writer, trace.writer->next_call_id());
+  vs::tracer::Recorder rec(*trace.writer, nullptr, trace.writer->next_call_id(), true);
   Synth synth(o);
   synth.register_objects(rec.decoder());
 
@@ -478,7 +447,7 @@ PacedResult paced(const Options& o, std::uint64_t rate, std::size_t ring_records
     consumer_ready.store(true);
     for (;;) {
       std::size_t n = ring.drain([&](const vs_call_event& ev) {
-        rec.on_call(ev);
+        rec.on_call(ev, nullptr);
         consumed.fetch_add(1, std::memory_order_relaxed);
       });
       if (n == 0) {

@@ -561,7 +561,7 @@ void Generator::write(Process& p, const CallSpec& c) {
     comm = "swapper/1";
   }
 
-  vs::store::CallRecord parent;
+  vs::CallRecord parent;
   parent.id = next_id_++;
   parent.ts_ns = p.clock_ns;
   parent.dur_ns = dur;
@@ -586,7 +586,7 @@ void Generator::write(Process& p, const CallSpec& c) {
   if (c.child != nullptr) {
     // The driver call inside: entered a little after, returned a little before;
     // the descheduling happened inside it. It returns first, so it is written first.
-    vs::store::CallRecord child = parent;
+    vs::CallRecord child = parent;
     child.id = next_id_++;
     const std::int64_t lead = 1200 + static_cast<std::int64_t>(rng_.below(1500));
     child.ts_ns = parent.ts_ns + lead;
@@ -632,7 +632,7 @@ void Generator::sample_nvml(std::int64_t until_ns) {
 }
 
 void Generator::begin_session() {
-  vs::store::SessionInfo info;
+  vs::SessionInfo info;
   info.host = "gpu-node-07";
   info.kernel = "6.8.0-49-generic";
   info.mode = "all";
@@ -660,7 +660,7 @@ void Generator::begin_session() {
        Layer::Runtime, 5246088},
   };
   for (const Lib& l : libs) {
-    vs::store::LibraryRecord lib;
+    vs::LibraryRecord lib;
     lib.path = l.path;
     lib.kind = l.kind;
     lib.found_by = l.found_by;
@@ -668,10 +668,10 @@ void Generator::begin_session() {
     lib.inode = l.inode;
     lib.attach_mode = "uprobe_multi";
     lib.attached_ts_ns = start_ns_ - 31 * kMs;
-    std::vector<vs::store::ProbeRecord> probes;
+    std::vector<vs::ProbeRecord> probes;
     std::int64_t offset = 0x1a000;
     for (const ApiInfo& a : vs::all_apis()) {
-      vs::store::ProbeRecord& pr = probes.emplace_back();
+      vs::ProbeRecord& pr = probes.emplace_back();
       pr.api = a.name;
       // Per-thread-stream variants are exported only by some builds.
       if (a.layer == l.layer && !a.name.ends_with("_ptsz") && !a.name.ends_with("_ptds")) {
@@ -742,7 +742,7 @@ void Generator::run() {
     Process& p = procs_[i];
     p.started = true;
     p.clock_ns = now + 150 * kUs * static_cast<std::int64_t>(i + 1);
-    vs::store::ProcessRecord rec;
+    vs::ProcessRecord rec;
     rec.pid = p.pid;
     rec.comm = p.comm;
     rec.cmdline = p.cmdline;
@@ -860,7 +860,7 @@ int main(int argc, char** argv) {
     Generator gen(o, **writer, start_ns, calls, o.seed + s);
     gen.run();
     const auto t2 = Clock::now();
-    vs::store::SessionEnd end;
+    vs::SessionEnd end;
     end.end_ts_ns = gen.end_ns();
     end.attach_ms = 31.3;
     end.detach_ms = 104.2;

@@ -1,11 +1,9 @@
 #include "src/trace_command.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,7 +15,6 @@
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
-#include <set>
 #include <sstream>
 #include <string_view>
 
@@ -25,60 +22,14 @@
 #include "common/untrusted_text.h"
 #include "store/reader.h"
 #include "store/store.h"
-#include "tracer/decoder.h"
-#include "tracer/loader.h"
-#include "tracer/nvml_sampler.h"
+#include "tracer/recorder.h"
 
 namespace vs::cli {
 namespace {
 
 std::atomic<int> g_stop_signal{0};
 
-// Text from the traced system in vramscope's own log (stderr): paths, comm, error
-// strings go through escape_untrusted (common/untrusted_text.h), cut at this many characters.
-constexpr std::size_t kLogChars = 400;
-
 void on_stop_signal(int sig) { g_stop_signal.store(sig); }
-
-std::int64_t clock_ns(clockid_t clock) {
-  timespec ts;
-  clock_gettime(clock, &ts);
-  return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string proc_comm(std::uint32_t pid) {
-  std::string s = read_file("/proc/" + std::to_string(pid) + "/comm");
-  while (!s.empty() && s.back() == '\n') s.pop_back();
-  return s;
-}
-
-std::string proc_cmdline(std::uint32_t pid) {
-  std::string s = read_file("/proc/" + std::to_string(pid) + "/cmdline");
-  while (!s.empty() && s.back() == '\0') s.pop_back();
-  for (char& c : s)
-    if (c == '\0') c = ' ';
-  return s;
-}
-
-// A hook for vramscope's own tests (tests/integration), never for use otherwise: with
-// VRAMSCOPE_TEST_HOLD=POINT in its environment, vramscope stops at POINT, says so on
-// stderr, and waits there until it is killed, so that a test can kill it at that very
-// moment. POINTs: "attach" (the probes are attached, the launched command is not released
-// yet), "cuda_mmap" (a traced process is stopped in its mmap of a CUDA library that is not
-// probed yet, before vramscope attaches to it and continues the process).
-void test_hold(std::string_view point, const std::string& what) {
-  const char* hold = getenv("VRAMSCOPE_TEST_HOLD");
-  if (hold == nullptr || point != hold) return;
-  spdlog::warn("VRAMSCOPE_TEST_HOLD={} (a test hook): {}; holding here until killed", point, what);
-  for (;;) pause();
-}
 
 std::string human_bytes(std::uint64_t b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -126,166 +77,6 @@ std::vector<std::string> command_library_dirs(const std::optional<std::string>& 
     for (auto& d : tracer::wheel_lib_dirs(prefix)) dirs.push_back(d);
   return dirs;
 }
-
-// Receives the tracer's records, turns them into rows, and keeps library
-// coverage current as processes appear and map new files.
-class Recorder : public tracer::EventSink {
- public:
-  Recorder(store::TraceWriter& writer, tracer::Tracer& tracer, std::int64_t id_base, bool trace_all)
-      : writer_(writer), tracer_(tracer), decoder_(id_base), trace_all_(trace_all) {}
-
-  void on_call(const vs_call_event& ev, const vs_call_sched* sched) override {
-    writer_.add_call(decoder_.decode(ev, sched));
-    ++calls_;
-    // Call records are delivered before lifecycle records: in all-process mode
-    // this is how a process's first call is usually seen first. Otherwise an
-    // unknown pid is a child of a traced process whose fork record comes
-    // next in the same poll (noting it here would lose its parent and "fork").
-    if (trace_all_ && !known_pids_.count(ev.pid))
-      note_process(ev.pid, std::nullopt, std::nullopt, ev.start_ns, "first_call");
-  }
-
-  void on_object(const vs_object_event& ev) override { decoder_.objects().add_object(ev); }
-
-  void on_lifecycle(const vs_lifecycle_event& ev) override {
-    auto ts = static_cast<std::int64_t>(ev.ts_ns);
-    switch (ev.kind) {
-      case VS_LC_FORK:
-        note_process(ev.pid, ev.ppid, ev.start_ns, ev.ts_ns, "fork");
-        break;
-      case VS_LC_FIRST_CALL:
-        note_process(ev.pid, ev.ppid, ev.start_ns, ev.ts_ns, "first_call");
-        break;
-      case VS_LC_EXEC:
-        writer_.process_exec(ev.pid, std::string(ev.comm, strnlen(ev.comm, VS_COMM_LEN)), proc_cmdline(ev.pid));
-        decoder_.objects().scan_process(ev.pid);
-        break;
-      case VS_LC_CUDA_MMAP:
-        // The process is stopped in mmap until we have attached: continue it in any case.
-        test_hold("cuda_mmap", "pid " + std::to_string(ev.pid) + " is stopped in its mmap of a CUDA library");
-        if (auto lib = tracer::candidate_from_fd(ev.pid, ev.fd)) attach(*lib);
-        tracer_.mark_known_file(ev.file_dev, ev.file_ino);
-        tracer_.resume(ev.pid);
-        break;
-      case VS_LC_EXEC_MMAP:
-        // Reported at the syscall's entry: the mapping may not exist yet, so
-        // scan_mapped_files keeps looking for it for a moment.
-        awaited_mappings_.push_back({ev.pid, ev.file_dev, ev.file_ino, std::chrono::steady_clock::now()});
-        break;
-      case VS_LC_EXIT:
-        if (!known_pids_.count(ev.pid)) note_process(ev.pid, ev.ppid, ev.start_ns, ev.ts_ns, "running");
-        writer_.process_exited(ev.pid, ts, ev.exit_code);
-        decoder_.forget_process(ev.pid);
-        live_pids_.erase(ev.pid);
-        break;
-    }
-  }
-
-  void on_sched(const vs_sched_event& ev) override {
-    store::SchedEventRecord r;
-    r.ts_ns = static_cast<std::int64_t>(ev.ts_ns);
-    r.prev_tid = ev.prev_tid;
-    r.prev_pid = ev.prev_pid;
-    r.next_tid = ev.next_tid;
-    r.next_pid = ev.next_pid;
-    r.prev_state = ev.prev_state;
-    r.in_call = ev.in_call != 0;
-    r.prev_comm.assign(ev.prev_comm, strnlen(ev.prev_comm, VS_COMM_LEN));
-    r.next_comm.assign(ev.next_comm, strnlen(ev.next_comm, VS_COMM_LEN));
-    writer_.add_sched_event(r);
-  }
-
-  void note_process(std::uint32_t pid, std::optional<std::uint32_t> ppid, std::optional<std::uint64_t> start_ns,
-                    std::uint64_t first_ts, const char* how) {
-    if (!known_pids_.insert(pid).second) return;
-    live_pids_.insert(pid);
-    store::ProcessRecord p;
-    p.pid = pid;
-    p.ppid = ppid;
-    if (start_ns) p.start_ns = static_cast<std::int64_t>(*start_ns);
-    p.comm = proc_comm(pid);
-    p.cmdline = proc_cmdline(pid);
-    p.first_ts_ns = static_cast<std::int64_t>(first_ts);
-    p.how_found = how;
-    writer_.process_seen(p);
-    attach_new_libraries(pid);
-  }
-
-  void attach(const tracer::LibraryCandidate& lib) {
-    if (tracer_.is_attached(lib.dev, lib.ino) || !tried_.insert({lib.dev, lib.ino}).second) return;
-    auto result = tracer_.attach_library(lib);
-    decoder_.objects().add_stat_dev(lib.dev, lib.ino, lib.path);
-    // The path (and an error that quotes it) is the traced system's text: escaped, so that a
-    // library named with a newline or an escape sequence cannot forge or recolour log lines.
-    if (result.library.error)
-      spdlog::warn("{} ({}): {}", escape_untrusted(lib.path, kLogChars), lib.kind,
-                   escape_untrusted(*result.library.error, kLogChars));
-    else
-      spdlog::info("probing {} ({}, {} functions, {})", escape_untrusted(lib.path, kLogChars), lib.kind,
-                   result.library.probes_attached, *result.library.attach_mode);
-    writer_.add_library(result.library, result.probes);
-    if (!result.library.error) ++attached_libraries_;
-  }
-
-  // One read of the process's mappings serves two ends: the paths of the
-  // files that make calls (callers), and CUDA libraries that were not found
-  // beforehand (the mmap watch stops a process for libcudart/libcuda; a
-  // runtime linked into another file is attached here, from then on).
-  // Returns the process's mappings (nullopt once it is gone).
-  std::optional<std::vector<tracer::MapsEntry>> attach_new_libraries(std::uint32_t pid) {
-    auto maps = tracer::read_maps(pid);
-    if (!maps) return maps;
-    decoder_.objects().add_maps(*maps);
-    const auto t0 = std::chrono::steady_clock::now();
-    const std::size_t known = classified_.size();
-    for (const auto& lib : tracer::cuda_libraries_in(pid, *maps, classified_)) attach(lib);
-    if (classified_.size() > known)
-      spdlog::debug("pid {}: {} newly mapped files checked for a CUDA runtime in {:.1f} ms", pid,
-                    classified_.size() - known,
-                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    return maps;
-  }
-
-  // Files just mapped executable (VS_LC_EXEC_MMAP): their process's mappings
-  // are read until the file shows up there (a runtime bundled in it is then
-  // probed within milliseconds, not at the next periodic rescan), the process
-  // is gone, or a second has passed.
-  void scan_mapped_files() {
-    const auto now = std::chrono::steady_clock::now();
-    std::erase_if(awaited_mappings_, [&](const AwaitedMapping& a) {
-      auto maps = attach_new_libraries(a.pid);
-      if (!maps || now - a.since > std::chrono::seconds(1)) return true;
-      return std::any_of(maps->begin(), maps->end(), [&](const tracer::MapsEntry& e) {
-        return e.inode == a.ino && ((e.dev_major << 20) | e.dev_minor) == a.kernel_dev;
-      });
-    });
-  }
-
-  void rescan_live_processes() {
-    for (auto pid : std::vector<std::uint32_t>(live_pids_.begin(), live_pids_.end())) attach_new_libraries(pid);
-  }
-
-  std::uint64_t calls() const { return calls_; }
-  std::size_t live_processes() const { return live_pids_.size(); }
-  int attached_libraries() const { return attached_libraries_; }
-
- private:
-  store::TraceWriter& writer_;
-  tracer::Tracer& tracer_;
-  tracer::CallDecoder decoder_;
-  bool trace_all_;
-  std::uint64_t calls_ = 0;
-  int attached_libraries_ = 0;
-  std::set<std::uint32_t> known_pids_, live_pids_;
-  std::set<std::pair<std::uint64_t, std::uint64_t>> tried_;
-  tracer::ClassifiedFiles classified_;
-  struct AwaitedMapping {
-    std::uint32_t pid, kernel_dev;
-    std::uint64_t ino;
-    std::chrono::steady_clock::time_point since;
-  };
-  std::vector<AwaitedMapping> awaited_mappings_;
-};
 
 // The launched command, held at a pipe until the probes are attached: it runs once
 // release() has written to the pipe. Should vramscope die (or return) before, the pipe
@@ -338,7 +129,7 @@ int exit_code_of(int status) {
 // Ends the session: the writer commits what is still queued, then builds the
 // indexes and summaries, tens of seconds for a trace of millions of calls; a
 // terminal is shown which step it is in.
-Status finish_trace_file(store::TraceWriter& writer, const store::SessionEnd& end, bool progress) {
+Status finish_trace_file(store::TraceWriter& writer, const vs::SessionEnd& end, bool progress) {
   if (!progress) return writer.end_session(end);
   auto ended = std::async(std::launch::async, [&] { return writer.end_session(end); });
   const auto t0 = std::chrono::steady_clock::now();
@@ -497,18 +288,38 @@ int run_trace(const TraceArgs& args) {
   }
   auto& writer = **writer_r;
 
-  tracer::TracerOptions topts;
-  topts.trace_all = mode == "all";
-  topts.launches = args.launches;
-  topts.sched_events = args.sched_events;
-  topts.perf_links = args.perf_links;
-  topts.calls_ring_mib = args.ring_mib;
-  auto tracer_r = tracer::Tracer::open(topts);
-  if (!tracer_r) {
-    spdlog::error("{}", tracer_r.error().message);
+  tracer::RecordingOptions ropts;
+  ropts.mode = mode;
+  ropts.pids = args.pids;
+  ropts.tracer.launches = args.launches;
+  ropts.tracer.sched_events = args.sched_events;
+  ropts.tracer.perf_links = args.perf_links;
+  ropts.tracer.calls_ring_mib = args.ring_mib;
+  ropts.discovery.cuda_libs = args.cuda_libs;
+  ropts.discovery.executable = exe;
+  ropts.discovery.extra_dirs = command_library_dirs(exe);
+  if (launch) {
+    std::string joined;
+    for (const auto& a : args.command) joined += (joined.empty() ? "" : " ") + a;
+    ropts.command = joined;
+  }
+  ropts.options_json = nlohmann::json{{"launches", args.launches},
+                                      {"sched_events", args.sched_events},
+                                      {"perf_links", args.perf_links},
+                                      {"cuda_libs", args.cuda_libs},
+                                      {"pids", args.pids},
+                                      {"duration", args.duration}}
+                           .dump();
+  ropts.nvml = !args.no_nvml;
+  ropts.nvml_lib = args.nvml_lib;
+  ropts.nvml_interval = std::chrono::milliseconds(args.nvml_interval_ms);
+  auto recording_r = tracer::Recording::open(writer, ropts);
+  if (!recording_r) {
+    spdlog::error("{}", recording_r.error().message);
     return 1;
   }
-  auto& tracer = **tracer_r;
+  auto& recording = **recording_r;
+  const std::int64_t session_id = recording.session_id();
 
   // Ctrl-C and SIGTERM stop the trace cleanly (and are passed on to a launched command).
   struct sigaction sa {};
@@ -516,56 +327,6 @@ int run_trace(const TraceArgs& args) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
-
-  store::SessionInfo info;
-  {
-    utsname u{};
-    uname(&u);
-    char host[256] = {};
-    gethostname(host, sizeof(host) - 1);
-    info.host = host;
-    info.kernel = u.release;
-  }
-  info.mode = mode;
-  info.version = VRAMSCOPE_VERSION;
-  if (launch) {
-    std::string joined;
-    for (const auto& a : args.command) joined += (joined.empty() ? "" : " ") + a;
-    info.command = joined;
-  }
-  info.options_json = nlohmann::json{{"launches", args.launches},
-                                     {"sched_events", args.sched_events},
-                                     {"perf_links", args.perf_links},
-                                     {"cuda_libs", args.cuda_libs},
-                                     {"pids", args.pids},
-                                     {"duration", args.duration},
-                                     {"attach_mode", tracer::attach_mode_name(tracer.attach_mode())}}
-                          .dump();
-  // NVML's device view: optional; its absence is recorded, not an error.
-  std::unique_ptr<tracer::NvmlSampler> nvml;
-  if (args.no_nvml) {
-    info.nvml = "off (--no-nvml)";
-  } else if (auto n = tracer::NvmlSampler::open(args.nvml_lib); n) {
-    nvml = std::move(*n);
-    info.nvml = "sampled every " + std::to_string(args.nvml_interval_ms) + " ms";
-  } else {
-    info.nvml = n.error().message;  // stored as it is; every view escapes it
-    spdlog::info("{}", escape_untrusted(n.error().message, kLogChars));
-  }
-  std::int64_t mono = clock_ns(CLOCK_MONOTONIC);
-  info.realtime_offset_ns = clock_ns(CLOCK_REALTIME) - mono;
-  info.start_ts_ns = mono;
-  std::int64_t session_id = writer.begin_session(info);
-
-  Recorder recorder(writer, tracer, writer.next_call_id(), mode == "all");
-  auto write_nvml = [&writer](tracer::NvmlSamples&& s) {
-    for (const auto& g : s.gpus) writer.add_gpu_memory_sample(g);
-    for (const auto& p : s.processes) writer.add_gpu_process_sample(p);
-  };
-  if (nvml) {
-    for (const auto& g : nvml->gpus()) writer.add_gpu(g);
-    nvml->start(std::chrono::milliseconds(args.nvml_interval_ms), write_nvml);
-  }
 
   std::optional<LaunchedChild> child;
   if (launch) {
@@ -575,71 +336,35 @@ int run_trace(const TraceArgs& args) {
       return 1;
     }
     child = *c;
-    if (Status s = tracer.trace_pid(static_cast<std::uint32_t>(child->pid)); !s) spdlog::error("{}", s.message());
+    if (Status s = recording.trace_pid(static_cast<std::uint32_t>(child->pid)); !s) spdlog::error("{}", s.message());
   }
-  for (auto pid : args.pids)
-    if (Status s = tracer.trace_pid(pid); !s) spdlog::error("{}", s.message());
 
   // Attach to every CUDA library we can find before anything runs.
-  auto attach_t0 = std::chrono::steady_clock::now();
-  tracer::DiscoveryInputs in;
-  in.cuda_libs = args.cuda_libs;
-  in.executable = exe;
-  in.extra_dirs = command_library_dirs(exe);
-  auto found = tracer::discover_on_disk(in);
-  for (const auto& lib : found.found) recorder.attach(lib);
-  if (args.cuda_libs.empty()) {
-    std::vector<std::uint32_t> running = args.pids;
-    if (mode == "all") {
-      if (DIR* d = opendir("/proc")) {
-        while (dirent* e = readdir(d))
-          if (e->d_name[0] >= '1' && e->d_name[0] <= '9') running.push_back(std::stoul(e->d_name));
-        closedir(d);
-      }
-    }
-    for (auto pid : running)
-      if (pid != static_cast<std::uint32_t>(getpid()))
-        for (const auto& lib : tracer::discover_in_process(pid)) recorder.attach(lib);
-  }
-  double attach_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - attach_t0).count();
-  if (recorder.attached_libraries() == 0) {
-    std::string where;
-    for (const auto& s : found.searched) where += "\n  " + escape_untrusted(s, kLogChars);
-    spdlog::error("no CUDA library found to probe. Looked in:{}\nGive one with --cuda-lib PATH (libcudart.so.*, "
-                  "libcuda.so.*, or an executable with the CUDA runtime linked in).",
-                  where);
+  if (Status attached = recording.attach_libraries(); !attached) {
+    spdlog::error("{}", attached.message());
     if (child) {
       kill(child->pid, SIGKILL);
       waitpid(child->pid, nullptr, 0);
     }
-    store::SessionEnd end;
-    end.end_ts_ns = clock_ns(CLOCK_MONOTONIC);
-    end.status = "interrupted";
-    (void)writer.end_session(end);
     return 1;
   }
-  spdlog::info("attached in {:.0f} ms ({} links)", attach_ms, tracer::attach_mode_name(tracer.attach_mode()));
-
-  for (auto pid : args.pids) recorder.note_process(pid, std::nullopt, std::nullopt, clock_ns(CLOCK_MONOTONIC), "pid");
   if (child) {
-    recorder.note_process(static_cast<std::uint32_t>(child->pid), static_cast<std::uint32_t>(getpid()),
-                          std::nullopt, clock_ns(CLOCK_MONOTONIC), "launched");
-    test_hold("attach", "the probes are attached, the command (pid " + std::to_string(child->pid) +
-                            ") is not released yet");
+    recording.note_process(static_cast<std::uint32_t>(child->pid), static_cast<std::uint32_t>(getpid()), "launched");
+    tracer::test_hold("attach", "the probes are attached, the command (pid " + std::to_string(child->pid) +
+                                    ") is not released yet");
     child->release();  // the command runs from here on
   }
 
   // The event loop.
   const bool progress = !args.quiet && isatty(STDERR_FILENO);
   auto t0 = std::chrono::steady_clock::now();
-  auto last_progress = t0, last_rescan = t0;
+  auto last_progress = t0;
   std::uint64_t last_calls = 0;
   int child_status = 0;
   bool child_done = false;
   Status poll_status;
   while (!g_stop_signal.load()) {
-    poll_status = tracer.poll(50, recorder);
+    poll_status = recording.poll(50);
     if (!poll_status) break;
     if (!writer.health()) break;  // the trace file cannot be written (disk full): stop tracing
     auto now = std::chrono::steady_clock::now();
@@ -647,24 +372,18 @@ int run_trace(const TraceArgs& args) {
       child_done = true;
       break;
     }
+    const auto counts = recording.counts();
     // --pid: done when every traced process (and what they forked) has exited.
-    if (mode == "pid" && recorder.live_processes() == 0) break;
+    if (mode == "pid" && counts.live_processes == 0) break;
     if (duration_ms && std::chrono::duration_cast<std::chrono::milliseconds>(now - t0).count() >= *duration_ms) break;
-    recorder.scan_mapped_files();
-    if (now - last_rescan >= std::chrono::milliseconds(500)) {
-      recorder.rescan_live_processes();
-      last_rescan = now;
-    }
     if (progress && now - last_progress >= std::chrono::seconds(1)) {
       double dt = std::chrono::duration<double>(now - last_progress).count();
-      auto st = writer.stats();
-      auto c = tracer.counters();
       std::fprintf(stderr, "\r\033[Kvramscope: %5.0f s  %llu calls (%.0f/s)  GPU memory outstanding %s  lost %llu",
-                   std::chrono::duration<double>(now - t0).count(), static_cast<unsigned long long>(recorder.calls()),
-                   static_cast<double>(recorder.calls() - last_calls) / dt,
-                   human_bytes(st.outstanding.device_bytes()).c_str(),
-                   static_cast<unsigned long long>(c[VS_STAT_CALL_DROPS] + c[VS_STAT_LIFECYCLE_DROPS]));
-      last_calls = recorder.calls();
+                   std::chrono::duration<double>(now - t0).count(), static_cast<unsigned long long>(counts.calls),
+                   static_cast<double>(counts.calls - last_calls) / dt,
+                   human_bytes(writer.stats().outstanding.device_bytes()).c_str(),
+                   static_cast<unsigned long long>(counts.records_lost));
+      last_calls = counts.calls;
       last_progress = now;
     }
   }
@@ -673,23 +392,7 @@ int run_trace(const TraceArgs& args) {
   int sig = g_stop_signal.load();
   if (child && !child_done && sig) kill(child->pid, sig);
 
-  if (nvml) {
-    nvml->stop();
-    write_nvml(nvml->sample_once());  // the device view at the end
-  }
-  double detach_ms = tracer.detach_uprobes();
-  // What was submitted before the probes went away is still in the rings.
-  for (int i = 0; i < 3; ++i) (void)tracer.poll(0, recorder);
-
-  auto c = tracer.counters();
-  store::SessionEnd end;
-  end.end_ts_ns = clock_ns(CLOCK_MONOTONIC);
-  end.attach_ms = attach_ms;
-  end.detach_ms = detach_ms;
-  end.call_drops = static_cast<std::int64_t>(c[VS_STAT_CALL_DROPS]);
-  end.lifecycle_drops = static_cast<std::int64_t>(c[VS_STAT_LIFECYCLE_DROPS]);
-  end.sched_drops = static_cast<std::int64_t>(c[VS_STAT_SCHED_DROPS]);
-  end.unrecorded_calls = static_cast<std::int64_t>(c[VS_STAT_DEPTH_OVERFLOW] + c[VS_STAT_NO_THREAD_STATE]);
+  SessionEnd end = recording.stop();
   end.status = sig ? "interrupted" : "complete";
   // A writer stopped by a write error writes nothing more: the session stays as it was (it reads as interrupted).
   Status written = writer.health();
@@ -698,7 +401,7 @@ int run_trace(const TraceArgs& args) {
     spdlog::error("tracing stopped: {}. The trace keeps the {} calls stored before that, of {} seen (session {}, "
                   "which reads as interrupted); the rest are lost. Trace again once there is space, or into another "
                   "--db{}",
-                  written.message(), writer.stats().calls_written, recorder.calls(), session_id,
+                  written.message(), writer.stats().calls_written, recording.counts().calls, session_id,
                   child && !child_done ? "; the command runs on, untraced" : "");
   } else {
     if (end.call_drops || end.lifecycle_drops)
@@ -709,7 +412,7 @@ int run_trace(const TraceArgs& args) {
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
 
-  tracer.finish_detach();
+  recording.finish_detach();
   if (child) {
     if (!child_done) {
       // Give the command a moment to act on the signal we passed on.

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "common/cuda_api.h"
-#include "store/records.h"
+#include "common/records.h"
 
 namespace vs::store {
 

@@ -19,7 +19,7 @@
 
 #include "common/result.h"
 #include "store/pairing.h"
-#include "store/records.h"
+#include "common/records.h"
 
 struct sqlite3;
 
@@ -48,7 +48,7 @@ struct WriterStats {
   OutstandingTotals outstanding;      // from pairing, at the last add_call
 };
 
-class TraceWriter {
+class TraceWriter final : public RecordSink {
  public:
   // Creates or opens `path` (WAL, synchronous=NORMAL), creates the schema,
   // refuses a file whose user_version is newer than kSchemaVersion.
@@ -58,34 +58,34 @@ class TraceWriter {
   // Inserts the sessions row and returns its id (0 if that failed: flush() says why).
   // Must come first: the other records are ignored (with one error logged) before it.
   // A second begin_session on the same writer starts pairing afresh.
-  std::int64_t begin_session(const SessionInfo& info);
+  std::int64_t begin_session(const SessionInfo& info) override;
   // Inserts the libraries row and its probes rows; returns the library id (0 on failure).
-  std::int64_t add_library(const LibraryRecord& lib, const std::vector<ProbeRecord>& probes);
+  std::int64_t add_library(const LibraryRecord& lib, const std::vector<ProbeRecord>& probes) override;
   // Insert; a second sighting of the same (pid, start) in this session is ignored.
   // Empty comm / cmdline are stored as NULL.
-  void process_seen(const ProcessRecord& proc);
+  void process_seen(const ProcessRecord& proc) override;
   // Updates the newest processes row of `pid` in this session (ignored if it was never seen).
-  void process_exec(std::uint32_t pid, const std::string& comm, const std::string& cmdline);
+  void process_exec(std::uint32_t pid, const std::string& comm, const std::string& cmdline) override;
   // Records the exit and releases what the process still held (end_reason 'process_exit').
-  void process_exited(std::uint32_t pid, std::int64_t ts_ns, int exit_code);
-  void add_call(const CallRecord& call);  // pairs, then enqueues
-  void add_sched_event(const SchedEventRecord& ev);
+  void process_exited(std::uint32_t pid, std::int64_t ts_ns, int exit_code) override;
+  void add_call(const CallRecord& call) override;  // pairs, then enqueues
+  void add_sched_event(const SchedEventRecord& ev) override;
   // NVML's device view (thread-safe: the sampler calls these from its own thread).
-  void add_gpu(const GpuRecord& gpu);
-  void add_gpu_memory_sample(const GpuMemorySample& sample);
-  void add_gpu_process_sample(const GpuProcessSample& sample);
+  void add_gpu(const GpuRecord& gpu) override;
+  void add_gpu_memory_sample(const GpuMemorySample& sample) override;
+  void add_gpu_process_sample(const GpuProcessSample& sample) override;
   // Flushes everything queued, writes the session's end row, builds the indexes
   // and the session's summaries (store/summaries.h).
-  Status end_session(const SessionEnd& end);
+  Status end_session(const SessionEnd& end) override;
   // Blocks until everything queued so far is committed.
   Status flush();
   // The first write error, once there was one (without waiting for the queue): the
   // writer has stopped, stats().calls_written is what the file keeps of this session.
-  Status health() const;
+  Status health() const override;
   WriterStats stats() const;
 
   // The first free call id in this file: ids of a new session start here.
-  std::int64_t next_call_id() const;
+  std::int64_t next_call_id() const override;
 
  private:
   TraceWriter();

@@ -69,8 +69,8 @@ std::optional<std::string> CallDecoder::caller_path(const vs_call_event& ev) {
   return std::nullopt;  // unknown rather than a guess
 }
 
-store::CallRecord CallDecoder::decode(const vs_call_event& ev, const vs_call_sched* sched) {
-  store::CallRecord c;
+vs::CallRecord CallDecoder::decode(const vs_call_event& ev, const vs_call_sched* sched) {
+  vs::CallRecord c;
   c.id = call_id(id_base_, ev.seq);
   c.ts_ns = static_cast<std::int64_t>(ev.start_ns);
   c.dur_ns = ev.end_ns > ev.start_ns ? static_cast<std::int64_t>(ev.end_ns - ev.start_ns) : 0;

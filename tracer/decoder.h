@@ -8,7 +8,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "store/records.h"
+#include "common/records.h"
 #include "tracer/discovery.h"
 #include "tracer/bpf/events.h"
 
@@ -36,7 +36,7 @@ class CallDecoder {
   // Call ids in the file are id_base + (BPF sequence - 1).
   explicit CallDecoder(std::int64_t id_base) : id_base_(id_base) {}
   // `sched`: where the thread was during the call, when it was switched out.
-  store::CallRecord decode(const vs_call_event& ev, const vs_call_sched* sched = nullptr);
+  vs::CallRecord decode(const vs_call_event& ev, const vs_call_sched* sched = nullptr);
   ObjectPaths& objects() { return objects_; }
   void forget_process(std::uint32_t pid);
 

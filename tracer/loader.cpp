@@ -280,7 +280,7 @@ AttachResult Tracer::attach_library(const LibraryCandidate& lib) {
   }
   std::vector<UprobeSite> sites;
   for (const auto& api : all_apis()) {
-    store::ProbeRecord probe;
+    vs::ProbeRecord probe;
     probe.api = std::string(api.name);
     auto it = fns->offsets.find(std::string(api.name));
     if (it == fns->offsets.end()) {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "common/result.h"
-#include "store/records.h"
+#include "common/records.h"
 #include "tracer/bpf/events.h"
 #include "tracer/discovery.h"
 #include "tracer/uprobe_attach.h"
@@ -42,8 +42,8 @@ struct TracerCounters {
 };
 
 struct AttachResult {
-  store::LibraryRecord library;
-  std::vector<store::ProbeRecord> probes;
+  vs::LibraryRecord library;
+  std::vector<vs::ProbeRecord> probes;
 };
 
 class Tracer {

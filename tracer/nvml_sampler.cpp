@@ -80,7 +80,7 @@ Result<std::unique_ptr<NvmlSampler>> NvmlSampler::open(const std::string& librar
   for (unsigned i = 0; i < n; ++i) {
     nvmlDevice_t dev = nullptr;
     if (a.handle_by_index(i, &dev) != NVML_SUCCESS) continue;
-    store::GpuRecord g;
+    vs::GpuRecord g;
     g.index = i;
     char buf[128] = {};
     if (a.name(dev, buf, sizeof(buf)) == NVML_SUCCESS) g.name = buf;

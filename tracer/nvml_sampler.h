@@ -13,13 +13,13 @@
 #include <vector>
 
 #include "common/result.h"
-#include "store/records.h"
+#include "common/records.h"
 
 namespace vs::tracer {
 
 struct NvmlSamples {
-  std::vector<store::GpuMemorySample> gpus;
-  std::vector<store::GpuProcessSample> processes;
+  std::vector<vs::GpuMemorySample> gpus;
+  std::vector<vs::GpuProcessSample> processes;
 };
 
 class NvmlSampler {
@@ -29,7 +29,7 @@ class NvmlSampler {
   static Result<std::unique_ptr<NvmlSampler>> open(const std::string& library);
   ~NvmlSampler();
 
-  const std::vector<store::GpuRecord>& gpus() const { return gpus_; }
+  const std::vector<vs::GpuRecord>& gpus() const { return gpus_; }
   NvmlSamples sample_once();
   // Samples every `interval` on a thread until stop(), handing each sample to `sink`.
   void start(std::chrono::milliseconds interval, std::function<void(NvmlSamples&&)> sink);
@@ -40,7 +40,7 @@ class NvmlSampler {
   struct Api;
   std::unique_ptr<Api> api_;
   void* handle_ = nullptr;
-  std::vector<store::GpuRecord> gpus_;
+  std::vector<vs::GpuRecord> gpus_;
   std::vector<void*> devices_;
   std::thread thread_;
   std::atomic<bool> stop_{false};

@@ -41,7 +41,7 @@ struct Pipeline {
   std::map<uint32_t, int64_t> top_level_calls;
 
   void on_call(const vs_call_event& ev, const vs_call_sched* sched) {
-    store::CallRecord call = decoder.decode(ev, sched);
+    vs::CallRecord call = decoder.decode(ev, sched);
     if (call.pid != ev.pid || call.tid != ev.tid || call.api_id != ev.api ||
         call.id != static_cast<int64_t>(uint64_t{1000} + ev.seq - 1))
       fuzz::fail("the decoded call lost the record's identity");

@@ -38,8 +38,8 @@ constexpr std::int64_t kLoadCopyNsPerMiB = 40 * kUs;  // host-to-device at ~25 G
 // A driver call made inside a runtime call starts this long after it and returns this long before it.
 constexpr std::int64_t kNestedInsetNs = 2 * kUs;
 
-store::LibraryRecord library(std::string path, Layer layer, std::int64_t attached_ts_ns) {
-  store::LibraryRecord lib;
+vs::LibraryRecord library(std::string path, Layer layer, std::int64_t attached_ts_ns) {
+  vs::LibraryRecord lib;
   lib.path = std::move(path);
   lib.kind = layer == Layer::Runtime ? "runtime" : "driver";
   lib.found_by = "maps";
@@ -50,8 +50,8 @@ store::LibraryRecord library(std::string path, Layer layer, std::int64_t attache
   return lib;
 }
 
-std::vector<store::ProbeRecord> probes(Layer layer) {
-  std::vector<store::ProbeRecord> out;
+std::vector<vs::ProbeRecord> probes(Layer layer) {
+  std::vector<vs::ProbeRecord> out;
   std::int64_t offset = 0x10000;
   for (const ApiInfo& api : all_apis())
     if (api.layer == layer)
@@ -109,7 +109,7 @@ void TraceBuilder::write(const std::string& path) const {
 
   const std::int64_t start = options_.session_start_ns;
   const std::int64_t end = last_event_ns() + options_.session_tail_ns;
-  store::SessionInfo session;
+  vs::SessionInfo session;
   session.host = "synthetic";
   session.kernel = "6.1.0-synthetic";
   session.mode = "launch";
@@ -127,7 +127,7 @@ void TraceBuilder::write(const std::string& path) const {
   if (options_.nvml_interval_ns > 0) w.add_gpu({0, "NVIDIA H100 80GB HBM3", "GPU-synthetic-0", "580.159.04", kGpuTotalBytes});
 
   // The file's call ids follow entry time (the tracer's sequence); nested calls point at their parent's.
-  std::vector<store::CallRecord> calls;
+  std::vector<vs::CallRecord> calls;
   for (const Call& c : calls_) calls.push_back(c.r);
   std::sort(calls.begin(), calls.end(), [](const auto& a, const auto& b) { return std::tie(a.ts_ns, a.id) < std::tie(b.ts_ns, b.id); });
   std::unordered_map<std::int64_t, std::int64_t> file_id;  // provisional -> file
@@ -163,7 +163,7 @@ void TraceBuilder::write(const std::string& path) const {
     switch (e.type) {
       case kProcess: {
         const ProcessSeen& p = processes_[e.index];
-        store::ProcessRecord rec;
+        vs::ProcessRecord rec;
         rec.pid = p.pid;
         rec.comm = p.comm;
         rec.cmdline = p.cmdline;
@@ -192,7 +192,7 @@ void TraceBuilder::write(const std::string& path) const {
       }
     }
   }
-  store::SessionEnd session_end;
+  vs::SessionEnd session_end;
   session_end.end_ts_ns = end;
   session_end.attach_ms = 1.2;
   session_end.detach_ms = 85;

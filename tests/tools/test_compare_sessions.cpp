@@ -41,7 +41,7 @@ struct TwoSessionTrace {
 
   static void write_session(vs::store::TraceWriter& w, std::int64_t start, int n, std::uint64_t bytes,
                             std::int64_t free_ns, bool with_error) {
-    vs::store::SessionInfo s;
+    vs::SessionInfo s;
     s.host = "host";
     s.kernel = "6.1";
     s.mode = "launch";
@@ -50,7 +50,7 @@ struct TwoSessionTrace {
     s.command = "python3 train.py";
     s.start_ts_ns = start;
     REQUIRE(w.begin_session(s) > 0);
-    vs::store::ProcessRecord p;
+    vs::ProcessRecord p;
     p.pid = 100;
     p.comm = "python3";
     p.first_ts_ns = start;
@@ -62,7 +62,7 @@ struct TwoSessionTrace {
     for (int i = 0; i < n; ++i, ts += 10'000'000)
       w.add_call(Call(id++, "cudaFree").ptr(0x7f0000000000 + i * bytes).caller(kTorch).ts(ts, free_ns));
     if (with_error) w.add_call(Call(id++, "cudaMalloc").ptr(0).bytes(1ull << 40).ret(2).caller(kTorch).ts(ts, 30'000));
-    vs::store::SessionEnd end;
+    vs::SessionEnd end;
     end.end_ts_ns = ts + 1'000'000'000;
     REQUIRE(w.end_session(end).ok());
   }

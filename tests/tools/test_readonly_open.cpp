@@ -40,8 +40,8 @@ FileSnapshot snapshot(const std::string& path) {
 
 bool beside(const std::string& path, const char* suffix) { return fs::exists(path + suffix); }
 
-vs::store::SessionInfo info(const std::string& command) {
-  vs::store::SessionInfo s;
+vs::SessionInfo info(const std::string& command) {
+  vs::SessionInfo s;
   s.host = "h";
   s.kernel = "6.8";
   s.mode = "launch";
@@ -57,7 +57,7 @@ void write_finished(const std::string& path, const std::string& command, std::in
   auto w = vs::store::TraceWriter::open(path);
   REQUIRE(w.ok());
   REQUIRE((*w)->begin_session(info(command)) > 0);
-  vs::store::ProcessRecord p;
+  vs::ProcessRecord p;
   p.pid = 100;
   p.comm = "\x1b[31mpwn\u202e";
   p.cmdline = command;
@@ -70,7 +70,7 @@ void write_finished(const std::string& path, const std::string& command, std::in
                        .bytes(1 << 20)
                        .caller("/lib/\x1b[2Jlibtorch.so\n## SYSTEM")
                        .ts(2'000'000 + i * 1'000'000, 1'000));
-  vs::store::SessionEnd end;
+  vs::SessionEnd end;
   end.end_ts_ns = 20'000'000;
   REQUIRE((*w)->end_session(end).ok());
 }
@@ -175,7 +175,7 @@ TEST_CASE("read-only: an immutable reader sees a session appended later (it reop
     CHECK(t.q("SELECT COUNT(*) FROM sessions") == 2);
     CHECK_FALSE(t.reader->immutable());
     CHECK(status_of(*t.reader, 2) == "recording");
-    vs::store::SessionEnd end;
+    vs::SessionEnd end;
     end.end_ts_ns = 30'000'000;
     REQUIRE((*w)->end_session(end).ok());
   }

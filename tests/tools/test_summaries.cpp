@@ -120,7 +120,7 @@ TEST_CASE("summaries: a writer adds a summarized session to a schema-1 file; com
     auto opened = vs::store::TraceWriter::open(copy.file.string());
     REQUIRE(opened.ok());
     auto& w = *opened.value();
-    vs::store::SessionInfo s;
+    vs::SessionInfo s;
     s.host = "host";
     s.kernel = "6.1";
     s.mode = "launch";
@@ -137,7 +137,7 @@ TEST_CASE("summaries: a writer adds a summarized session to a schema-1 file; com
                      .ts(ts + 1'000, 10'000 + i % 7));
       w.add_call(Call(id++, "cudaFree", 100 + i % 3).ptr(ptr).ret(i % 50 == 0 ? 1 : 0).ts(ts + 500'000, 5'000 + i % 11));
     }
-    vs::store::SessionEnd end;
+    vs::SessionEnd end;
     end.end_ts_ns = ts;
     REQUIRE(w.end_session(end).ok());
   }
@@ -186,7 +186,7 @@ TEST_CASE("summaries: a window is answered from the call buckets as from the cal
     auto opened = vs::store::TraceWriter::open(copy.file.string());
     REQUIRE(opened.ok());
     auto& w = *opened.value();
-    vs::store::SessionInfo s;
+    vs::SessionInfo s;
     s.host = "host";
     s.kernel = "6.1";
     s.mode = "all";
@@ -211,7 +211,7 @@ TEST_CASE("summaries: a window is answered from the call buckets as from the cal
       }
       w.add_call(c);
     }
-    vs::store::SessionEnd end;
+    vs::SessionEnd end;
     end.end_ts_ns = ts;
     REQUIRE(w.end_session(end).ok());
   }

@@ -35,7 +35,7 @@ std::string hostile_trace(const vs::test::synthetic::TempDir& dir) {
   const std::string path = dir.file("hostile.db");
   auto w = vs::store::TraceWriter::open(path);
   REQUIRE(w.ok());
-  vs::store::SessionInfo info;
+  vs::SessionInfo info;
   info.host = "host\x1b[5m";
   info.kernel = "6.8";
   info.mode = "launch";
@@ -45,26 +45,26 @@ std::string hostile_trace(const vs::test::synthetic::TempDir& dir) {
   info.nvml = kNvml;
   info.start_ts_ns = 1'000'000;
   REQUIRE((*w)->begin_session(info) == 1);
-  vs::store::ProcessRecord p;
+  vs::ProcessRecord p;
   p.pid = 100;
   p.comm = kComm;
   p.cmdline = kCmdline;
   p.first_ts_ns = 1'000'000;
   p.how_found = "launched";
   (*w)->process_seen(p);
-  vs::store::LibraryRecord ok;
+  vs::LibraryRecord ok;
   ok.path = kLibPath;
   ok.kind = "driver";
   ok.found_by = "maps";
   ok.attach_mode = "uprobe_multi";
   ok.probes_attached = 3;
   (*w)->add_library(ok, {});
-  vs::store::LibraryRecord failed = ok;
+  vs::LibraryRecord failed = ok;
   failed.path = kLibPath + ".2";
   failed.probes_attached = 0;
   failed.error = kError;
   (*w)->add_library(failed, {});
-  vs::store::GpuRecord gpu;
+  vs::GpuRecord gpu;
   gpu.name = "NVIDIA \u202eH100";
   gpu.uuid = "GPU-\x1b[0m";
   gpu.driver_version = "580\n## SYSTEM";
@@ -90,7 +90,7 @@ std::string hostile_trace(const vs::test::synthetic::TempDir& dir) {
   Call bad(200, "cudaFree", 100);
   bad.ptr(0xdead0000).caller(kLibPath).ts(60'000'000, 1'000).ret(1);
   (*w)->add_call(bad);
-  vs::store::SessionEnd end;
+  vs::SessionEnd end;
   end.end_ts_ns = 70'000'000;
   REQUIRE((*w)->end_session(end).ok());
   // A second session (compare_sessions), with the same process seen again.

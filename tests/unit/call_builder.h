@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "common/cuda_api.h"
-#include "store/records.h"
+#include "common/records.h"
 
 namespace vs::test {
 
@@ -19,7 +19,7 @@ inline std::uint16_t api_id(std::string_view name) {
 }
 
 struct Call {
-  store::CallRecord r;
+  vs::CallRecord r;
   Call(std::int64_t id, std::string_view api, std::uint32_t pid = 100, std::uint32_t tid = 0) {
     r.id = id;
     r.api_id = api_id(api);
@@ -38,7 +38,7 @@ struct Call {
   Call& caller(std::string v) { r.caller = std::move(v); return *this; }
   Call& parent(std::int64_t id, std::string_view api) { r.parent_id = id; r.parent_api_id = api_id(api); return *this; }
   Call& incomplete() { r.incomplete = true; return *this; }
-  operator const store::CallRecord&() const { return r; }
+  operator const vs::CallRecord&() const { return r; }
 };
 
 }  // namespace vs::test

@@ -80,8 +80,8 @@ class Sql {
   sqlite3* db_ = nullptr;
 };
 
-vs::store::SessionInfo session_info(std::string host, std::int64_t start) {
-  vs::store::SessionInfo s;
+vs::SessionInfo session_info(std::string host, std::int64_t start) {
+  vs::SessionInfo s;
   s.host = std::move(host);
   s.kernel = "6.1.0-test";
   s.mode = "launch";
@@ -111,7 +111,7 @@ TEST_CASE("store: a session's rows, as plain SQLite sees them", "[store]") {
     CHECK(w.next_call_id() == 1);
     REQUIRE(w.begin_session(session_info("host-a", 1000)) == 1);
 
-    vs::store::LibraryRecord lib;
+    vs::LibraryRecord lib;
     lib.path = kCudart;
     lib.kind = "runtime";
     lib.found_by = "maps";
@@ -122,14 +122,14 @@ TEST_CASE("store: a session's rows, as plain SQLite sees them", "[store]") {
     lib.probes_attached = 2;
     lib.probes_missing = 1;
     lib.attached_ts_ns = 900;
-    std::vector<vs::store::ProbeRecord> probes = {
+    std::vector<vs::ProbeRecord> probes = {
         {"cudaMalloc", 0x1000, "attached", std::nullopt},
         {"cudaFree", 0x2000, "attached", std::nullopt},
         {"cudaMallocAsync", std::nullopt, "missing", std::nullopt},
     };
     CHECK(w.add_library(lib, probes) == 1);
 
-    vs::store::ProcessRecord proc;
+    vs::ProcessRecord proc;
     proc.pid = 100;
     proc.ppid = 1;
     proc.start_ns = 50;
@@ -167,7 +167,7 @@ TEST_CASE("store: a session's rows, as plain SQLite sees them", "[store]") {
     w.add_call(Call(7, "cudaFree", 100).ptr(0).caller(kTorch));                                 // context init
     w.add_call(Call(8, "cudaMalloc", 100).ptr(0).bytes(1ull << 40).ret(2).caller(kTorch));      // failed
 
-    vs::store::SchedEventRecord ev;
+    vs::SchedEventRecord ev;
     ev.ts_ns = 4500;
     ev.prev_tid = 100;
     ev.prev_pid = 100;
@@ -181,7 +181,7 @@ TEST_CASE("store: a session's rows, as plain SQLite sees them", "[store]") {
 
     w.process_exited(100, 9000, 0);
 
-    vs::store::SessionEnd end;
+    vs::SessionEnd end;
     end.end_ts_ns = 10000;
     end.attach_ms = 1.5;
     end.detach_ms = 0.25;
@@ -276,7 +276,7 @@ TEST_CASE("store: a session's rows, as plain SQLite sees them", "[store]") {
 TEST_CASE("store: a second session in the same file gets ids after the first", "[store]") {
   TempDir dir;
   const fs::path file = dir.path / "trace.db";
-  vs::store::ProcessRecord proc;
+  vs::ProcessRecord proc;
   proc.pid = 100;
   proc.start_ns = 50;
   proc.first_ts_ns = 1000;
@@ -301,7 +301,7 @@ TEST_CASE("store: a second session in the same file gets ids after the first", "
     (*w)->add_call(Call(base + 0, "cudaMalloc").ptr(kP1).bytes(30).caller(kTorch));
     (*w)->add_call(Call(base + 1, "cudaFree").ptr(kP1).caller("/usr/lib/libother.so"));
     (*w)->add_call(Call(base + 2, "cudaFree").ptr(kP2).caller(kTorch));  // session 1's: unmatched here
-    vs::store::SessionEnd end;
+    vs::SessionEnd end;
     end.end_ts_ns = 60000;
     end.status = "interrupted";
     REQUIRE((*w)->end_session(end).ok());
@@ -403,7 +403,7 @@ TEST_CASE("store: the first write error stops the writer; what was committed bef
   (*w)->add_call(Call(id, "cudaMalloc").ptr(kP2).bytes(1).caller(kTorch));
   CHECK_FALSE((*w)->flush().ok());
   CHECK((*w)->stats().calls_written == kept);
-  CHECK_FALSE((*w)->end_session(vs::store::SessionEnd{}).ok());
+  CHECK_FALSE((*w)->end_session(vs::SessionEnd{}).ok());
   w.value().reset();
   Sql db(file);
   CHECK(db.one("SELECT COUNT(*) FROM call_rows") == std::to_string(kept));
@@ -523,7 +523,7 @@ TEST_CASE("store: seq numbers each process's top-level calls; allocations carry 
     w.add_call(Call(18, "cuMemFree_v2", 100).ptr(kLazy).parent(19, "cudaStreamSynchronize"));
     w.add_call(Call(19, "cudaStreamSynchronize", 100));
     w.process_exited(200, 30000, 0);  // releases call 13's allocation
-    vs::store::SessionEnd end;
+    vs::SessionEnd end;
     end.end_ts_ns = 40000;
     REQUIRE(w.end_session(end).ok());
 
@@ -634,7 +634,7 @@ TEST_CASE("store: a writer opening a schema-1 file adds the seq columns; the old
     (*w)->add_call(Call(base + 1, "cuMemAlloc_v2", 4242).ptr(kP1).bytes(64).parent(base, "cudaMalloc"));
     (*w)->add_call(Call(base, "cudaMalloc", 4242).ptr(kP1).bytes(64));
     (*w)->add_call(Call(base + 2, "cudaFree", 4242).ptr(kP1));
-    vs::store::SessionEnd end;
+    vs::SessionEnd end;
     end.end_ts_ns = 9000;
     vs::Status st = (*w)->end_session(end);
     INFO(st.message());

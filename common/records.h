@@ -1,12 +1,17 @@
-// Passive records that flow from the tracer into the store. The store knows
-// nothing about BPF; the tracer knows nothing about SQL.
+// Passive records that flow from the tracer into the store, and the interface
+// the tracer writes them through (RecordSink, implemented by the store's
+// TraceWriter). The store knows nothing about BPF; the tracer knows nothing
+// about SQL and does not link the store.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
-namespace vs::store {
+#include "common/result.h"
+
+namespace vs {
 
 struct SessionInfo {
   std::string host, kernel, mode, options_json, version;
@@ -75,9 +80,6 @@ struct SchedEventRecord {
   std::string prev_comm, next_comm;
 };
 
-}  // namespace vs::store
-
-namespace vs::store {
 
 // NVML's view of a GPU (what nvidia-smi shows), sampled during a trace.
 struct GpuRecord {
@@ -99,4 +101,28 @@ struct GpuProcessSample {
   std::uint64_t used_bytes = 0;
 };
 
-}  // namespace vs::store
+// Where a recording goes: one session at a time, records in the order the calls
+// were made. The methods are called from the tracer's thread, except the NVML
+// samples (the sampler's own thread): implementations are thread-safe.
+class RecordSink {
+ public:
+  virtual ~RecordSink() = default;
+  // Starts the session and returns its id (0 if that failed: health() says why).
+  virtual std::int64_t begin_session(const SessionInfo& info) = 0;
+  // The first free call id: the ids of the session's calls start here.
+  virtual std::int64_t next_call_id() const = 0;
+  virtual std::int64_t add_library(const LibraryRecord& lib, const std::vector<ProbeRecord>& probes) = 0;
+  virtual void process_seen(const ProcessRecord& proc) = 0;
+  virtual void process_exec(std::uint32_t pid, const std::string& comm, const std::string& cmdline) = 0;
+  virtual void process_exited(std::uint32_t pid, std::int64_t ts_ns, int exit_code) = 0;
+  virtual void add_call(const CallRecord& call) = 0;
+  virtual void add_sched_event(const SchedEventRecord& ev) = 0;
+  virtual void add_gpu(const GpuRecord& gpu) = 0;
+  virtual void add_gpu_memory_sample(const GpuMemorySample& sample) = 0;
+  virtual void add_gpu_process_sample(const GpuProcessSample& sample) = 0;
+  virtual Status end_session(const SessionEnd& end) = 0;
+  // The first write error, once there was one: nothing more is written.
+  virtual Status health() const = 0;
+};
+
+}  // namespace vs
