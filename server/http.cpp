@@ -53,6 +53,14 @@ class TimedSocket {
     if (n <= 0) return 0;
     return socket_.write_some(buffers, ec);
   }
+  // Whether the client closed (or reset) the connection: an SSE stream's
+  // client sends nothing, so this is how one that left is noticed before a
+  // write fails.
+  bool peer_closed() const {
+    pollfd fd{socket_.native_handle(), POLLRDHUP, 0};
+    return ::poll(&fd, 1, 0) > 0 && (fd.revents & (POLLRDHUP | POLLHUP | POLLERR));
+  }
+
   template <class Buffers>
   size_t write_some(const Buffers& buffers) {
     beast::error_code ec;
@@ -207,6 +215,18 @@ class Stream : public Exchange {
     return batch;
   }
 
+  // The standalone stream (0): the last event written to a connection, where
+  // a new GET without Last-Event-ID starts (what was sent is not sent again;
+  // what came while no GET was open is).
+  void mark_written(uint64_t seq) {
+    std::lock_guard lock(mutex_);
+    written_ = std::max(written_, seq);
+  }
+  uint64_t written() const {
+    std::lock_guard lock(mutex_);
+    return written_;
+  }
+
   bool done_and_delivered(uint64_t delivered) const {
     std::lock_guard lock(mutex_);
     return complete_locked() && (events_.empty() || delivered >= events_.back().seq);
@@ -237,9 +257,12 @@ class Stream : public Exchange {
   bool cut_requested_ = false;
   bool ended_ = false;
   bool attached_ = false;
+  uint64_t written_ = 0;
 };
 
-// The session's messages that belong to no request go to its stream 0.
+// The session's messages that belong to no request go to its stream 0. With
+// no GET stream open they wait there (at most max_events_per_stream, the
+// oldest dropped) for the next GET.
 class StreamOutbound : public Outbound {
  public:
   explicit StreamOutbound(std::shared_ptr<Stream> stream) : stream_(std::move(stream)) {}
@@ -985,9 +1008,13 @@ bool HttpServer::State::handle_post(TimedSocket& stream, Request& request, std::
   sse->expect(received);
   if (created) {
     if (mcp_session->initialized()) {
-      std::lock_guard lock(sessions_mutex);
-      sessions[session->id] = session;
+      {
+        std::lock_guard lock(sessions_mutex);
+        sessions[session->id] = session;
+      }
       spdlog::info("mcp http: session {} started", session->id);
+      // stop() may have ended the sessions it found before this one joined them.
+      if (stopping) end_session(session->id);
     } else {
       server.close_session(*mcp_session);  // initialize failed: no session
     }
@@ -1018,8 +1045,8 @@ bool HttpServer::State::handle_get(TimedSocket& stream, Request& request, std::s
   if (!accepts(header(request, http::field::accept), "text/event-stream"))
     return fail(stream, request, http::status::not_acceptable, "Accept must list text/event-stream");
   std::shared_ptr<Stream> sse = session->standalone;
-  uint64_t after = 0;
   bool resume = request.count("Last-Event-ID") > 0;
+  uint64_t after = resume ? 0 : sse->written();
   if (resume) {
     std::string last = header(request, "Last-Event-ID");
     auto dash = last.find('-');
@@ -1065,21 +1092,38 @@ bool HttpServer::State::serve_sse(TimedSocket& stream, const Request& request, H
   // The priming event: an id to resume from and how soon to retry (SEP-1699).
   if (prime) write("id: " + sse.event_id(0) + "\nretry: " + std::to_string(options.sse_retry.count()) + "\ndata: \n\n");
   uint64_t delivered = after;
+  // Waits in short slices to notice a client that left: until the stream is
+  // released, a reconnecting client would get 409.
+  const auto slice = std::min<std::chrono::milliseconds>(options.sse_keepalive, std::chrono::milliseconds(200));
+  auto last_write = std::chrono::steady_clock::now();
+  bool client_left = false;
   for (bool finished = false; !finished && !ec && !stopping;) {
-    Stream::Batch batch = sse.next(delivered, options.sse_keepalive);
-    if (batch.events.empty() && !batch.finished) write(": keepalive\n\n");
+    Stream::Batch batch = sse.next(delivered, slice);
+    // Checked before writing too: an event written into a connection its
+    // client already closed would count as sent, and a new GET skips it.
+    if ((client_left = stream.peer_closed())) break;
+    if (batch.events.empty() && !batch.finished) {
+      if (std::chrono::steady_clock::now() - last_write >= options.sse_keepalive) {
+        write(": keepalive\n\n");
+        last_write = std::chrono::steady_clock::now();
+      }
+      session.touch();
+      continue;
+    }
+    last_write = std::chrono::steady_clock::now();
     for (const auto& event : batch.events) {
       if (!write("id: " + sse.event_id(event.seq) + "\nevent: message\ndata: " + event.data + "\n\n")) break;
       delivered = event.seq;
+      if (sse.id() == 0) sse.mark_written(delivered);
     }
     finished = batch.finished;
     session.touch();
   }
   stream.arm(options.write_timeout);
-  if (!ec) net::write(stream, http::make_chunk_last(), ec);
+  if (!ec && !client_left) net::write(stream, http::make_chunk_last(), ec);
   sse.release();
   if (sse.id() != 0 && sse.done_and_delivered(delivered)) session.forget_stream(sse.id());
-  return !ec && response.keep_alive() && !stopping;
+  return !ec && !client_left && response.keep_alive() && !stopping;
 }
 
 }  // namespace vs::mcp

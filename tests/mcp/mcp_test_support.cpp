@@ -1,7 +1,10 @@
 #include "tests/mcp/mcp_test_support.h"
 
+#include <arpa/inet.h>
 #include <ext/stdio_filebuf.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/asio/connect.hpp>
@@ -242,6 +245,68 @@ std::string http_open_session(uint16_t port, const std::string& version) {
   std::string session = reply.header("mcp-session-id");
   http_post(port, notification("notifications/initialized"), session, {{"MCP-Protocol-Version", version}});
   return session;
+}
+
+// ---- SseReader ----
+
+SseReader::SseReader(uint16_t port, const std::string& session, Headers headers) {
+  fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(port);
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0)
+    throw std::runtime_error("SseReader: connect failed");
+  Headers all = {{"Host", "127.0.0.1:" + std::to_string(port)}, {"Accept", "text/event-stream"}};
+  if (!session.empty()) all["Mcp-Session-Id"] = session;
+  for (auto& [name, value] : headers) all[name] = value;
+  std::string text = "GET /mcp HTTP/1.1\r\n";
+  for (auto& [name, value] : all)
+    if (!value.empty()) text += name + ": " + value + "\r\n";
+  text += "\r\n";
+  if (::send(fd_, text.data(), text.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(text.size()))
+    throw std::runtime_error("SseReader: send failed");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (buffer_.find("\r\n\r\n") == std::string::npos)
+    if (!fill(deadline)) return;
+  if (buffer_.rfind("HTTP/1.1 ", 0) == 0) status_ = std::stoi(buffer_.substr(9, 3));
+  parsed_ = buffer_.find("\r\n\r\n") + 4;
+}
+
+SseReader::~SseReader() { close(); }
+
+void SseReader::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+bool SseReader::fill(std::chrono::steady_clock::time_point deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  if (fd_ < 0 || left.count() <= 0) return false;
+  pollfd fd{fd_, POLLIN, 0};
+  if (::poll(&fd, 1, static_cast<int>(left.count())) <= 0) return false;
+  char data[4096];
+  ssize_t n = ::read(fd_, data, sizeof data);
+  if (n <= 0) return false;
+  buffer_.append(data, n);
+  return true;
+}
+
+std::optional<json> SseReader::next(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Each event is one chunk of the chunked body, so a "data: " line is never
+  // split by a chunk header; the priming event's data is empty.
+  for (;;) {
+    size_t start = buffer_.find("data: ", parsed_);
+    size_t end = start == std::string::npos ? start : buffer_.find('\n', start);
+    if (end != std::string::npos) {
+      std::string data = buffer_.substr(start + 6, end - start - 6);
+      parsed_ = end + 1;
+      if (data.empty()) continue;
+      return json::parse(data);
+    }
+    if (!fill(deadline)) return std::nullopt;
+  }
 }
 
 // ---- Client ----

@@ -86,6 +86,29 @@ HttpReply http_post(uint16_t port, const json& message, const std::string& sessi
 // initialize + notifications/initialized; the session id.
 std::string http_open_session(uint16_t port, const std::string& version = "2025-11-25");
 
+// A GET stream of an HTTP session (its standalone stream, or with
+// Last-Event-ID one being resumed), read message by message as it comes, on
+// a raw socket.
+class SseReader {
+ public:
+  SseReader(uint16_t port, const std::string& session, Headers headers = {});
+  ~SseReader();
+  SseReader(const SseReader&) = delete;
+  SseReader& operator=(const SseReader&) = delete;
+  int status() const { return status_; }  // of the response; 0 when none came
+  // The next message on the stream; nullopt after `timeout` or at its end.
+  std::optional<json> next(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Closes the connection (the client goes away).
+  void close();
+
+ private:
+  bool fill(std::chrono::steady_clock::time_point deadline);
+  int fd_ = -1;
+  std::string buffer_;
+  size_t parsed_ = 0;
+  int status_ = 0;
+};
+
 // One client session over stdio or over HTTP, for the properties that must
 // hold on both transports. Messages go as raw text (they may be malformed on
 // purpose) without waiting; every answer the server sends is collected and

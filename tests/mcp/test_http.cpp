@@ -232,3 +232,36 @@ TEST_CASE_METHOD(HttpFixture, "connections closed by their clients do not count 
   std::string session = http_open_session(port);
   for (int i = 0; i < 600; ++i) REQUIRE(http_post(port, request(i + 2, "ping"), session).status == 200);
 }
+
+TEST_CASE_METHOD(HttpFixture, "the GET stream: messages wait for it, none is sent twice, a client that left frees it",
+                 "[http]") {
+  std::string session = http_open_session(port);
+  for (const char* uri : {"test://a", "test://item/1"})
+    REQUIRE(http_post(port, request(2, "resources/subscribe", {{"uri", uri}}), session).status == 200);
+  // No GET stream open: the notification waits for one.
+  server.notify_resource_updated("test://a");
+  std::this_thread::sleep_for(100ms);
+  auto stream = std::make_unique<SseReader>(port, session);
+  REQUIRE(stream->status() == 200);
+  auto message = stream->next(2s);
+  REQUIRE(message);
+  CHECK((*message)["params"]["uri"] == "test://a");
+  CHECK_FALSE(stream->next(200ms));
+  // The client goes away; the server frees the stream at once (it waited for a
+  // write to fail, up to sse_keepalive, answering 409 to the client's new GET meanwhile).
+  stream.reset();
+  server.notify_resource_updated("test://item/1");
+  auto left = std::chrono::steady_clock::now();
+  for (;;) {
+    stream = std::make_unique<SseReader>(port, session);
+    if (stream->status() != 409 || std::chrono::steady_clock::now() - left > 5s) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  REQUIRE(stream->status() == 200);
+  CHECK(std::chrono::steady_clock::now() - left < 2s);
+  // A new GET gets what came since the last one, not what that one was sent.
+  message = stream->next(2s);
+  REQUIRE(message);
+  CHECK((*message)["params"]["uri"] == "test://item/1");
+  CHECK_FALSE(stream->next(300ms));
+}
