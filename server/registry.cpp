@@ -72,6 +72,13 @@ Status Registry::add(ResourceTemplate resource_template) {
   return {};
 }
 
+Status Registry::set_resource_lister(ResourceLister lister) {
+  if (!lister) return Error{"resource lister is empty"};
+  if (lister_) return Error{"resource lister set twice"};
+  lister_ = std::move(lister);
+  return {};
+}
+
 const Tool* Registry::find_tool(std::string_view name) const { return find_by(tools_, &Tool::name, name); }
 const Prompt* Registry::find_prompt(std::string_view name) const { return find_by(prompts_, &Prompt::name, name); }
 const Resource* Registry::find_resource(std::string_view uri) const { return find_by(resources_, &Resource::uri, uri); }

@@ -1,6 +1,8 @@
 // What a server offers: tools, prompts, resources and resource templates,
 // each with its handler. The registry is filled once before the server starts
 // and is read-only afterwards, so handlers run concurrently without locks.
+// Resources that come and go while the server runs (one per live trace) come
+// from a ResourceLister instead.
 #pragma once
 
 #include <functional>
@@ -70,8 +72,19 @@ struct Resource {
   std::string title;
   std::string description;
   std::string mime_type;
-  ResourceReader reader;
+  ResourceReader reader;  // may be empty for a listed (dynamic) resource that a template reads
 };
+
+// The resources that exist now besides the static ones, e.g. one per trace
+// being recorded. Called on every resources/list, and on resources/read and
+// resources/subscribe of a URI that is not static, from the transports' and
+// workers' threads at once, with no server lock held: thread-safe, quick,
+// and in a stable order (new ones last), since resources/list pages by
+// position. Each is read by its own reader or, without one, by the first
+// template matching its URI; one with neither, or with the URI of a static or
+// earlier resource, is left out. Call Server::notify_resource_list_changed()
+// when the list changes.
+using ResourceLister = std::function<std::vector<Resource>()>;
 
 // An RFC 6570 level-1 template: "{name}" stands for one or more characters
 // other than '/', e.g. "vramscope://session/{id}" or "file:///{name}.json";
@@ -94,11 +107,16 @@ class Registry {
   Status add(Prompt prompt);
   Status add(Resource resource);
   Status add(ResourceTemplate resource_template);
+  // Makes the list of resources dynamic: resources/list gives the static
+  // resources, then the lister's; the resources.listChanged capability
+  // becomes true. Fails when `lister` is empty or one was already set.
+  Status set_resource_lister(ResourceLister lister);
 
   const std::vector<Tool>& tools() const { return tools_; }
   const std::vector<Prompt>& prompts() const { return prompts_; }
   const std::vector<Resource>& resources() const { return resources_; }
   const std::vector<ResourceTemplate>& resource_templates() const { return templates_; }
+  const ResourceLister& resource_lister() const { return lister_; }  // empty: none
 
   const Tool* find_tool(std::string_view name) const;
   const Prompt* find_prompt(std::string_view name) const;
@@ -124,6 +142,7 @@ class Registry {
   std::vector<Resource> resources_;
   std::vector<ResourceTemplate> templates_;
   std::vector<CompiledTemplate> compiled_;  // parallel to templates_
+  ResourceLister lister_;
 };
 
 // CallToolResult builders for handlers.

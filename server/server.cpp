@@ -69,8 +69,8 @@ void WorkerPool::submit(std::function<void()> job) {
 
 // ---- Session ----
 
-Session::Session(Server& server, std::shared_ptr<Outbound> outbound)
-    : server_(server), outbound_(std::move(outbound)), log_level_(server.options().default_log_level) {}
+Session::Session(Server& server, std::shared_ptr<Outbound> outbound, SessionKey key)
+    : server_(server), outbound_(std::move(outbound)), key_(key), log_level_(server.options().default_log_level) {}
 
 bool Session::initialized() const {
   std::lock_guard lock(mutex_);
@@ -122,6 +122,8 @@ const std::string& RequestContext::protocol_version() const {
   // Set once by initialize, before any handler runs.
   return session_->protocol_version_;
 }
+
+SessionKey RequestContext::session_key() const { return session_->key(); }
 
 void RequestContext::progress(double done, double total, const std::string& message) {
   if (progress_token_.is_null()) return;
@@ -252,6 +254,7 @@ Server::Server(ServerInfo info, Registry registry, ServerOptions options)
       methods_(method_table(options.limits)),
       workers_(options.worker_threads) {
   if (options_.page_size == 0) options_.page_size = 1;
+  notifier_ = std::thread([this] { notifier_loop(); });
 }
 
 size_t Server::max_running_per_session() const {
@@ -260,27 +263,59 @@ size_t Server::max_running_per_session() const {
 }
 
 Server::~Server() {
-  std::vector<std::shared_ptr<Session>> open;
-  {
-    std::lock_guard lock(sessions_mutex_);
-    for (auto& weak : sessions_)
-      if (auto session = weak.lock()) open.push_back(std::move(session));
+  // Every session ends (on_session_closed may still call into the server),
+  // then the notifier stops.
+  for (;;) {
+    std::shared_ptr<Session> open;
+    std::optional<SessionKey> dropped;
+    {
+      std::lock_guard lock(sessions_mutex_);
+      if (sessions_.empty()) break;
+      auto first = sessions_.begin();
+      open = first->second.lock();
+      if (!open) dropped = first->first;
+      sessions_.erase(first);
+    }
+    if (open) close_session(*open);  // reports it unless it was closed already
+    else report_closed(*dropped);
   }
-  for (auto& session : open) close_session(*session);
+  stop_notifier();
+}
+
+void Server::report_closed(SessionKey key) {
+  if (!options_.on_session_closed) return;
+  try {
+    options_.on_session_closed(key);
+  } catch (const std::exception& e) {
+    spdlog::error("mcp: on_session_closed({}) threw: {}", key, e.what());
+  }
 }
 
 std::shared_ptr<Session> Server::open_session(std::shared_ptr<Outbound> outbound) {
-  auto session = std::make_shared<Session>(*this, std::move(outbound));
-  std::lock_guard lock(sessions_mutex_);
-  std::erase_if(sessions_, [](const std::weak_ptr<Session>& weak) { return weak.expired(); });
-  sessions_.push_back(session);
+  std::shared_ptr<Session> session;
+  std::vector<SessionKey> dropped;  // sessions their transport let go without closing them
+  {
+    std::lock_guard lock(sessions_mutex_);
+    for (auto it = sessions_.begin(); it != sessions_.end();)
+      if (it->second.expired()) {
+        dropped.push_back(it->first);
+        it = sessions_.erase(it);
+      } else {
+        ++it;
+      }
+    session = std::make_shared<Session>(*this, std::move(outbound), next_session_key_++);
+    sessions_.emplace(session->key(), session);
+  }
+  for (SessionKey key : dropped) report_closed(key);
   return session;
 }
 
 void Server::close_session(Session& session, RunningRequests running) {
   std::deque<std::pair<std::string, std::function<void()>>> dropped;
+  bool first_close = false;
   {
     std::lock_guard lock(session.mutex_);
+    first_close = !session.closed_;
     session.closed_ = true;
     if (running == RunningRequests::cancel) {
       for (auto& [id, cancelled] : session.in_flight_) cancelled->store(true);
@@ -289,19 +324,114 @@ void Server::close_session(Session& session, RunningRequests running) {
     session.client_answered_.notify_all();
   }
   for (auto& [key, job] : dropped) job();  // cancelled: only releases the id and tells the transport
+  if (!first_close) return;
+  {
+    std::lock_guard lock(sessions_mutex_);
+    sessions_.erase(session.key());
+  }
+  report_closed(session.key());
 }
+
+// ---- server-initiated notifications ----
+
+namespace {
+constexpr char updated_prefix = 'u';
+const std::string list_changed_key = "l";
+}  // namespace
 
 void Server::notify_resource_updated(const std::string& uri) {
   std::vector<std::shared_ptr<Session>> subscribed;
   {
     std::lock_guard lock(sessions_mutex_);
-    for (auto& weak : sessions_)
+    for (auto& [key, weak] : sessions_)
       if (auto session = weak.lock()) {
         std::lock_guard session_lock(session->mutex_);
         if (session->subscriptions_.count(uri)) subscribed.push_back(std::move(session));
       }
   }
-  for (auto& session : subscribed) session->notify(make_notification("notifications/resources/updated", {{"uri", uri}}));
+  const std::string throttle_key = updated_prefix + uri;
+  for (auto& session : subscribed) schedule_notification(session, throttle_key);
+}
+
+void Server::notify_resource_list_changed() {
+  if (!registry_.resource_lister()) return;  // the list never changes: listChanged is false
+  std::vector<std::shared_ptr<Session>> initialized;
+  {
+    std::lock_guard lock(sessions_mutex_);
+    for (auto& [key, weak] : sessions_)
+      if (auto session = weak.lock(); session && session->initialized()) initialized.push_back(std::move(session));
+  }
+  for (auto& session : initialized) schedule_notification(session, list_changed_key);
+}
+
+void Server::schedule_notification(const std::shared_ptr<Session>& session, const std::string& throttle_key) {
+  std::lock_guard lock(session->mutex_);
+  if (session->closed_) return;
+  Session::Throttle& throttle = session->throttles_[throttle_key];
+  if (throttle.pending) return;  // already due: it will tell of this change too
+  throttle.pending = true;
+  auto now = std::chrono::steady_clock::now();
+  auto due = throttle.last_sent == std::chrono::steady_clock::time_point{}
+                 ? now
+                 : std::max(now, throttle.last_sent + options_.notification_interval);
+  {
+    std::lock_guard notifier_lock(notifier_mutex_);
+    due_.emplace(due, std::make_pair(std::weak_ptr<Session>(session), throttle_key));
+  }
+  notifier_wake_.notify_one();
+}
+
+void Server::notifier_loop() {
+  std::unique_lock lock(notifier_mutex_);
+  while (!notifier_stopping_) {
+    if (due_.empty()) {
+      notifier_wake_.wait(lock);
+      continue;
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (due_.begin()->first > now) {
+      notifier_wake_.wait_until(lock, due_.begin()->first);
+      continue;
+    }
+    std::vector<std::pair<std::weak_ptr<Session>, std::string>> ready;
+    while (!due_.empty() && due_.begin()->first <= now) {
+      ready.push_back(std::move(due_.begin()->second));
+      due_.erase(due_.begin());
+    }
+    lock.unlock();  // sessions' mutexes come before the notifier's
+    for (auto& [weak, throttle_key] : ready) send_due(weak, throttle_key);
+    lock.lock();
+  }
+}
+
+void Server::send_due(const std::weak_ptr<Session>& weak, const std::string& throttle_key) {
+  auto session = weak.lock();
+  if (!session) return;
+  json message;
+  {
+    std::lock_guard lock(session->mutex_);
+    auto throttle = session->throttles_.find(throttle_key);
+    if (session->closed_ || throttle == session->throttles_.end() || !throttle->second.pending) return;
+    throttle->second.pending = false;
+    throttle->second.last_sent = std::chrono::steady_clock::now();
+    if (throttle_key == list_changed_key) {
+      message = make_notification("notifications/resources/list_changed", json::object());
+    } else {
+      std::string uri = throttle_key.substr(1);
+      if (!session->subscriptions_.count(uri)) return;  // unsubscribed meanwhile
+      message = make_notification("notifications/resources/updated", {{"uri", std::move(uri)}});
+    }
+  }
+  session->notify(message);  // no lock held: a stdio write may block
+}
+
+void Server::stop_notifier() {
+  {
+    std::lock_guard lock(notifier_mutex_);
+    notifier_stopping_ = true;
+  }
+  notifier_wake_.notify_all();
+  if (notifier_.joinable()) notifier_.join();
 }
 
 Server::Received Server::receive_text(const std::shared_ptr<Session>& session, std::string_view text,
@@ -538,7 +668,7 @@ Server::Reply Server::initialize(Session& session, const json& params, RequestCo
       {"capabilities",
        {{"tools", {{"listChanged", false}}},
         {"prompts", {{"listChanged", false}}},
-        {"resources", {{"subscribe", true}, {"listChanged", false}}},
+        {"resources", {{"subscribe", true}, {"listChanged", static_cast<bool>(registry_.resource_lister())}}},
         {"logging", json::object()},
         {"completions", json::object()}}},
       {"serverInfo", std::move(server_info)},
@@ -549,13 +679,14 @@ Server::Reply Server::initialize(Session& session, const json& params, RequestCo
 
 Server::Reply Server::ping(Session&, const json&, RequestContext&) { return json::object(); }
 
-Server::Reply Server::paginate(const json& params, json items, const char* key) const {
+Server::Reply Server::paginate(const json& params, json items, const char* key, bool shrinks) const {
   size_t offset = 0;
   if (auto cursor = params.find("cursor"); cursor != params.end() && cursor->is_string()) {
     // Ours ("offset:N" in base64), but it comes back from the client: checked like any input.
     std::optional<std::string> decoded = base64_decode(cursor->get_ref<const std::string&>());
     std::optional<uint64_t> parsed;
     if (decoded && decoded->starts_with("offset:")) parsed = parse_decimal(std::string_view(*decoded).substr(7));
+    if (parsed && shrinks) parsed = std::min<uint64_t>(*parsed, items.size());
     if (!parsed || *parsed > items.size())
       return RpcError{error_code::invalid_params, "invalid params: unknown cursor; use the nextCursor of the previous page"};
     offset = *parsed;
@@ -637,17 +768,48 @@ Server::Reply Server::get_prompt(Session&, const json& params, RequestContext& c
   return std::move(result.value());
 }
 
+std::vector<Resource> Server::dynamic_resources() const {
+  std::vector<Resource> out;
+  if (!registry_.resource_lister()) return out;
+  std::vector<Resource> listed;
+  try {
+    listed = registry_.resource_lister()();
+  } catch (const std::exception& e) {
+    spdlog::error("mcp: the resource lister threw: {}", escape_untrusted(e.what()));
+    return out;
+  }
+  std::set<std::string> seen;
+  for (Resource& resource : listed) {
+    if (resource.uri.empty() || resource.name.empty() || registry_.find_resource(resource.uri) ||
+        !seen.insert(resource.uri).second || (!resource.reader && !registry_.match_template(resource.uri))) {
+      spdlog::debug("mcp: listed resource '{}' left out: no name, a duplicate, or nothing reads it",
+                    escape_untrusted(resource.uri, 200));
+      continue;
+    }
+    out.push_back(std::move(resource));
+  }
+  return out;
+}
+
+bool Server::resource_exists(const std::string& uri) const {
+  if (registry_.find_resource(uri) || registry_.match_template(uri)) return true;
+  auto listed = dynamic_resources();
+  return std::any_of(listed.begin(), listed.end(), [&](const Resource& r) { return r.uri == uri; });
+}
+
 Server::Reply Server::list_resources(Session& session, const json& params, RequestContext&) {
   bool legacy = is_legacy_2025_03_26(session.protocol_version());
   json items = json::array();
-  for (const Resource& resource : registry_.resources()) {
+  auto add = [&](const Resource& resource) {
     json item = {{"uri", resource.uri}, {"name", resource.name}};
     if (!legacy) set_if(item, "title", resource.title);
     set_if(item, "description", resource.description);
     set_if(item, "mimeType", resource.mime_type);
     items.push_back(std::move(item));
-  }
-  return paginate(params, std::move(items), "resources");
+  };
+  for (const Resource& resource : registry_.resources()) add(resource);
+  for (const Resource& resource : dynamic_resources()) add(resource);
+  return paginate(params, std::move(items), "resources", static_cast<bool>(registry_.resource_lister()));
 }
 
 Server::Reply Server::list_resource_templates(Session& session, const json& params, RequestContext&) {
@@ -672,8 +834,15 @@ Server::Reply resource_not_found(const std::string& uri, const std::string& why)
 Server::Reply Server::read_resource(Session&, const json& params, RequestContext& context) {
   const std::string& uri = params["uri"].get_ref<const std::string&>();
   Result<json> contents = Error{""};
+  // A listed resource's own reader comes before the templates.
+  ResourceReader listed_reader;
+  if (!registry_.find_resource(uri))
+    for (Resource& resource : dynamic_resources())
+      if (resource.uri == uri) listed_reader = std::move(resource.reader);
   if (const Resource* resource = registry_.find_resource(uri))
     contents = resource->reader(uri, context);
+  else if (listed_reader)
+    contents = listed_reader(uri, context);
   else if (auto match = registry_.match_template(uri))
     contents = match->resource_template->reader(uri, match->variables, context);
   else
@@ -686,16 +855,23 @@ Server::Reply Server::read_resource(Session&, const json& params, RequestContext
 
 Server::Reply Server::subscribe(Session& session, const json& params, RequestContext&) {
   const std::string& uri = params["uri"].get_ref<const std::string&>();
-  if (!registry_.find_resource(uri) && !registry_.match_template(uri))
-    return resource_not_found(uri, "no resource or template matches " + uri);
+  if (!resource_exists(uri))
+    return resource_not_found(uri, "no resource or template matches " + uri + "; see resources/list");
   std::lock_guard lock(session.mutex_);
+  if (!session.subscriptions_.count(uri) && session.subscriptions_.size() >= options_.max_subscriptions_per_session)
+    return RpcError{error_code::server_busy,
+                    "server busy: this session is subscribed to " + std::to_string(session.subscriptions_.size()) +
+                        " resources (at most " + std::to_string(options_.max_subscriptions_per_session) +
+                        "); unsubscribe from one first"};
   session.subscriptions_.insert(uri);
   return json::object();
 }
 
 Server::Reply Server::unsubscribe(Session& session, const json& params, RequestContext&) {
+  const std::string& uri = params["uri"].get_ref<const std::string&>();
   std::lock_guard lock(session.mutex_);
-  session.subscriptions_.erase(params["uri"].get<std::string>());
+  session.subscriptions_.erase(uri);
+  session.throttles_.erase(updated_prefix + uri);  // a notification still due is not sent
   return json::object();
 }
 

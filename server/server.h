@@ -57,6 +57,12 @@ std::string_view log_level_name(LogLevel level);
 
 class Session;
 
+// Identifies one MCP session (a stdio connection, an HTTP Mcp-Session-Id)
+// for the server's lifetime: 1, 2, 3... in the order sessions open, never
+// reused. Opaque to clients; the app keys per-session state on it (e.g. the
+// traces a session started, stopped in ServerOptions::on_session_closed).
+using SessionKey = uint64_t;
+
 // What a handler gets for one call.
 class RequestContext {
  public:
@@ -79,6 +85,9 @@ class RequestContext {
   void close_stream();
   // The protocol version negotiated for this session.
   const std::string& protocol_version() const;
+  // The session that sent the request: the same for every request of one
+  // session, different for every session (see SessionKey).
+  SessionKey session_key() const;
 
   RequestContext(std::shared_ptr<Session> session, std::shared_ptr<Exchange> exchange, json id, json progress_token,
                  std::shared_ptr<std::atomic<bool>> cancel_flag);
@@ -111,6 +120,24 @@ struct ServerOptions {
   size_t max_queued_per_session = 32;
   LogLevel default_log_level = LogLevel::info;
   MessageLimits limits;       // for every transport
+  // Server-initiated notifications are coalesced: at most one
+  // notifications/resources/updated per (session, URI) and one
+  // notifications/resources/list_changed per session in each interval. A
+  // change within the interval is sent at its end (trailing), so the last one
+  // is never lost. Sent by the server's notifier thread, never by the caller.
+  std::chrono::milliseconds notification_interval{std::chrono::seconds(1)};
+  // resources/subscribe beyond this many URIs in one session: error_code::server_busy.
+  size_t max_subscriptions_per_session = 1000;
+  // Called exactly once for every session opened (Server::open_session) when
+  // it ends, whatever the reason: stdio end of input, HTTP DELETE, idle
+  // expiry, eviction at max_sessions, a failed initialize, HttpServer::stop,
+  // Server destruction. Runs on the thread that ends the session (the stdio
+  // reader, an HTTP request thread or janitor, the destroying thread) with no
+  // server lock held, so it may call back into the server (e.g.
+  // notify_resource_list_changed); sessions ending at once call it
+  // concurrently. The session's running requests are already cancelled (or,
+  // at stdio end of input, finishing). Keep it short: it holds up that thread.
+  std::function<void(SessionKey)> on_session_closed;
 };
 
 // A fixed set of threads running queued jobs in order.
@@ -133,6 +160,7 @@ class Server;
 // One client connection's protocol state. Made by Server::open_session.
 class Session : public std::enable_shared_from_this<Session> {
  public:
+  SessionKey key() const { return key_; }
   bool initialized() const;
   std::string protocol_version() const;
   // Requests of this session that are running or queued, or whose response
@@ -147,7 +175,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // Sends to the session's Outbound (messages unrelated to a request).
   void notify(const json& message);
 
-  Session(Server& server, std::shared_ptr<Outbound> outbound);
+  Session(Server& server, std::shared_ptr<Outbound> outbound, SessionKey key);
 
  private:
   friend class Server;
@@ -155,6 +183,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Server& server_;
   std::shared_ptr<Outbound> outbound_;
+  const SessionKey key_;
   mutable std::mutex mutex_;
   std::condition_variable idle_;
   bool initialize_answered_ = false;
@@ -163,6 +192,14 @@ class Session : public std::enable_shared_from_this<Session> {
   json client_capabilities_ = json::object();
   LogLevel log_level_;
   std::set<std::string> subscriptions_;
+  // Coalescing of server-initiated notifications (ServerOptions::
+  // notification_interval), by throttle key: "u" + URI for
+  // resources/updated, "l" for resources/list_changed.
+  struct Throttle {
+    std::chrono::steady_clock::time_point last_sent{};  // epoch: never sent
+    bool pending = false;  // a notification is due (scheduled on the notifier)
+  };
+  std::map<std::string, Throttle> throttles_;
   // The ids in use (id_key -> cancelled). An id is released just before its
   // response is sent, so the client may reuse it as soon as it reads the
   // response; `unanswered_` counts the requests until their response is out.
@@ -210,8 +247,17 @@ class Server {
   Received receive(const std::shared_ptr<Session>& session, const json& message,
                    const std::shared_ptr<Exchange>& exchange);
 
-  // notifications/resources/updated to every session subscribed to `uri`.
+  // notifications/resources/updated to every session subscribed to `uri`,
+  // at most once per ServerOptions::notification_interval per session and
+  // URI: a call within the interval is sent at its end. Returns at once (the
+  // notifier thread sends), so it may be called from any thread, as often as
+  // the resource changes.
   void notify_resource_updated(const std::string& uri);
+  // notifications/resources/list_changed to every initialized session,
+  // coalesced the same way. Does nothing unless the registry has a resource
+  // lister (Registry::set_resource_lister), the only way the list changes;
+  // the resources.listChanged capability is true exactly then.
+  void notify_resource_list_changed();
 
   // What a method answers: a result, or a JSON-RPC error.
   struct RpcError {
@@ -260,14 +306,42 @@ class Server {
   Reply complete(Session&, const json& params, RequestContext&);
   Reply set_log_level(Session&, const json& params, RequestContext&);
 
-  Reply paginate(const json& params, json items, const char* key) const;
+  // `shrinks`: the list may have lost items since the cursor was made (the
+  // resource lister's): a cursor past its end gives an empty last page.
+  Reply paginate(const json& params, json items, const char* key, bool shrinks = false) const;
+
+  // The resources the lister offers now: each readable (its own reader or a
+  // template), none with the URI of a static resource or of an earlier one.
+  std::vector<Resource> dynamic_resources() const;
+  // A resource with `uri` exists, statically, from the lister or by template.
+  bool resource_exists(const std::string& uri) const;
+
+  // Schedules the notification of `throttle_key` (see Session::throttles_)
+  // for `session`: now, or at the end of its interval.
+  void schedule_notification(const std::shared_ptr<Session>& session, const std::string& throttle_key);
+  void notifier_loop();
+  void send_due(const std::weak_ptr<Session>& weak, const std::string& throttle_key);
+  void stop_notifier();
+  // ServerOptions::on_session_closed, with no lock held; an exception is logged.
+  void report_closed(SessionKey key);
 
   ServerInfo info_;
   Registry registry_;
   ServerOptions options_;
   std::map<std::string, Method, std::less<>> methods_;
   std::mutex sessions_mutex_;
-  std::vector<std::weak_ptr<Session>> sessions_;
+  // Open sessions (a session leaves at close_session), by key.
+  std::map<SessionKey, std::weak_ptr<Session>> sessions_;
+  SessionKey next_session_key_ = 1;  // under sessions_mutex_
+
+  // The notifier: one thread sends every coalesced notification when due.
+  // Lock order: a session's mutex, then notifier_mutex_.
+  std::mutex notifier_mutex_;
+  std::condition_variable notifier_wake_;
+  std::multimap<std::chrono::steady_clock::time_point, std::pair<std::weak_ptr<Session>, std::string>> due_;
+  bool notifier_stopping_ = false;
+  std::thread notifier_;
+
   WorkerPool workers_;  // last: its threads stop before the rest goes away
 };
 
