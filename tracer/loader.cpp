@@ -333,6 +333,11 @@ Status Tracer::poll(int timeout_ms, EventSink& sink) {
   Impl& im = *impl_;
   im.sink = &sink;
   int n = ring_buffer__poll(im.rings, timeout_ms);
+  // Call records wake the reader only every cfg_wakeup_mask + 1 records (a 64th of the
+  // ring): the others wait in the ring until a wakeup. A quiet poll (a timeout, or a
+  // stop) collects them, so a record reaches the sink within one poll timeout, and a
+  // process that makes a few calls and then waits (or a trace stopped mid-run) loses none.
+  if (n == 0) n = ring_buffer__consume(im.rings);
   if (n < 0 && n != -EINTR) return Error{std::string("reading the ring buffers failed: ") + std::strerror(-n)};
   // Lifecycle records (an exit, say) go out only after the call records
   // submitted before them, which one more pass over the rings collects.

@@ -402,6 +402,42 @@ TEST_CASE("--pid attaches to a running process and finds its libraries in /proc/
   CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE pid = ?", {std::int64_t{target}}) == 5);
 }
 
+TEST_CASE("--pid --duration: calls of a process that then waits all reach the trace", "[trace]") {
+  // Regression: call records wake the reader only every 64th of the ring; a process that made a
+  // few calls and then waited (a server between requests) kept its last ones in the ring, and a
+  // trace that ended by --duration (or trace_stop) lost them: 2 of 12 calls recorded.
+  auto dir = temp_dir();
+  std::string db = dir + "/wait.db";
+  int to_workload[2];
+  REQUIRE(pipe(to_workload) == 0);
+  pid_t target = fork();
+  REQUIRE(target >= 0);
+  if (target == 0) {
+    dup2(to_workload[0], STDIN_FILENO);
+    close(to_workload[1]);
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, STDOUT_FILENO);
+    execl(fixture("workload").c_str(), "workload", "serve", nullptr);
+    _exit(127);
+  }
+  close(to_workload[0]);
+  pid_t tracer = spawn("exec " + std::string(VS_BINARY) + " trace -q --db " + db + " --pid " + std::to_string(target) +
+                       " --duration 4s 2> " + dir + "/log.txt");
+  // Attached once the log says so; then 3 allocations, a pause, 2 frees, and the process waits on.
+  for (int i = 0; i < 100 && read_all(dir + "/log.txt").find("attached in") == std::string::npos; ++i) usleep(50000);
+  REQUIRE(write(to_workload[1], "alloc 3 1048576\n", 16) == 16);
+  usleep(300000);
+  REQUIRE(write(to_workload[1], "free 2\n", 7) == 7);
+  CHECK(wait_exit_code(tracer) == 0);
+  close(to_workload[1]);  // end of input: the workload exits
+  waitpid(target, nullptr, 0);
+  INFO(read_all(dir + "/log.txt"));
+  auto t = open_trace(db);
+  CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE pid = ? AND kind = 'device'", {std::int64_t{target}}) == 3);
+  CHECK(t.q("SELECT COUNT(*) FROM allocations WHERE pid = ? AND free_call_id IS NOT NULL", {std::int64_t{target}}) == 2);
+  CHECK(t.q("SELECT calls_recorded FROM sessions") == 10);  // 5 runtime calls, each with its driver call
+}
+
 TEST_CASE("a CUDA library found nowhere beforehand is probed when mapped, before its first call", "[trace]") {
   // No --cuda-lib, and the fixture directory is in no search path: the
   // workload maps the fake libraries through its RPATH; the mmap watch stops
