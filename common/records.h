@@ -19,6 +19,9 @@ struct SessionInfo {
   std::int64_t start_ts_ns = 0;
   std::int64_t realtime_offset_ns = 0;
   std::optional<std::string> nvml;  // "sampled every N ms", or why there is no device view
+  // The session's id when the caller chooses it (the MCP server numbers the sessions of its
+  // trace directory across files); otherwise the file's next. Taken: begin_session fails.
+  std::optional<std::int64_t> id;
 };
 
 struct SessionEnd {

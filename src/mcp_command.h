@@ -1,5 +1,6 @@
 // `vramscope mcp`: serve a trace's analyses to AI agents over MCP, on stdio
-// (what client configs launch) or Streamable HTTP (--http HOST:PORT).
+// (what client configs launch) or Streamable HTTP (--http HOST:PORT); with
+// --allow-trace, also let them find GPU processes and trace them (live/).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -20,6 +21,13 @@ struct McpArgs {
   std::size_t max_sessions = 64;
   double session_idle_timeout_s = 300;  // an HTTP session without requests or streams ends
   std::size_t max_running_per_session = 0;  // 0: worker threads - 1
+  // --allow-trace: the server records traces itself (live/), into trace_dir.
+  bool allow_trace = false;
+  std::string trace_dir = "/var/lib/vramscope/traces";
+  std::int64_t max_trace_seconds = 3600;
+  std::size_t max_traces = 4;
+  bool keep_tracing = false;
+  std::string nvml_lib;
 };
 
 CLI::App* add_mcp_command(CLI::App& app, McpArgs& args);

@@ -62,6 +62,10 @@ void Pairing::close(const Open& o, std::optional<std::int64_t> free_call_id, std
                     std::int64_t free_ts_ns, const char* reason, PairingOps& ops) {
   totals_.bytes_by_kind[static_cast<int>(o.kind)] -= o.bytes;
   --totals_.open_count;
+  if (auto it = totals_by_pid_.find(o.pid); it != totals_by_pid_.end()) {
+    it->second.bytes_by_kind[static_cast<int>(o.kind)] -= o.bytes;
+    if (--it->second.open_count == 0) totals_by_pid_.erase(it);
+  }
   ops.closed.push_back(AllocationClose{o.id, free_call_id, free_ts_ns, free_seq, reason});
 }
 
@@ -70,7 +74,8 @@ void Pairing::open(Map& ns, const CallRecord& call, std::optional<std::int64_t> 
                    std::uint64_t ptr, std::optional<std::uint64_t> handle, std::optional<std::int64_t> device,
                    PairingOps& ops) {
   const std::uint64_t bytes = call.bytes.value_or(0);
-  const Open fresh{next_id_++, bytes, device, kind};
+  Open fresh{next_id_++, bytes, device, kind};
+  fresh.pid = call.pid;
   auto [it, inserted] = ns.try_emplace(ptr, fresh);
   if (!inserted) {
     close(it->second, call.id, seq, call.ts_ns + call.dur_ns, kSuperseded, ops);
@@ -78,6 +83,9 @@ void Pairing::open(Map& ns, const CallRecord& call, std::optional<std::int64_t> 
   }
   totals_.bytes_by_kind[static_cast<int>(kind)] += bytes;
   ++totals_.open_count;
+  OutstandingTotals& of_pid = totals_by_pid_[call.pid];
+  of_pid.bytes_by_kind[static_cast<int>(kind)] += bytes;
+  ++of_pid.open_count;
   AllocationOpen& row = ops.opened.emplace_back();
   row.id = fresh.id;
   row.pid = call.pid;

@@ -72,6 +72,8 @@ class Pairing {
   void on_call(const CallRecord& call, std::optional<std::int64_t> seq, PairingOps& ops);
   PairingOps on_process_exit(std::uint32_t pid, std::int64_t ts_ns);
   const OutstandingTotals& totals() const { return totals_; }
+  // The same per process (those holding something open).
+  const std::map<std::uint32_t, OutstandingTotals>& totals_by_pid() const { return totals_by_pid_; }
 
  private:
   // One open allocation, as pairing needs it (the row itself went out in AllocationOpen).
@@ -81,6 +83,7 @@ class Pairing {
     std::optional<std::int64_t> device;
     AllocKind kind = AllocKind::None;
     std::uint32_t refs = 1;  // ipc_mapped: opens of the same mapping not yet closed
+    std::uint32_t pid = 0;
   };
   // Everything one process holds open. Keys are pointers (one namespace for device,
   // async, managed and host), VMM handles, and reserved / mapped start addresses;
@@ -104,6 +107,7 @@ class Pairing {
   std::int64_t next_id_;
   OutstandingTotals totals_;
   std::unordered_map<std::uint32_t, Process> processes_;
+  std::map<std::uint32_t, OutstandingTotals> totals_by_pid_;
 };
 
 }  // namespace vs::store

@@ -715,7 +715,7 @@ struct TraceWriter::Impl {
          "next_pid, next_comm, in_call) VALUES (?,?,?,?,?,?,?,?,?,?)"},
         {&ins_session,
          "INSERT INTO sessions (host, kernel, command, mode, options, vramscope_version, start_ts_ns, "
-         "realtime_offset_ns, nvml) VALUES (?,?,?,?,?,?,?,?,?)"},
+         "realtime_offset_ns, nvml, id) VALUES (?,?,?,?,?,?,?,?,?,?)"},
         {&ins_library,
          "INSERT INTO libraries (session_id, path, kind, dev, inode, pid, found_by, attach_mode, probes_attached, "
          "probes_missing, attached_ts_ns, error) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"},
@@ -902,7 +902,8 @@ std::int64_t TraceWriter::begin_session(const SessionInfo& info) {
     sqlite3_stmt* s = im.ins_session.s;
     int rc = Impl::bind(s, 1, info.host) | Impl::bind(s, 2, info.kernel) | Impl::bind(s, 3, info.command) |
              Impl::bind(s, 4, info.mode) | Impl::bind(s, 5, info.options_json) | Impl::bind(s, 6, info.version) |
-             Impl::bind(s, 7, info.start_ts_ns) | Impl::bind(s, 8, info.realtime_offset_ns) | Impl::bind(s, 9, info.nvml);
+             Impl::bind(s, 7, info.start_ts_ns) | Impl::bind(s, 8, info.realtime_offset_ns) | Impl::bind(s, 9, info.nvml) |
+             Impl::bind(s, 10, info.id);
     if (im.write(im.ins_session, rc, "insert into sessions")) {
       id = sqlite3_last_insert_rowid(im.db.db);
       im.w_session_id = id;
@@ -1104,6 +1105,7 @@ WriterStats TraceWriter::stats() const {
   st.transactions = im.transactions.load(std::memory_order_relaxed);
   std::lock_guard l(im.mu);
   st.outstanding = im.pairing.totals();
+  st.outstanding_by_pid = im.pairing.totals_by_pid();
   return st;
 }
 

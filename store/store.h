@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,6 +47,7 @@ struct WriterStats {
   std::int64_t calls_queued = 0;      // rows accepted
   std::int64_t transactions = 0;
   OutstandingTotals outstanding;      // from pairing, at the last add_call
+  std::map<std::uint32_t, OutstandingTotals> outstanding_by_pid;  // the same per process holding something
 };
 
 class TraceWriter final : public RecordSink {

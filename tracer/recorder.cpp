@@ -227,6 +227,7 @@ Result<std::unique_ptr<Recording>> Recording::open(RecordSink& sink, const Recor
   info.mode = options.mode;
   info.version = VRAMSCOPE_VERSION;
   info.command = options.command;
+  info.id = options.session_id;
   auto opts = nlohmann::json::parse(options.options_json, nullptr, false);
   if (!opts.is_object()) opts = nlohmann::json::object();
   opts["attach_mode"] = attach_mode_name(r->tracer_->attach_mode());

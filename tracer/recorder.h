@@ -86,6 +86,7 @@ struct RecordingOptions {
   DiscoveryInputs discovery;            // where CUDA libraries are looked for on disk
   std::optional<std::string> command;   // launch mode: the command line (sessions.command)
   std::string options_json = "{}";      // the caller's options, an object: attach_mode is added
+  std::optional<std::int64_t> session_id;  // SessionInfo::id: chosen by the caller, else the file's next
   bool nvml = true;                     // sample NVML's device view
   std::string nvml_lib;                 // default libnvidia-ml.so.1
   std::chrono::milliseconds nvml_interval{1000};
