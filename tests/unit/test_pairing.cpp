@@ -620,3 +620,26 @@ TEST_CASE("pairing: registered host memory is host_registered by (pid, ptr), not
   CHECK(exit.closed[0].end_reason == "process_exit");
   CHECK(by_kind(p.totals(), AllocKind::HostRegistered) == 0);
 }
+
+TEST_CASE("pairing: outstanding totals per process (trace_status), superseded and freed included", "[pairing]") {
+  Pairing p;
+  p.on_call(Call(1, "cudaMalloc", 100).ptr(kPtr).bytes(4096));
+  p.on_call(Call(2, "cudaMalloc", 200).ptr(kPtr).bytes(1024));
+  p.on_call(Call(3, "cudaMallocHost", 200).ptr(kPtr + 0x10000).bytes(64));
+  REQUIRE(p.totals_by_pid().size() == 2);
+  CHECK(p.totals_by_pid().at(100).device_bytes() == 4096);
+  CHECK(p.totals_by_pid().at(200).device_bytes() == 1024);
+  CHECK(by_kind(p.totals_by_pid().at(200), AllocKind::Host) == 64);
+  CHECK(p.totals_by_pid().at(200).open_count == 2);
+  // A second allocation at the same address supersedes the first: only the new one counts.
+  p.on_call(Call(4, "cudaMalloc", 100).ptr(kPtr).bytes(8192));
+  CHECK(p.totals_by_pid().at(100).device_bytes() == 8192);
+  CHECK(p.totals_by_pid().at(100).open_count == 1);
+  // A process holding nothing is no longer listed; the others' totals are untouched.
+  p.on_call(Call(5, "cudaFree", 100).ptr(kPtr));
+  CHECK(p.totals_by_pid().count(100) == 0);
+  CHECK(p.totals_by_pid().at(200).device_bytes() == 1024);
+  std::uint64_t sum = 0;
+  for (const auto& [pid, t] : p.totals_by_pid()) sum += t.device_bytes();
+  CHECK(sum == p.totals().device_bytes());
+}
