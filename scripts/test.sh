@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Builds vramscope and runs every test through CTest. The eBPF integration
 # tests need root; VRAMSCOPE_REQUIRE_BPF=1 turns their skip into a failure.
+# Ninja where installed (scripts/install-deps.sh installs it): it compiles a
+# target's sources while the libraries it links are still being built, which
+# keeps both cores busy; a build directory made with another generator keeps it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+generator=()
+if [ ! -f "$build/CMakeCache.txt" ] && command -v ninja >/dev/null; then generator=(-G Ninja); fi
+cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build "$build" -j"$(nproc)"
 ctest --test-dir "$build" --output-on-failure "$@"
