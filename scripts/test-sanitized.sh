@@ -4,6 +4,7 @@
 # build directory, plus the libFuzzer harnesses of tests/fuzz: each fuzz_<name>
 # test replays its seed corpus, then fuzzes for VRAMSCOPE_FUZZ_SECONDS (default
 # 60). Run as root, as scripts/test.sh (the eBPF tests). Arguments go to ctest.
+# .ci/run runs it after scripts/test.sh with VRAMSCOPE_FUZZ_SECONDS=30.
 #   BUILD_DIR=build-asan  VRAMSCOPE_FUZZ_SECONDS=60  bash scripts/test-sanitized.sh [-R fuzz_]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +15,24 @@ seconds=${VRAMSCOPE_FUZZ_SECONDS:-60}
 # capture structured bindings in lambdas (C++20), which tools/findings does.
 cc=clang cxx=clang++
 if command -v clang-16 >/dev/null && command -v clang++-16 >/dev/null; then cc=clang-16 cxx=clang++-16; fi
+# ccache where installed, except in CI (CI=true), whose cache starts empty: there it could
+# only add its own preprocessing and hashing to every compilation.
 launcher=()
-if command -v ccache >/dev/null; then
+if [ -z "${CI:-}" ] && command -v ccache >/dev/null; then
   launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  # What ccache needs to cache compilations that use the precompiled headers (cmake/pch.cmake).
+  export CCACHE_SLOPPINESS=pch_defines,time_macros
 fi
-# The benchmarks have no tests: not built here.
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" \
+generator=()
+if [ ! -f "$build/CMakeCache.txt" ] && command -v ninja >/dev/null; then generator=(-G Ninja); fi
+# -O0 and line tables only (file:line in every report, no variables or types):
+# with ASan, UBSan and the fuzzers' coverage on every function, optimizing is
+# most of a TU's compile time (-O1 cost ~3x -O0 per TU, -O2 -g more), and CI
+# has two cores. The benchmarks have no tests: not built here.
+flags="-O0 -gline-tables-only -DNDEBUG"
+cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" \
+  -DCMAKE_C_FLAGS_RELWITHDEBINFO="$flags" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$flags" \
   -DVRAMSCOPE_SANITIZE=ON -DVRAMSCOPE_FUZZ=ON -DVRAMSCOPE_BUILD_BENCH=OFF -DVRAMSCOPE_FUZZ_SECONDS="$seconds" \
   "${launcher[@]}" >/dev/null
 cmake --build "$build" -j"$(nproc)"
@@ -34,4 +47,14 @@ export LSAN_OPTIONS=suppressions=$root/scripts/lsan.supp:print_suppressions=0
 for symbolizer in "$(dirname "$(readlink -f "$(command -v "$cxx")")")/llvm-symbolizer" "$(command -v llvm-symbolizer || true)"; do
   if [ -x "$symbolizer" ]; then export ASAN_SYMBOLIZER_PATH=$symbolizer; break; fi
 done
-ctest --test-dir "$build" --output-on-failure "$@"
+# Stacks of 64 MiB (inherited by every process and, through glibc's default, thread):
+# unoptimized frames with ASan's redzones are several times larger, and libstdc++'s
+# recursive std::regex (tool_tests' tag matcher over a chart's SVG) overflowed 8 MiB at
+# -O0; 32 MiB was enough.
+ulimit -s 65536 || echo "test-sanitized.sh: could not raise the stack limit to 64 MiB; tests may overflow" >&2
+# The suite one test at a time, as scripts/test.sh runs it (the eBPF tests trace
+# every process that calls CUDA); then the fuzz tests, one per core: each
+# harness is one process on one core, they share nothing (own corpus copy,
+# own artifacts, port 0).
+ctest --test-dir "$build" --output-on-failure -LE '^fuzz$' "$@"
+ctest --test-dir "$build" --output-on-failure -L '^fuzz$' -j"$(nproc)" "$@"
