@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <unistd.h>
 
 #include "common/cuda_api.h"
 #include "store/reader.h"
@@ -159,7 +160,8 @@ Result<std::string> watch_prompt_text(const std::map<std::string, std::string>& 
   return text;
 }
 
-// NVML is opened on first use (not at all when no one asks) and kept.
+// NVML is opened on first use (not at all when no one asks) and kept. The server itself is
+// left out: loading NVML maps a file the scan takes for a CUDA library (seen on the H200).
 tracer::GpuProcessList LiveTools::scan() {
   std::lock_guard l(nvml_mutex_);
   if (!nvml_tried_) {
@@ -167,7 +169,9 @@ tracer::GpuProcessList LiveTools::scan() {
     if (auto n = tracer::NvmlSampler::open(nvml_lib_)) nvml_ = std::move(*n);
     else nvml_status_ = n.error().message;
   }
-  return tracer::list_gpu_processes(nvml_.get(), nvml_status_);
+  auto list = tracer::list_gpu_processes(nvml_.get(), nvml_status_);
+  std::erase_if(list.processes, [](const tracer::GpuProcess& p) { return p.pid == static_cast<std::uint32_t>(getpid()); });
+  return list;
 }
 
 std::vector<std::uint32_t> LiveTools::gpu_process_pids() {

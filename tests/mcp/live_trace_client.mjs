@@ -120,6 +120,8 @@ try {
         JSON.stringify(mine));
   check('gpu_processes: its CUDA libraries', mine?.cuda_libraries?.some((l) => l.includes('libcudart')), JSON.stringify(mine));
   check('gpu_processes: not traced yet', mine?.traced === false, JSON.stringify(mine));
+  check('gpu_processes: not the server itself', !gp.processes.some((p) => p.cmdline.includes('--allow-trace')),
+        JSON.stringify(gp.processes.map((p) => p.cmdline)));
 
   // 2. Attach.
   const started = structured(await call(client, 'trace_start', { pid, duration: 120 }));
