@@ -200,7 +200,9 @@ std::optional<std::vector<MapsEntry>> read_maps(std::uint32_t pid) {
                       static_cast<unsigned long long>(e->end));
         std::error_code ec;
         auto target = fs::read_symlink("/proc/" + std::to_string(pid) + "/map_files/" + range, ec);
-        if (!ec && !target.empty()) e->path = target.string();
+        // The process gone in between: the name cannot be known for sure, so none is given
+        // (never the escaped form, which would then be stored as the file's path).
+        e->path = !ec && !target.empty() ? target.string() : std::string();
       }
       out.push_back(std::move(*e));
     }
