@@ -27,7 +27,7 @@ generator=()
 if [ ! -f "$build/CMakeCache.txt" ] && command -v ninja >/dev/null; then generator=(-G Ninja); fi
 # -O0 and line tables only (file:line in every report, no variables or types):
 # with ASan, UBSan and the fuzzers' coverage on every function, optimizing is
-# most of a TU's compile time (-O1 cost ~3x -O0 per TU, -O2 -g more), and CI
+# most of a TU's compile time (-O1 cost ~2.5x -O0 per TU, -O2 -g ~2.9x), and CI
 # has two cores. The benchmarks have no tests: not built here.
 flags="-O0 -gline-tables-only -DNDEBUG"
 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
