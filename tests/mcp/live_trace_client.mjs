@@ -5,6 +5,7 @@
 //   node live_trace_client.mjs VRAMSCOPE FIXTURE_DIR SCRATCH_DIR [stdio|http]
 // Exit status 0 when every check passed; each failure is printed.
 import { execFileSync, spawn } from 'node:child_process';
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -22,6 +23,8 @@ const check = (what, ok, detail = '') => {
   if (!ok) failures++;
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// A process's state letter (R, S, T for stopped, ...) from /proc/PID/stat.
+const processState = (pid) => readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
 
 // The workload: the fixture's `serve` scenario, driven line by line.
 function startWorkload() {
@@ -37,13 +40,13 @@ function startWorkload() {
   return { child, command };
 }
 
-async function connect(extraEnv) {
+async function connect(extraEnv, stderr = 'inherit') {
   const args = ['mcp', '--allow-trace', '--trace-dir', `${scratch}/traces`, '--nvml-lib', `${fixtures}/libnvidia-ml.so.1`];
   const client = new Client({ name: 'vramscope-live-test', version: '1.0.0' });
   if (transportKind === 'stdio') {
-    await client.connect(
-      new StdioClientTransport({ command: vramscope, args, env: { ...process.env, ...extraEnv }, stderr: 'inherit' }));
-    return { client, close: () => client.close() };
+    const transport = new StdioClientTransport({ command: vramscope, args, env: { ...process.env, ...extraEnv }, stderr });
+    await client.connect(transport);
+    return { client, transport, close: () => client.close() };
   }
   // HTTP: the server runs as its own process, with a token (required with --allow-trace).
   const token = 'live-test-token-0123456789abcdef';
@@ -124,8 +127,15 @@ try {
         JSON.stringify(gp.processes.map((p) => p.cmdline)));
 
   // 2. Attach.
-  const started = structured(await call(client, 'trace_start', { pid, duration: 120 }));
+  // With a progress token (the SDK sends one with onprogress), trace_start reports its steps.
+  const startProgress = [];
+  const startResult = await client.callTool({ name: 'trace_start', arguments: { pid, duration: 120 } }, undefined,
+                                            { onprogress: (p) => startProgress.push(p.message) });
+  if (startResult.isError) throw new Error(`trace_start failed: ${text(startResult)}`);
+  const started = structured(startResult);
   const id = started.session_id;
+  check('trace_start: progress notifications for its steps', startProgress.length >= 3 &&
+        startProgress.some((m) => m?.includes('attaching')), JSON.stringify(startProgress));
   check('trace_start: recording', started.state === 'recording' && started.libraries_attached >= 1,
         JSON.stringify(started));
   const links = execFileSync('bpftool', ['link', 'list']).toString().split('\n').filter((l) => /^\d+:/.test(l));
@@ -173,7 +183,12 @@ try {
   check('resources/list_changed notification', listChanged >= 1, String(listChanged));
 
   // 5. Stop: the session is written and its overview returned.
-  const stopped = structured(await call(client, 'trace_stop', { session_id: id }));
+  const stopProgress = [];
+  const stopResult = await client.callTool({ name: 'trace_stop', arguments: { session_id: id } }, undefined,
+                                           { onprogress: (p) => stopProgress.push(p.message) });
+  const stopped = structured(stopResult);
+  check('trace_stop: progress notifications', stopProgress.length >= 1 && stopProgress[0]?.includes('stopping'),
+        JSON.stringify(stopProgress));
   check('trace_stop: finished', stopped.state === 'finished' && stopped.stop_reason === 'stopped' &&
         stopped.overview?.session?.status === 'complete', JSON.stringify(stopped).slice(0, 600));
   const after = structured(await call(client, 'outstanding_allocations', { session_id: id }));
@@ -182,6 +197,28 @@ try {
         after.coverage.status === 'complete', JSON.stringify(after.held.by_kind));
   gp = structured(await call(client, 'gpu_processes', { limit: 200 }));
   check('gpu_processes: no longer traced', gp.processes.find((p) => p.pid === pid)?.traced === false);
+
+  // 5b. Cancelling trace_start stops the trace it began: cancelled at its first progress step, so always
+  // before the attach is done; the client never learns the session id, so nothing may keep recording.
+  const controller = new AbortController();
+  const outcome = await client.callTool({ name: 'trace_start', arguments: { pid, duration: 120 } }, undefined, {
+    signal: controller.signal,
+    onprogress: () => controller.abort(new Error('test: cancel trace_start')),
+  }).then(() => 'answered', () => 'rejected');
+  check('cancelled trace_start: not answered', outcome === 'rejected', outcome);
+  // The client gave up at once; the server goes on until the trace is registered, then stops it.
+  const newest = await until('cancelled trace_start: its session appears', async () => {
+    const ids = (await client.listResources()).resources
+      .map((r) => Number(r.uri.match(/^vramscope:\/\/session\/(\d+)$/)?.[1] ?? 0));
+    return { ok: Math.max(...ids) > id, value: ids };
+  });
+  const cancelledId = Math.max(...newest.value);
+  await until('cancelled trace_start: the trace stopped, reason cancelled', async () => {
+    const s = structured(await call(client, 'trace_status', { session_id: cancelledId }));
+    return { ok: s.state === 'finished' && s.stop_reason === 'cancelled', value: s };
+  });
+  gp = structured(await call(client, 'gpu_processes', { limit: 200 }));
+  check('cancelled trace_start: the process is not traced', gp.processes.find((p) => p.pid === pid)?.traced === false);
 
   // 6. A trace left running stops when its client goes away.
   const second = structured(await call(client, 'trace_start', { pid, duration: 120 }));
@@ -201,11 +238,35 @@ try {
   check('sessions of earlier servers stay readable', dup.session.status === 'complete', JSON.stringify(dup.session));
   const closed = await conn2.close();
   if (closed) await new Promise((r) => { closed.kill('SIGTERM'); closed.on('exit', r); });
+
+  // 7. kill -9 of the server while the traced process is stopped in its mmap of a CUDA library not probed
+  // yet (a copy of the driver): its guardian continues it. The test hook VRAMSCOPE_TEST_HOLD=cuda_mmap holds
+  // the server right there. Over stdio only: there the server is this client's child, its pid known.
+  if (transportKind === 'stdio') {
+    const copy = `${scratch}/copied-driver`;
+    mkdirSync(copy, { recursive: true });
+    copyFileSync(`${fixtures}/libcuda.so.1`, `${copy}/libcuda.so.1`);
+    const held = await connect({ FAKE_NVML_PID: String(pid), VRAMSCOPE_TEST_HOLD: 'cuda_mmap' }, 'pipe');
+    let log = '';
+    held.transport.stderr.on('data', (d) => { log += d; });
+    await call(held.client, 'trace_start', { pid, duration: 120 });
+    const answered = workload.command(`dlopen ${copy}/libcuda.so.1`);
+    await until('the server holds in the test hook', async () =>
+      ({ ok: log.includes('holding here until killed'), value: log.slice(-300) }));
+    check('the workload is stopped in its mmap', processState(pid) === 'T', processState(pid));
+    process.kill(held.transport.pid, 'SIGKILL');
+    const reply = await Promise.race([answered, sleep(10000).then(() => 'timeout')]);
+    check('kill -9 of the server: the workload was continued and went on', reply.startsWith('ok'), reply);
+    if (reply === 'timeout') process.kill(pid, 'SIGKILL');  // stopped for good otherwise
+    await until('the guardian says it continued the workload', async () =>
+      ({ ok: log.includes(`continued pid ${pid}`), value: log.slice(-500) }));
+    await held.client.close().catch(() => {});
+  }
 } catch (e) {
   check('no exception', false, e.stack);
   await conn.close().catch(() => {});
 } finally {
-  await workload.command('exit').catch(() => {});
+  await Promise.race([workload.command('exit'), sleep(3000)]).catch(() => {});
   workload.child.stdin.end();
 }
 console.log(failures ? `${failures} check(s) failed` : `live tracing over ${transportKind}: every check passed`);
