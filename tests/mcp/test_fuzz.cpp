@@ -10,6 +10,7 @@
 #include <random>
 
 #include "tests/mcp/mcp_test_support.h"
+#include "tests/test_sample.h"
 
 using namespace vs::mcp;
 using namespace vs::mcp::test;
@@ -18,7 +19,9 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr uint64_t kSeed = 11;
-constexpr int kMessagesPerTransport = 2000;
+// Every one of them, or every Nth under VRAMSCOPE_TEST_SAMPLE=N (the sanitized run, where the
+// libFuzzer harnesses fuzz_mcp_stdio and fuzz_http go much further).
+int messages_per_transport() { return 2000 / vs::test::test_sample_every(); }
 
 // One valid message of every kind the server takes; "id" is set per message.
 std::vector<json> valid_messages() {
@@ -167,7 +170,8 @@ void fuzz(const std::string& transport) {
   const std::vector<json> seeds = valid_messages();
   Mutator mutator(kSeed);
   int requests = 0;
-  for (int i = 0; i < kMessagesPerTransport; ++i) {
+  const int messages = messages_per_transport();
+  for (int i = 0; i < messages; ++i) {
     json seed = seeds[i % seeds.size()];
     if (seed.contains("id") && seed["id"] == 0) seed["id"] = 1000 + i;
     Mutator::Mutated mutated = mutator.mutate(std::move(seed));
@@ -180,11 +184,11 @@ void fuzz(const std::string& transport) {
     REQUIRE(client->alive());
     client->settle();
   }
-  CHECK(requests > kMessagesPerTransport / 4);
+  CHECK(requests > messages / 4);
   CHECK(client->transport_failures().empty());
   std::vector<int> codes = client->error_codes();
   CHECK(std::count(codes.begin(), codes.end(), -32603) == 0);
-  CHECK(codes.size() > kMessagesPerTransport / 4);
+  CHECK(codes.size() > static_cast<size_t>(messages) / 4);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "common/cuda_api.h"
 #include "store/pairing.h"
 #include "store/store.h"
+#include "tests/test_sample.h"
 
 namespace vs::test::synthetic {
 
@@ -463,6 +464,13 @@ std::vector<Scenario> scenarios() {
       {"empty_cache with live tensors", {empty_cache_with_live_tensors()}},
       {"grows to the end", {grows_to_the_end()}},
   };
+}
+
+std::vector<Scenario> sampled_scenarios() {
+  std::vector<Scenario> all = scenarios(), taken;
+  const int every = test_sample_every();
+  for (std::size_t i = 0; i < all.size(); i += static_cast<std::size_t>(every)) taken.push_back(std::move(all[i]));
+  return taken;
 }
 
 }  // namespace vs::test::synthetic

@@ -259,5 +259,8 @@ struct Scenario {
 // Every scenario above with its defaults (the leak under each allocator, the plateau with and without
 // allocation calls in its flat part).
 std::vector<Scenario> scenarios();
+// What the loops that write and analyze every scenario take: all of them, or every Nth with
+// VRAMSCOPE_TEST_SAMPLE=N (tests/test_sample.h), the first included.
+std::vector<Scenario> sampled_scenarios();
 
 }  // namespace vs::test::synthetic

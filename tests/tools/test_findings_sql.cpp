@@ -44,6 +44,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_sample.h"
 #include "tests/tools/synthetic_trace.h"
 #include "tests/tools/tool_check.h"
 #include "tools/findings/registry.h"
@@ -535,7 +536,7 @@ TEST_CASE("findings SQL: the same on the synthetic scenarios, which store call_r
   syn::TempDir dir("vs_findings_sql");
   Compared compared;
   int n = 0;
-  for (const syn::Scenario& scenario : syn::scenarios()) {
+  for (const syn::Scenario& scenario : syn::sampled_scenarios()) {
     INFO("synthetic '" << scenario.name << "'");
     const std::string file = dir.file("scenario-" + std::to_string(n++) + ".db");
     syn::write_trace(file, scenario.workloads);
@@ -544,5 +545,5 @@ TEST_CASE("findings SQL: the same on the synthetic scenarios, which store call_r
   std::string summary;
   for (const auto& [kind, names] : compared.names) summary += kind + " (" + std::to_string(names.size()) + ") ";
   INFO("compared " << compared.numbers << " numbers: " << summary);
-  CHECK(compared.names.count("leak_growth") == 1);
+  if (vs::test::test_sample_every() == 1) CHECK(compared.names.count("leak_growth") == 1);
 }

@@ -29,7 +29,7 @@ struct Written {
 }  // namespace
 
 TEST_CASE("synthetic: every scenario is a well-formed trace, as the tracer writes one", "[synthetic]") {
-  for (const auto& scenario : syn::scenarios()) {
+  for (const auto& scenario : syn::sampled_scenarios()) {
     INFO(scenario.name);
     Written w(scenario.workloads);
     CHECK(w.t.qs("SELECT status FROM sessions") == "complete");
