@@ -12,11 +12,13 @@ using enum Src;
 constexpr ReturnRead deref(int arg, int size = 8, int offset = 0) {
   return ReturnRead{static_cast<std::int8_t>(arg), static_cast<std::uint8_t>(size), static_cast<std::uint16_t>(offset)};
 }
+// The 64-byte handle written through argument `arg`, kept as its handle_digest.
+constexpr ReturnRead handle_at(int arg) { return deref(arg, kHandleBytes); }
 
 struct Builder {
   ApiInfo a;
   constexpr Builder(std::string_view name, Layer layer, Op op, AllocKind kind = AllocKind::None)
-      : a{0, name, layer, op, kind, false, None, None, None, None, None, None, {}, 0, {-1, -1, -1}} {}
+      : a{0, name, layer, op, kind, false, None, None, None, None, None, None, {}, 0, false, {-1, -1, -1}} {}
   constexpr Builder& ptr(Src s) { a.ptr = s; return *this; }
   constexpr Builder& bytes(Src s, Src factor = None) { a.bytes = s; a.bytes_factor = factor; return *this; }
   constexpr Builder& stream(Src s) { a.stream = s; return *this; }
@@ -24,6 +26,8 @@ struct Builder {
   constexpr Builder& device(Src s) { a.device = s; return *this; }
   constexpr Builder& read(ReturnRead r0, ReturnRead r1 = {}) { a.reads[0] = r0; a.reads[1] = r1; return *this; }
   constexpr Builder& stack(int n) { a.stack_args = static_cast<std::uint8_t>(n); return *this; }
+  // A 64-byte handle passed by value as the 7th+ argument: S0 is its digest.
+  constexpr Builder& stack_handle() { a.stack_args = 1; a.stack_digest = true; return *this; }
   constexpr Builder& launch() { a.launch = true; return *this; }
 };
 
@@ -50,6 +54,15 @@ constexpr void assign_words(ApiInfo& a) {
     if (n == kCallWords) throw "an API needs more argument words than a call record carries (VS_CALL_WORDS)";
     a.words[n++] = static_cast<std::int8_t>(w);
   }
+}
+
+// The reads the probes take (tracer/bpf/calls.bpf.c): 1..8 bytes, or a 64-byte handle kept as its digest; a
+// handle passed by value is at the first stack word.
+constexpr void check_reads(const ApiInfo& a) {
+  for (const ReturnRead& r : a.reads)
+    if (r.arg >= 0 && !((r.size >= 1 && r.size <= 8) || r.size == kHandleBytes))
+      throw "a read at return takes 1 to 8 bytes, or kHandleBytes (a handle's digest)";
+  if (a.stack_digest && a.stack_args < 1) throw "a handle passed by value needs the stack words copied";
 }
 
 constexpr auto make_table() {
@@ -147,12 +160,12 @@ constexpr auto make_table() {
       // file whose apis table maps an id to another name): memory held without being allocated (CUDA IPC,
       // registered host memory), the stream-ordered allocator's pool, CUDA graphs ----
       // runtime:
-      // cudaIpcGetMemHandle(cudaIpcMemHandle_t* handle, void* devPtr): handle = the first 8 bytes of the
-      // opaque 64-byte handle, read at return.
-      Builder("cudaIpcGetMemHandle", Runtime, Op::IpcGetHandle).ptr(A1).handle(Out0).read(deref(0)),
+      // cudaIpcGetMemHandle(cudaIpcMemHandle_t* handle, void* devPtr): handle = the digest of the opaque 64-byte
+      // handle (handle_digest), read at return.
+      Builder("cudaIpcGetMemHandle", Runtime, Op::IpcGetHandle).ptr(A1).handle(Out0).read(handle_at(0)),
       // cudaIpcOpenMemHandle(void** devPtr, cudaIpcMemHandle_t handle, unsigned flags): the 64-byte handle is
-      // passed by value, in memory (the stack: S0 is its first 8 bytes); flags takes the second register.
-      Builder("cudaIpcOpenMemHandle", Runtime, Op::IpcOpen, AllocKind::IpcMapped).ptr(Out0).handle(S0).stack(1).read(deref(0)),
+      // passed by value, in memory (the stack: S0 is its digest, folded at entry); flags takes the second register.
+      Builder("cudaIpcOpenMemHandle", Runtime, Op::IpcOpen, AllocKind::IpcMapped).ptr(Out0).handle(S0).stack_handle().read(deref(0)),
       Builder("cudaIpcCloseMemHandle", Runtime, Op::IpcClose).ptr(A0),
       // cudaHostRegister(void* ptr, size_t size, unsigned flags); cudaHostUnregister(void* ptr)
       Builder("cudaHostRegister", Runtime, Op::HostRegister, AllocKind::HostRegistered).ptr(A0).bytes(A1),
@@ -181,10 +194,10 @@ constexpr auto make_table() {
       // driver:
       // cuIpcGetMemHandle(CUipcMemHandle* pHandle, CUdeviceptr dptr);
       // cuIpcOpenMemHandle[_v2](CUdeviceptr* pdptr, CUipcMemHandle handle, unsigned flags) (the handle by value,
-      // in memory, as for the runtime's); cuIpcCloseMemHandle(CUdeviceptr dptr)
-      Builder("cuIpcGetMemHandle", Driver, Op::IpcGetHandle).ptr(A1).handle(Out0).read(deref(0)),
-      Builder("cuIpcOpenMemHandle_v2", Driver, Op::IpcOpen, AllocKind::IpcMapped).ptr(Out0).handle(S0).stack(1).read(deref(0)),
-      Builder("cuIpcOpenMemHandle", Driver, Op::IpcOpen, AllocKind::IpcMapped).ptr(Out0).handle(S0).stack(1).read(deref(0)),
+      // in memory, as for the runtime's); cuIpcCloseMemHandle(CUdeviceptr dptr). handle: the digest, as for the runtime's.
+      Builder("cuIpcGetMemHandle", Driver, Op::IpcGetHandle).ptr(A1).handle(Out0).read(handle_at(0)),
+      Builder("cuIpcOpenMemHandle_v2", Driver, Op::IpcOpen, AllocKind::IpcMapped).ptr(Out0).handle(S0).stack_handle().read(deref(0)),
+      Builder("cuIpcOpenMemHandle", Driver, Op::IpcOpen, AllocKind::IpcMapped).ptr(Out0).handle(S0).stack_handle().read(deref(0)),
       Builder("cuIpcCloseMemHandle", Driver, Op::IpcClose).ptr(A0),
       // cuMemHostRegister[_v2](void* p, size_t bytesize, unsigned flags); cuMemHostUnregister(void* p)
       Builder("cuMemHostRegister_v2", Driver, Op::HostRegister, AllocKind::HostRegistered).ptr(A0).bytes(A1),
@@ -212,6 +225,7 @@ constexpr auto make_table() {
     out[i] = table[i].a;
     out[i].id = static_cast<std::uint16_t>(i + 1);  // 0 means "none" on the BPF side
     assign_words(out[i]);
+    check_reads(out[i]);
   }
   return out;
 }

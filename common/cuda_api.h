@@ -77,10 +77,30 @@ enum class Src : std::uint8_t { None, A0, A1, A2, A3, A4, A5, S0, S1, S2, Out0, 
 // Argument words a call record carries (tracer/bpf/events.h: VS_CALL_WORDS).
 inline constexpr int kCallWords = 3;
 
-// A read of user memory at return: `size` bytes at (argument `arg`) + `offset`.
+// A CUDA IPC handle (cudaIpcMemHandle_t, CUipcMemHandle): 64 opaque bytes whose first 8 are the same in every
+// handle one process exports (H200, driver 580). The tracer keeps handle_digest of all 64 instead, the same in the
+// exporter's and the importer's calls (tracer/bpf/events.h: VS_FOLD_*, computed by the probes).
+inline constexpr int kHandleBytes = 64;
+inline constexpr std::uint64_t kHandleDigestBasis = 0xcbf29ce484222325u;  // FNV-1a 64-bit offset basis
+inline constexpr std::uint64_t kHandleDigestPrime = 0x100000001b3u;       // FNV-1a 64-bit prime
+
+// FNV-1a over the handle's 8 little-endian 64-bit words: h = basis, then h = (h ^ w) * prime for each word w.
+// The user-side reference of what the probes record as an IPC call's handle.
+constexpr std::uint64_t handle_digest(std::span<const std::uint8_t, kHandleBytes> bytes) {
+  std::uint64_t h = kHandleDigestBasis;
+  for (int w = 0; w < kHandleBytes / 8; ++w) {
+    std::uint64_t word = 0;
+    for (int b = 7; b >= 0; --b) word = word << 8 | bytes[static_cast<std::size_t>(w * 8 + b)];
+    h = (h ^ word) * kHandleDigestPrime;
+  }
+  return h;
+}
+
+// A read of user memory at return: `size` bytes at (argument `arg`) + `offset`; size kHandleBytes reads a
+// 64-byte handle and keeps its handle_digest.
 struct ReturnRead {
   std::int8_t arg = -1;  // -1: no read
-  std::uint8_t size = 0;
+  std::uint8_t size = 0;  // 1..8, or kHandleBytes
   std::uint16_t offset = 0;
 };
 
@@ -94,6 +114,7 @@ struct ApiInfo {
   Src ptr, bytes, bytes_factor, stream, handle, device;
   ReturnRead reads[2];
   std::uint8_t stack_args;  // 7th+ arguments to copy at entry
+  bool stack_digest;        // S0 is the handle_digest of a 64-byte handle passed by value at the 7th argument's place
   // The argument words the call record carries, derived from the fields
   // above: 0..5 the registers, 6..8 the stack words; -1 unused.
   std::int8_t words[kCallWords];

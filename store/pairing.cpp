@@ -207,7 +207,7 @@ void Pairing::on_call(const CallRecord& call, std::optional<std::int64_t> seq, P
         ++it->second.refs;
         return;
       }
-      // `handle`: what the call record carries of the IPC handle (its first 8 bytes).
+      // `handle`: what the call record carries of the IPC handle (the digest of its 64 bytes, as the exporter's).
       open(p.ipc, call, seq, AllocKind::IpcMapped, *call.ptr, call.handle, call.device, ops);
       return;
     }

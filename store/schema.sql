@@ -132,9 +132,11 @@ CREATE TABLE IF NOT EXISTS call_rows (
                                      -- bytes to keep; mem_pool_get/set_attribute: the attribute's value, read at
                                      -- return, e.g. the pool's reserved bytes: a level, not a size to add up)
   handle        INTEGER,             -- VMM allocation handle (cuMemCreate/Release/Map) or CUcontext;
-                                     -- ipc_get_handle / ipc_open: the first 8 bytes of the opaque 64-byte IPC
-                                     -- handle (written by the exporter's call, passed to the importer's), equal
-                                     -- in both for one handle; CUDA documents no layout, so not unique by itself;
+                                     -- ipc_get_handle / ipc_open: a 64-bit FNV-1a digest of the 64-byte handle,
+                                     -- the same in exporter and importer (written by the exporter's call, passed
+                                     -- to the importer's; folded from all 64 bytes, whose layout CUDA does not
+                                     -- document: their first 8 are the same in every handle a process exports.
+                                     -- Traces written before December 2026 hold those first 8 bytes instead);
                                      -- mem_pool_*: the pool (default_mem_pool: the one returned); graph_*: the
                                      -- executable graph (graph_instantiate: the one returned)
   ret           INTEGER NOT NULL,    -- cudaError_t / CUresult; 0 = success
@@ -187,8 +189,9 @@ CREATE TABLE IF NOT EXISTS allocations (
   ptr            INTEGER,         -- address; for vmm_physical the handle
   bytes          INTEGER NOT NULL, -- ipc_mapped: 0, the handle does not carry the size (the exporter's allocation
                                   -- has it: the exporter's ipc_get_handle call names its pointer)
-  handle         INTEGER,         -- vmm_mapped: the physical handle mapped there; ipc_mapped: the first 8 bytes of the
-                                  -- IPC handle opened (calls.handle of the exporter's cudaIpcGetMemHandle)
+  handle         INTEGER,         -- vmm_mapped: the physical handle mapped there; ipc_mapped: the digest of the IPC
+                                  -- handle opened, the same as calls.handle of the exporter's cudaIpcGetMemHandle: it
+                                  -- joins the mapping to the exporter's allocation (that call's pid and ptr)
   alloc_call_id  INTEGER NOT NULL,
   free_call_id   INTEGER,
   alloc_ts_ns    INTEGER NOT NULL,

@@ -31,6 +31,8 @@ extern "C" __attribute__((noinline, used, visibility("default"))) void vramscope
 namespace vs::tracer {
 
 static_assert(VS_CALL_WORDS == kCallWords, "events.h and the catalog disagree on a call record's argument words");
+static_assert(VS_FOLD_BYTES == kHandleBytes && VS_FOLD_BASIS == kHandleDigestBasis && VS_FOLD_PRIME == kHandleDigestPrime,
+              "events.h and the catalog disagree on the IPC handle's digest");
 namespace {
 
 int libbpf_log(libbpf_print_level level, const char* fmt, va_list args) {
@@ -104,6 +106,7 @@ struct Tracer::Impl {
         plan.read_off[i] = api.reads[i].offset;
       }
       plan.stack_args = api.stack_args;
+      plan.stack_fold = api.stack_digest ? 1 : 0;
       for (int i = 0; i < VS_CALL_WORDS; ++i) plan.word[i] = api.words[i];
       std::uint32_t key = api.id;
       if (bpf_map_update_elem(bpf_map__fd(skel->maps.api_plans), &key, &plan, BPF_ANY) != 0)

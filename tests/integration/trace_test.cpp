@@ -8,6 +8,7 @@
 
 #include <catch2/catch.hpp>
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <chrono>
 #include <cstdlib>
@@ -18,6 +19,7 @@
 #include <string>
 #include <thread>
 
+#include "common/cuda_api.h"
 #include "store/reader.h"
 #include "tests/trace_file.h"
 
@@ -771,6 +773,14 @@ TEST_CASE("perf-event links (--perf-links, as before Linux 6.6) record the same,
   CHECK(processes_mentioning(run.db) == 0);
 }
 
+// The 64 bytes of a handle from their hex form (the workload's handle_a / handle_b).
+static std::array<std::uint8_t, vs::kHandleBytes> handle_bytes(const std::string& hex) {
+  REQUIRE(hex.size() == 2 * vs::kHandleBytes);
+  std::array<std::uint8_t, vs::kHandleBytes> out{};
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<std::uint8_t>(std::stoul(hex.substr(2 * i, 2), nullptr, 16));
+  return out;
+}
+
 TEST_CASE("ipc: an opened IPC handle is the importer's ipc_mapped allocation until its last close", "[trace]") {
   auto run = trace_scenario("ipc");
   const std::string child = std::to_string(run.workload["child_pid"].get<int>());
@@ -780,23 +790,34 @@ TEST_CASE("ipc: an opened IPC handle is the importer's ipc_mapped allocation unt
   const auto mapped_a = run.workload["mapped_a"].get<std::int64_t>();
   const auto mapped_b = run.workload["mapped_b"].get<std::int64_t>();
   REQUIRE(mapped_a == exported_a + 0x100000000000);
+  // The fake's handles begin with the same 8 bytes, as the real driver's do, and differ further on: the trace
+  // keeps the digest of all 64 bytes (vs::handle_digest), which tells them apart.
+  const auto bytes_a = handle_bytes(run.workload["handle_a"].get<std::string>());
+  const auto bytes_b = handle_bytes(run.workload["handle_b"].get<std::string>());
+  REQUIRE(std::equal(bytes_a.begin(), bytes_a.begin() + 8, bytes_b.begin()));
+  REQUIRE(bytes_a != bytes_b);
+  const auto handle_a = static_cast<std::int64_t>(vs::handle_digest(bytes_a));
+  const auto handle_b = static_cast<std::int64_t>(vs::handle_digest(bytes_b));
+  REQUIRE(handle_a != handle_b);
   // The exporter: two cudaIpcGetMemHandle, each with its driver call nested; ptr = the exported pointer and
-  // handle = the handle's first 8 bytes (the fake puts the pointer there).
+  // handle = the digest of the 64 bytes written, read at return.
   CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaIpcGetMemHandle' AND pid = " + parent +
               " AND parent_id IS NULL AND ret = 0") == 2);
   CHECK(run.q("SELECT COUNT(*) FROM calls c JOIN calls p ON p.id = c.parent_id WHERE c.api = 'cuIpcGetMemHandle' "
               "AND p.api = 'cudaIpcGetMemHandle' AND c.ptr = p.ptr AND c.handle = p.handle") == 2);
   CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaIpcGetMemHandle' AND ptr = ? AND handle = ?",
-              {exported_a, exported_a}) == 1);
+              {exported_a, handle_a}) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaIpcGetMemHandle' AND ptr = ? AND handle = ?",
+              {exported_b, handle_b}) == 1);
   // The importer: 2 runtime opens (each nesting cuIpcOpenMemHandle_v2) of the same handle, 2 closes, and one
-  // driver open of its own. The handle passed by value (on the stack) is read back: its first 8 bytes.
+  // driver open of its own. The handle passed by value (on the stack) is folded at entry: the same digest.
   CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaIpcOpenMemHandle' AND pid = " + child +
-              " AND ptr = ? AND handle = ?", {mapped_a, exported_a}) == 2);
+              " AND ptr = ? AND handle = ?", {mapped_a, handle_a}) == 2);
   CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuIpcOpenMemHandle_v2' AND parent_id IS NOT NULL AND ptr = ? "
-              "AND handle = ?", {mapped_a, exported_a}) == 2);
+              "AND handle = ?", {mapped_a, handle_a}) == 2);
   CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cudaIpcCloseMemHandle' AND ptr = ?", {mapped_a}) == 2);
   CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuIpcOpenMemHandle_v2' AND parent_id IS NULL AND ptr = ? "
-              "AND handle = ?", {mapped_b, exported_b}) == 1);
+              "AND handle = ?", {mapped_b, handle_b}) == 1);
   // Two mappings, both the child's, 0 bytes (the size is the exporter's): A's from the first open to the
   // second close (the reference count), B's released when the child exited.
   CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'ipc_mapped'") == 2);
@@ -804,14 +825,20 @@ TEST_CASE("ipc: an opened IPC handle is the importer's ipc_mapped allocation unt
   CHECK(run.q("SELECT a.alloc_call_id = (SELECT MIN(id) FROM calls WHERE api = 'cudaIpcOpenMemHandle') "
               "AND a.free_call_id = (SELECT MAX(id) FROM calls WHERE api = 'cudaIpcCloseMemHandle') "
               "FROM allocations a WHERE kind = 'ipc_mapped' AND end_reason = 'freed' AND ptr = ? AND handle = ?",
-              {mapped_a, exported_a}) == 1);
+              {mapped_a, handle_a}) == 1);
   CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'ipc_mapped' AND end_reason = 'process_exit' "
-              "AND ptr = ? AND handle = ?", {mapped_b, exported_b}) == 1);
-  // The exporter's allocation of the same memory, found through the handle; the exporter's own memory is
-  // paired as usual; nothing unmatched.
-  CHECK(run.q("SELECT COUNT(*) FROM allocations m JOIN calls g ON g.api = 'cudaIpcGetMemHandle' AND g.handle = m.handle "
-              "JOIN allocations e ON e.pid = g.pid AND e.ptr = g.ptr AND e.kind = 'device' "
-              "WHERE m.kind = 'ipc_mapped'") == 2);
+              "AND ptr = ? AND handle = ?", {mapped_b, handle_b}) == 1);
+  // The exporter's allocation of the same memory, found through the handle: each mapping joins exactly one
+  // exporter allocation, the one it maps (the fake maps the exported pointer + 0x100000000000). With the
+  // handles' first 8 bytes alone each mapping would join both. The exporter's own memory is paired as usual;
+  // nothing unmatched.
+  const std::string exporter_of =
+      "FROM calls g JOIN allocations e ON e.pid = g.pid AND e.ptr = g.ptr AND e.kind = 'device' "
+      "WHERE g.api = 'cudaIpcGetMemHandle' AND g.handle = m.handle";
+  CHECK(run.q("SELECT COUNT(*) FROM allocations m WHERE m.kind = 'ipc_mapped' AND (SELECT COUNT(*) " + exporter_of +
+              ") = 1") == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations m WHERE m.kind = 'ipc_mapped' AND (SELECT e.ptr + 0x100000000000 " +
+              exporter_of + ") = m.ptr") == 2);
   CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE pid = " + parent + " AND kind = 'device' AND end_reason = 'freed'") ==
         2);
   CHECK(run.q("SELECT COUNT(*) FROM unmatched_frees") == 0);

@@ -1,6 +1,7 @@
 // Library discovery parsing, and the API catalog's decoding of raw registers.
 #include <sys/stat.h>
 
+#include <array>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
@@ -154,16 +155,36 @@ TEST_CASE("decode_call: IPC, host registration, the pool's attributes, graphs", 
   CallArgs call{{100, 101, 102, 103, 104, 105, 200, 201, 202}, {300, 301}};
   auto decode = [&](const char* name) { return decode_call(*find_api(name), call.record(*find_api(name))); };
   for (const char* name : {"cudaIpcOpenMemHandle", "cuIpcOpenMemHandle_v2", "cuIpcOpenMemHandle"}) {
-    // (void** out, handle by value in memory: the first stack word is its first 8 bytes, flags)
+    // (void** out, handle by value in memory, flags): the first stack word holds the digest of the 64 bytes there,
+    // folded at entry (the plan's stack_fold); the pointer is read back as 8 bytes.
+    const ApiInfo* api = find_api(name);
+    CHECK(api->stack_args == 1);
+    CHECK(api->stack_digest);
+    CHECK(api->reads[0].size == 8);
     auto d = decode(name);
     CHECK(d.ptr == 300u);
     CHECK(d.handle == 200u);
     CHECK_FALSE(d.bytes);
   }
-  auto d = decode("cudaIpcGetMemHandle");  // (handle* out, devPtr): the handle's first 8 bytes read back
-  CHECK(d.ptr == 101u);
-  CHECK(d.handle == 300u);
-  d = decode("cudaIpcCloseMemHandle");
+  for (const char* name : {"cudaIpcGetMemHandle", "cuIpcGetMemHandle"}) {
+    // (handle* out, devPtr): the 64 bytes written through A0 read back folded into their digest (out[0])
+    const ApiInfo* api = find_api(name);
+    CHECK(api->reads[0].arg == 0);
+    CHECK(api->reads[0].size == kHandleBytes);
+    CHECK(api->reads[0].offset == 0);
+    CHECK_FALSE(api->stack_digest);
+    auto d = decode(name);
+    CHECK(d.ptr == 101u);
+    CHECK(d.handle == 300u);
+  }
+  // No other API folds: every other read is 1 to 8 bytes, and no other takes a handle by value.
+  for (const auto& api : all_apis()) {
+    if (api.op == Op::IpcGetHandle || api.op == Op::IpcOpen) continue;
+    CHECK_FALSE(api.stack_digest);
+    for (const ReturnRead& r : api.reads)
+      if (r.arg >= 0) CHECK((r.size >= 1 && r.size <= 8));
+  }
+  auto d = decode("cudaIpcCloseMemHandle");
   CHECK(d.ptr == 100u);
   d = decode("cuMemHostRegister_v2");  // (p, bytesize, flags)
   CHECK(d.ptr == 100u);
@@ -197,4 +218,23 @@ TEST_CASE("decode_call: IPC, host registration, the pool's attributes, graphs", 
   CHECK(d.stream == 101u);
   d = decode("cudaGraphExecDestroy");
   CHECK(d.handle == 100u);
+}
+
+TEST_CASE("handle_digest: FNV-1a over a CUDA IPC handle's 8 little-endian words", "[catalog]") {
+  std::array<std::uint8_t, kHandleBytes> h{};
+  // Expected values computed apart (Python): h = 0xcbf29ce484222325; h = (h ^ w) * 0x100000001b3 mod 2^64.
+  CHECK(handle_digest(h) == 0xa8c7f832281a39c5u);
+  for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<std::uint8_t>(i);
+  CHECK(handle_digest(h) == 0x5469d9a4adff6165u);  // words read little-endian: 0x0706050403020100 first
+  static_assert(handle_digest(std::array<std::uint8_t, kHandleBytes>{}) == 0xa8c7f832281a39c5u);
+  // Handles that share their first 8 bytes (as every handle one process exports does on the real driver) and
+  // differ at any one other byte have different digests: each word goes through a bijection of the state.
+  std::array<std::uint8_t, kHandleBytes> base{'f', 'a', 'k', 'e', 'i', 'p', 'c', 0};
+  const std::uint64_t base_digest = handle_digest(base);
+  for (std::size_t i = 0; i < base.size(); ++i) {
+    auto other = base;
+    other[i] ^= 0x01;
+    INFO("byte " << i);
+    CHECK(handle_digest(other) != base_digest);
+  }
 }

@@ -17,6 +17,18 @@ __u64 next_seq = 1;
  * once (perf-event links take ~0.1 s each to close): they record nothing more. */
 volatile __u32 probes_off = 0;
 
+/* The digest of the VS_FOLD_BYTES bytes of user memory at addr (events.h: a
+ * CUDA IPC handle), or 0 if they cannot be read. The one fold of both sides:
+ * the exporter's handle read at return, the importer's at entry. */
+static __always_inline __u64 vs_fold_user(__u64 addr) {
+  __u64 buf[VS_FOLD_BYTES / 8];
+  if (bpf_probe_read_user(buf, sizeof(buf), (void *)addr)) return 0;
+  __u64 h = VS_FOLD_BASIS;
+#pragma unroll
+  for (int i = 0; i < VS_FOLD_BYTES / 8; i++) h = (h ^ buf[i]) * VS_FOLD_PRIME;
+  return h;
+}
+
 SEC("uprobe")
 int vs_call_entry(struct pt_regs *ctx) {
   if (probes_off) return 0;
@@ -70,6 +82,8 @@ int vs_call_entry(struct pt_regs *ctx) {
     __u64 sp = PT_REGS_SP(ctx);
     if (bpf_probe_read_user(&f->words[VS_NARGS], VS_NSTACK * sizeof(__u64), (void *)(sp + 8)))
       __builtin_memset(&f->words[VS_NARGS], 0, VS_NSTACK * sizeof(__u64));
+    /* A 64-byte handle passed by value: its digest replaces its first word. */
+    if (plan->stack_fold) f->words[VS_NARGS] = vs_fold_user(sp + 8);
   }
   f->off_cpu_ns = 0;
   f->runq_ns = 0;
@@ -255,9 +269,11 @@ int vs_call_return(struct pt_regs *ctx) {
       for (int i = 0; i < VS_NREADS; i++) {
         __s64 arg = plan->read_arg[i];
         __u32 size = plan->read_size[i];
-        if (arg < 0 || arg >= VS_NARGS || size == 0 || size > 8) continue;
+        if (arg < 0 || arg >= VS_NARGS || size == 0) continue;
         __u64 addr = f->words[arg] + plan->read_off[i];
-        if (addr && bpf_probe_read_user(&ev->out[i], size, (void *)addr)) ev->out[i] = 0;
+        if (!addr) continue;
+        if (size == VS_FOLD_BYTES) ev->out[i] = vs_fold_user(addr); /* a 64-byte handle: its digest */
+        else if (size <= 8 && bpf_probe_read_user(&ev->out[i], size, (void *)addr)) ev->out[i] = 0;
       }
     }
     if (file) {

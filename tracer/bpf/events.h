@@ -30,13 +30,27 @@ typedef int32_t vs_s32;
 #define VS_COMM_LEN 16
 #define VS_OBJ_NAME_LEN 48
 
+/* A CUDA IPC handle (cudaIpcMemHandle_t, CUipcMemHandle) is 64 opaque bytes, and
+ * their first 8 are the same in every handle one process exports (H200, driver
+ * 580: only bytes 18-19, 25, 40 and 52 differed). So the probes keep a 64-bit
+ * digest of all 64 bytes, the same at the exporter's return (read through the
+ * handle pointer) and at the importer's entry (the handle passed by value, in
+ * memory on the stack), relying on no layout: FNV-1a over the 8 little-endian
+ * 64-bit words, h = VS_FOLD_BASIS, then for each word w: h = (h ^ w) * VS_FOLD_PRIME.
+ * common/cuda_api.h (handle_digest) is the user-side reference. */
+#define VS_FOLD_BYTES 64
+#define VS_FOLD_BASIS 0xcbf29ce484222325ULL /* FNV-1a 64-bit offset basis */
+#define VS_FOLD_PRIME 0x100000001b3ULL      /* FNV-1a 64-bit prime */
+
 /* What the probes keep of one API's arguments. Argument words are numbered
  * 0..VS_NARGS-1 for the registers, then the stack words (7th argument on). */
 struct vs_api_plan {
   vs_s64 read_arg[VS_NREADS]; /* return probe: read user memory at this argument (+ read_off), or -1 */
-  vs_u32 read_size[VS_NREADS];
+  vs_u32 read_size[VS_NREADS]; /* 1..8 bytes, or VS_FOLD_BYTES: 64 bytes folded into their digest */
   vs_u32 read_off[VS_NREADS];
   vs_u32 stack_args; /* 7th+ argument words copied at entry */
+  vs_u32 stack_fold; /* 1: the first stack word is the digest of the VS_FOLD_BYTES bytes from it (a 64-byte
+                        argument passed by value, in memory), not their first 8; needs stack_args >= 1 */
   vs_s32 word[VS_CALL_WORDS]; /* the argument words the call record carries, or -1 */
 };
 
