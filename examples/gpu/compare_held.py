@@ -60,6 +60,15 @@ def u64(v):
     return None if v is None else v % U64
 
 
+def handle_digest(h):
+    """What vramscope records as a 64-byte CUDA IPC handle (common/cuda_api.h handle_digest): FNV-1a over its 8
+    little-endian 64-bit words."""
+    d = 0xcbf29ce484222325
+    for i in range(0, 64, 8):
+        d = ((d ^ int.from_bytes(h[i:i + 8], "little")) * 0x100000001b3) % U64
+    return d
+
+
 class Trace:
     def __init__(self, path):
         self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -241,7 +250,7 @@ def check_ipc(tab, tr, lines, log):
     got = cp["child_received"]["tensors"]
     windows = {"b": ("child_received_again", "child_released_b"), "a": ("child_released_b", "child_released_all"),
                "c": ("child_released_b", "child_released_all")}
-    handle_of = {}  # exporter segment -> the trace's handle (first 8 bytes) of PyTorch's get-handle call
+    handle_of = {}  # exporter segment -> the trace's handle (the 64 bytes' digest) of PyTorch's get-handle call
     for c in gets:
         handle_of.setdefault(c[4], c[6])
     for name, v in sorted(shared.items()):
@@ -254,7 +263,7 @@ def check_ipc(tab, tr, lines, log):
         tab.eq("ipc", f"{name}: mapping's handle = the exporter's get-handle handle", handle_of.get(v["segment_address"]), m[0][5])
         linked = sorted(s for s, h in handle_of.items() if h == m[0][5] and s in segments)
         tab.add("ipc", f"{name}: exporter segments whose handle is the mapping's (the link)", 1, len(linked), None,
-                "DEFECT: the 8 bytes kept are the same in every handle of the exporter" if len(linked) > 1 else "")
+                "DEFECT: the handle kept is the same for several segments of the exporter" if len(linked) > 1 else "")
         w0, w1 = (cp[windows[name][0]]["t_ns"], cp[windows[name][1]]["t_ns"]) if all(k in cp for k in windows[name]) else (0, 0)
         closed = m[0][3]
         tab.add("ipc", f"{name}: mapping closed between {windows[name][0]} and {windows[name][1]}", True,
@@ -267,8 +276,8 @@ def check_ipc(tab, tr, lines, log):
         own = [c for c in all_gets if ALLOCATOR not in c[8]]
         for name, h in sorted(raw.items()):
             c = [x for x in own if x[4] == hs["handles"][name]["segment_address"]]
-            tab.eq("ipc", f"{name}: trace handle = bytes 0-7 of the 64-byte handle (little-endian)",
-                   int.from_bytes(h[:8], "little"), c[0][6] if c else None)
+            tab.eq("ipc", f"{name}: trace handle = the digest of the 64-byte handle (FNV-1a over its 8 words)",
+                   handle_digest(h), u64(c[0][6]) if c else None)
         vals = list(raw.values())
         varying = [i for i in range(64) if len({h[i] for h in vals}) > 1]
         ranges = []
@@ -277,11 +286,13 @@ def check_ipc(tab, tr, lines, log):
                 ranges[-1][1] = i
             else:
                 ranges.append([i, i])
-        distinct = len({h[:8] for h in vals})
-        tab.add("ipc", f"the trace's 8 bytes (0-7) tell the {len(vals)} exporter handles apart", len(vals), distinct, None,
-                "DEFECT: the handles differ only in bytes " + ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
-                + "; as read on this driver (no documented layout): 16-23 the segment's size, 24-31 its 4 KiB pages, 8-11 the"
-                " exporter's pid" if distinct < len(vals) else "")
+        distinct = len({handle_digest(h) for h in vals})
+        tab.add("ipc", f"the trace's handles (digests of the 64 bytes) tell the {len(vals)} exporter handles apart",
+                len(vals), distinct, None,
+                ("DEFECT: " if distinct < len(vals) else "") + "the handles differ only in bytes "
+                + ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
+                + f"; their bytes 0-7 take {len({h[:8] for h in vals})} value(s); as read on this driver (no documented"
+                " layout): 16-23 the segment's size, 24-31 its 4 KiB pages, 8-11 the exporter's pid")
     nv = tr.q("SELECT ts_ns, used_bytes FROM gpu_process_samples WHERE pid = ? ORDER BY ts_ns", (child,))
     ok_opens = [c[1] for c in opens if c[7] == 0]
     ok_closes = [c[1] + c[2] for c in closes if c[7] == 0]
