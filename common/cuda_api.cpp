@@ -219,6 +219,19 @@ constexpr auto make_table() {
       Builder("cuGraphLaunch", Driver, Op::GraphLaunch).handle(A0).stream(A1),
       Builder("cuGraphLaunch_ptsz", Driver, Op::GraphLaunch).handle(A0).stream(A1),
       Builder("cuGraphExecDestroy", Driver, Op::GraphExecDestroy).handle(A0),
+
+      // ---- appended later again (the ids above stay): VMM memory shared between processes (PyTorch's expandable
+      // segments sent to another process) ----
+      // cuMemExportToShareableHandle(void* shareableHandle, CUmemGenericAllocationHandle handle,
+      // CUmemAllocationHandleType handleType, unsigned long long flags): handle = the exported physical handle,
+      // ptr = the first 4 bytes written to shareableHandle at return (the file descriptor, for
+      // CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR).
+      Builder("cuMemExportToShareableHandle", Driver, Op::VmmExport).handle(A1).ptr(Out0).read(deref(0, 4)),
+      // cuMemImportFromShareableHandle(CUmemGenericAllocationHandle* handle, void* osHandle,
+      // CUmemAllocationHandleType shHandleType): handle = the new handle, read at return; ptr = osHandle (the file
+      // descriptor cast to a pointer). The size is the exporter's: the call does not carry it.
+      Builder("cuMemImportFromShareableHandle", Driver, Op::VmmImport, AllocKind::VmmImported)
+          .handle(Out0).ptr(A1).read(deref(0)),
   };
   std::array<ApiInfo, table.size()> out{};
   for (std::size_t i = 0; i < table.size(); ++i) {
@@ -303,6 +316,8 @@ std::string_view op_name(Op op) {
     case Op::GraphInstantiate: return "graph_instantiate";
     case Op::GraphLaunch: return "graph_launch";
     case Op::GraphExecDestroy: return "graph_exec_destroy";
+    case Op::VmmExport: return "vmm_export";
+    case Op::VmmImport: return "vmm_import";
   }
   return "unknown";
 }

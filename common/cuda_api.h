@@ -46,25 +46,30 @@ enum class Op : std::uint8_t {
   GraphInstantiate,  // cudaGraphInstantiate*: graph -> executable graph
   GraphLaunch,       // cudaGraphLaunch
   GraphExecDestroy,  // cudaGraphExecDestroy
+  VmmExport,         // cuMemExportToShareableHandle: a physical handle -> an fd for another process; changes nothing
+  VmmImport,         // cuMemImportFromShareableHandle: another process's physical memory as a handle (vmm_imported)
 };
 
 // The `allocations.kind` vocabulary (store/schema.sql documents it).
 enum class AllocKind : std::uint8_t {
-  None, Device, Async, Managed, Host, VmmPhysical, VmmReserved, VmmMapped, IpcMapped, HostRegistered
+  None, Device, Async, Managed, Host, VmmPhysical, VmmReserved, VmmMapped, IpcMapped, HostRegistered, VmmImported
 };
 
 // The kinds of allocation, in the order results list them.
-inline constexpr AllocKind kAllocKinds[] = {AllocKind::Device,      AllocKind::Async,       AllocKind::Managed,
-                                            AllocKind::Host,        AllocKind::VmmPhysical, AllocKind::VmmReserved,
-                                            AllocKind::VmmMapped,   AllocKind::IpcMapped,   AllocKind::HostRegistered};
+inline constexpr AllocKind kAllocKinds[] = {AllocKind::Device,      AllocKind::Async,          AllocKind::Managed,
+                                            AllocKind::Host,        AllocKind::VmmPhysical,    AllocKind::VmmReserved,
+                                            AllocKind::VmmMapped,   AllocKind::IpcMapped,      AllocKind::HostRegistered,
+                                            AllocKind::VmmImported};
 // One past the largest AllocKind value: the size of arrays indexed by kind.
-inline constexpr int kAllocKindSlots = static_cast<int>(AllocKind::HostRegistered) + 1;
+inline constexpr int kAllocKindSlots = static_cast<int>(AllocKind::VmmImported) + 1;
 
 // The one definition of what occupies GPU memory, for the tracer's summary, pairing's totals and every tool:
 // device, async, managed and vmm_physical bytes. host is pinned host memory; vmm_reserved is address space and
 // vmm_mapped maps vmm_physical bytes: adding either would count address space or the same memory twice.
 // ipc_mapped is another process's allocation mapped into this one (cudaIpcOpenMemHandle): the exporter owns
-// the memory and counts it; host_registered is the program's own host memory pinned by cudaHostRegister.
+// the memory and counts it; host_registered is the program's own host memory pinned by cudaHostRegister;
+// vmm_imported is another process's physical memory imported as a handle (cuMemImportFromShareableHandle): the
+// exporter created it with cuMemCreate and counts it.
 constexpr bool occupies_gpu_memory(AllocKind kind) {
   return kind == AllocKind::Device || kind == AllocKind::Async || kind == AllocKind::Managed ||
          kind == AllocKind::VmmPhysical;
@@ -135,6 +140,7 @@ constexpr std::string_view alloc_kind_name(AllocKind kind) {
     case AllocKind::VmmMapped: return "vmm_mapped";
     case AllocKind::IpcMapped: return "ipc_mapped";
     case AllocKind::HostRegistered: return "host_registered";
+    case AllocKind::VmmImported: return "vmm_imported";
   }
   return "none";
 }

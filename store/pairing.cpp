@@ -17,7 +17,7 @@ bool is_memory_op(Op op) {
   switch (op) {
     case Op::Alloc: case Op::Free: case Op::FreeHost:
     case Op::VmmReserve: case Op::VmmAddressFree: case Op::VmmCreate: case Op::VmmRelease:
-    case Op::VmmMap: case Op::VmmUnmap:
+    case Op::VmmMap: case Op::VmmUnmap: case Op::VmmImport:
     case Op::IpcOpen: case Op::IpcClose: case Op::HostRegister: case Op::HostUnregister:
       return true;
     default:
@@ -162,7 +162,33 @@ void Pairing::on_call(const CallRecord& call, std::optional<std::int64_t> seq, P
     case Op::VmmRelease: {
       if (!call.handle) return;
       Process* p = find_process(call.pid);
-      if (p == nullptr || !close_at(p->physical, *call.handle, call, seq, ops)) unmatched(call.handle);
+      if (p == nullptr) {
+        unmatched(call.handle);
+        return;
+      }
+      // A handle imported again while open counted a reference (VmmImport): each release drops one.
+      if (auto it = p->physical.find(*call.handle); it != p->physical.end() && it->second.refs > 1) {
+        --it->second.refs;
+        return;
+      }
+      if (!close_at(p->physical, *call.handle, call, seq, ops)) unmatched(call.handle);
+      return;
+    }
+    case Op::VmmImport: {
+      // Another process's physical memory (cuMemImportFromShareableHandle): a handle in this process's physical
+      // namespace, so that cuMemMap finds it and cuMemRelease ends it, as for cuMemCreate's handles. Its kind is
+      // vmm_imported, of 0 bytes (the call carries no `bytes`): the exporter created the memory and counts it,
+      // and the size is not in the call (the handle's mappings give it). The row's `ptr` is the handle (its key),
+      // as for vmm_physical; its `handle` the shareable handle the call was given (the file descriptor).
+      if (!call.handle || *call.handle == 0) return;
+      Process& p = process(call.pid);
+      // The same handle back while it is still open (an import of memory this process already holds) is one
+      // handle with one more reference, not a new allocation that would supersede the open one.
+      if (auto it = p.physical.find(*call.handle); it != p.physical.end()) {
+        ++it->second.refs;
+        return;
+      }
+      open(p.physical, call, seq, AllocKind::VmmImported, *call.handle, call.ptr, call.device, ops);
       return;
     }
     case Op::VmmMap: {

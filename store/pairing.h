@@ -20,9 +20,9 @@ struct AllocationOpen {
   std::uint32_t pid = 0;
   std::optional<std::int64_t> device;
   AllocKind kind = AllocKind::None;
-  std::uint64_t ptr = 0;  // vmm_physical: the handle
+  std::uint64_t ptr = 0;  // vmm_physical, vmm_imported: the handle
   std::uint64_t bytes = 0;
-  std::optional<std::uint64_t> handle;  // vmm_mapped: the physical handle
+  std::optional<std::uint64_t> handle;  // vmm_mapped: the physical handle; vmm_imported: the shareable handle (fd)
   std::int64_t alloc_call_id = 0, alloc_ts_ns = 0;
   std::optional<std::int64_t> alloc_seq;  // the allocating call's seq (NULL: a nested call)
   std::optional<std::string> caller;
@@ -82,7 +82,7 @@ class Pairing {
     std::uint64_t bytes = 0;
     std::optional<std::int64_t> device;
     AllocKind kind = AllocKind::None;
-    std::uint32_t refs = 1;  // ipc_mapped: opens of the same mapping not yet closed
+    std::uint32_t refs = 1;  // ipc_mapped: opens of the same mapping not yet closed; physical: imports of an open handle
     std::uint32_t pid = 0;
   };
   // Everything one process holds open. Keys are pointers (one namespace for device,

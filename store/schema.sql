@@ -105,7 +105,9 @@ CREATE TABLE IF NOT EXISTS apis (
                                  -- 'host_register','host_unregister' (cudaHostRegister),
                                  -- 'mem_pool_trim','mem_pool_set_attribute','mem_pool_get_attribute','default_mem_pool'
                                  -- (the stream-ordered allocator's pool: cudaMallocAsync),
-                                 -- 'graph_instantiate','graph_launch','graph_exec_destroy' (CUDA graphs)
+                                 -- 'graph_instantiate','graph_launch','graph_exec_destroy' (CUDA graphs),
+                                 -- 'vmm_export','vmm_import' (cuMemExportToShareableHandle /
+                                 -- cuMemImportFromShareableHandle: VMM memory shared between processes)
 );
 CREATE TABLE IF NOT EXISTS objects (
   id    INTEGER PRIMARY KEY,
@@ -127,7 +129,9 @@ CREATE TABLE IF NOT EXISTS call_rows (
                                      -- mapped pointer returned; ipc_get_handle: the pointer exported;
                                      -- mem_pool_get/set_attribute: the attribute (cudaMemPoolAttr: 1-3 reuse flags,
                                      -- 4 release threshold, 5/6 reserved bytes current/high, 7/8 used bytes
-                                     -- current/high); graph_instantiate: the graph (cudaGraph_t))
+                                     -- current/high); graph_instantiate: the graph (cudaGraph_t); vmm_export: the
+                                     -- shareable handle written back (its first 4 bytes: the file descriptor);
+                                     -- vmm_import: the shareable handle passed (osHandle: the file descriptor))
   bytes         INTEGER,             -- size (memcpy: bytes copied; cudaMemGetInfo: free bytes; mem_pool_trim: the
                                      -- bytes to keep; mem_pool_get/set_attribute: the attribute's value, read at
                                      -- return, e.g. the pool's reserved bytes: a level, not a size to add up)
@@ -138,7 +142,8 @@ CREATE TABLE IF NOT EXISTS call_rows (
                                      -- document: their first 8 are the same in every handle a process exports.
                                      -- Traces written before December 2026 hold those first 8 bytes instead);
                                      -- mem_pool_*: the pool (default_mem_pool: the one returned); graph_*: the
-                                     -- executable graph (graph_instantiate: the one returned)
+                                     -- executable graph (graph_instantiate: the one returned); vmm_export: the
+                                     -- physical handle exported; vmm_import: the handle returned
   ret           INTEGER NOT NULL,    -- cudaError_t / CUresult; 0 = success
   caller_id     INTEGER REFERENCES objects(id), -- the mapped file the call came from
   off_cpu_ns    INTEGER NOT NULL,    -- time the thread was off-CPU during the call
@@ -184,14 +189,23 @@ CREATE TABLE IF NOT EXISTS allocations (
                                   --   it). Opening a handle that is already open returns the same pointer and counts a
                                   --   reference: one row, from the first open to the close that drops the last reference |
                                   -- 'host_registered': the program's own host memory pinned by cudaHostRegister /
-                                  --   cuMemHostRegister[_v2], until cudaHostUnregister / cuMemHostUnregister; not GPU memory.
+                                  --   cuMemHostRegister[_v2], until cudaHostUnregister / cuMemHostUnregister; not GPU memory |
+                                  -- 'vmm_imported': another process's physical VMM memory imported as a handle by
+                                  --   cuMemImportFromShareableHandle (PyTorch's expandable segments shared between
+                                  --   processes), keyed by that handle as vmm_physical is, until the importer's
+                                  --   cuMemRelease; cuMemMap of it is a vmm_mapped row as for a created handle. Not GPU
+                                  --   memory of this process (the exporter created it with cuMemCreate and counts it).
+                                  --   An import that returns a handle still open counts a reference: one row, ended by the
+                                  --   release that drops the last.
                                   -- GPU memory is device, async, managed and vmm_physical; the other kinds are not added to it.
-  ptr            INTEGER,         -- address; for vmm_physical the handle
+  ptr            INTEGER,         -- address; for vmm_physical and vmm_imported the handle
   bytes          INTEGER NOT NULL, -- ipc_mapped: 0, the handle does not carry the size (the exporter's allocation
-                                  -- has it: the exporter's ipc_get_handle call names its pointer)
+                                  -- has it: the exporter's ipc_get_handle call names its pointer); vmm_imported: 0, the
+                                  -- call carries no size (the exporter's vmm_physical row and the importer's mappings have it)
   handle         INTEGER,         -- vmm_mapped: the physical handle mapped there; ipc_mapped: the digest of the IPC
                                   -- handle opened, the same as calls.handle of the exporter's cudaIpcGetMemHandle: it
-                                  -- joins the mapping to the exporter's allocation (that call's pid and ptr)
+                                  -- joins the mapping to the exporter's allocation (that call's pid and ptr); vmm_imported:
+                                  -- the shareable handle imported (the importer's file descriptor)
   alloc_call_id  INTEGER NOT NULL,
   free_call_id   INTEGER,
   alloc_ts_ns    INTEGER NOT NULL,

@@ -169,7 +169,9 @@ Result<ToolOutput> run(const ToolInput& in) {
       "never freed by a call that the driver released when its process exited at or before at_ms; not a leak of a "
       "live process. vmm_reserved is address space and vmm_mapped maps vmm_physical bytes: neither adds GPU memory. "
       "ipc_mapped is another process's allocation opened by cudaIpcOpenMemHandle (bytes 0: the exporter holds and "
-      "counts it; closed by cudaIpcCloseMemHandle); host_registered is host memory pinned by cudaHostRegister.";
+      "counts it; closed by cudaIpcCloseMemHandle); host_registered is host memory pinned by cudaHostRegister; "
+      "vmm_imported is another process's VMM memory imported by cuMemImportFromShareableHandle (bytes 0: the "
+      "exporter created and counts it; its mappings here are vmm_mapped; ended by cuMemRelease).";
   auto cov = coverage(in.db, *session);
   if (!cov) return cov.error();
   result["coverage"] = *cov;
@@ -196,7 +198,8 @@ Result<ToolOutput> run(const ToolInput& in) {
   render(result["held"], "held by live processes:");
   render(result["released_at_exit"], "released at process exit (never freed by a call):");
   text += "(* not GPU memory: host is pinned RAM, vmm_reserved address space, vmm_mapped maps vmm_physical, ipc_mapped maps "
-          "another process's allocation (0 B: the size is the exporter's), host_registered is pinned program memory)\n";
+          "another process's allocation (0 B: the size is the exporter's), host_registered is pinned program memory, "
+          "vmm_imported is another process's VMM memory (0 B: the exporter's))\n";
 
   ToolOutput out;
   out.text = bound_text(std::move(text), coverage_line(result["coverage"]));

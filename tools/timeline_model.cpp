@@ -11,7 +11,8 @@ bool occupies_gpu_memory(std::string_view kind) { return vs::occupies_gpu_memory
 
 int kind_group(std::string_view kind) {
   if (occupies_gpu_memory(kind)) return 0;
-  // Pinned host memory (allocated or registered) next; then address space and mappings.
+  // Pinned host memory (allocated or registered) next; then address space, mappings and other processes' memory
+  // (ipc_mapped, vmm_imported).
   return kind == "host" || kind == "host_registered" ? 1 : 2;
 }
 

@@ -244,7 +244,8 @@ Result<ToolOutput> run(const ToolInput& in) {
             fmt_bytes(k["live_bytes"].get<std::int64_t>()) + " / " +
             fmt_bytes(k["released_at_exit_bytes"].get<std::int64_t>()) + ";";
   text += "\n  (* not GPU memory: host is pinned RAM, vmm_reserved is address space, vmm_mapped maps vmm_physical,\n"
-          "     ipc_mapped maps another process's allocation, host_registered is pinned program memory)\n";
+          "     ipc_mapped maps another process's allocation, host_registered is pinned program memory,\n"
+          "     vmm_imported is another process's VMM memory imported here)\n";
   text += "processes:\n";
   for (const auto& p : result["processes"]) {
     std::snprintf(buf, sizeof buf, "  pid %lld %s (%s) t=%.1f..", static_cast<long long>(p["pid"].get<std::int64_t>()),

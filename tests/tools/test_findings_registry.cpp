@@ -120,8 +120,10 @@ TEST_CASE("GPU memory kinds: one definition, by enum, by name, in SQL and in pai
   CHECK(vs::gpu_memory_kinds_sql("a.kind") == "a.kind IN ('device', 'async', 'managed', 'vmm_physical')");
   std::vector<std::string> names(std::begin(vs::tools::kAllocKinds), std::end(vs::tools::kAllocKinds));
   CHECK(names == std::vector<std::string>{"device", "async", "managed", "host", "vmm_physical", "vmm_reserved",
-                                          "vmm_mapped", "ipc_mapped", "host_registered"});
+                                          "vmm_mapped", "ipc_mapped", "host_registered", "vmm_imported"});
   // Another process's allocation mapped here, and pinned program memory: not this process's GPU memory.
   CHECK_FALSE(vs::tools::occupies_gpu_memory("ipc_mapped"));
   CHECK_FALSE(vs::tools::occupies_gpu_memory("host_registered"));
+  // Another process's VMM memory imported here (cuMemImportFromShareableHandle): the exporter counts it.
+  CHECK_FALSE(vs::tools::occupies_gpu_memory("vmm_imported"));
 }

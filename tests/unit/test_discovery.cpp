@@ -238,3 +238,37 @@ TEST_CASE("handle_digest: FNV-1a over a CUDA IPC handle's 8 little-endian words"
     CHECK(handle_digest(other) != base_digest);
   }
 }
+
+TEST_CASE("decode_call: VMM handles shared between processes (export, import)", "[catalog]") {
+  CallArgs call{{100, 101, 102, 103, 104, 105, 200, 201, 202}, {7, 301}};
+  auto decode = [&](const char* name) { return decode_call(*find_api(name), call.record(*find_api(name))); };
+  // cuMemExportToShareableHandle(void* shareableHandle, handle, handleType, flags): handle = the exported handle,
+  // ptr = the file descriptor written back (4 bytes); no size.
+  const ApiInfo* exp = find_api("cuMemExportToShareableHandle");
+  REQUIRE(exp != nullptr);
+  CHECK(exp->layer == Layer::Driver);
+  CHECK(op_name(exp->op) == "vmm_export");
+  CHECK(exp->reads[0].arg == 0);
+  CHECK(exp->reads[0].size == 4);
+  auto d = decode("cuMemExportToShareableHandle");
+  CHECK(d.handle == 101u);
+  CHECK(d.ptr == 7u);
+  CHECK_FALSE(d.bytes);
+  CHECK_FALSE(d.device);
+  // cuMemImportFromShareableHandle(handle* out, void* osHandle, type): handle read back (8 bytes), ptr = osHandle
+  // (the fd as a pointer); no size: the exporter's.
+  const ApiInfo* imp = find_api("cuMemImportFromShareableHandle");
+  REQUIRE(imp != nullptr);
+  CHECK(op_name(imp->op) == "vmm_import");
+  CHECK(imp->kind == AllocKind::VmmImported);
+  CHECK(imp->reads[0].arg == 0);
+  CHECK(imp->reads[0].size == 8);
+  call.out[0] = 0x1001;
+  d = decode("cuMemImportFromShareableHandle");
+  CHECK(d.handle == 0x1001u);
+  CHECK(d.ptr == 101u);
+  CHECK_FALSE(d.bytes);
+  // Appended after every earlier API: the ids trace files hold keep their names.
+  CHECK(exp->id > find_api("cuGraphExecDestroy")->id);
+  CHECK(imp->id == exp->id + 1);
+}

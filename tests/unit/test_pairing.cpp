@@ -621,6 +621,92 @@ TEST_CASE("pairing: registered host memory is host_registered by (pid, ptr), not
   CHECK(by_kind(p.totals(), AllocKind::HostRegistered) == 0);
 }
 
+TEST_CASE("pairing: an imported VMM handle is the importer's vmm_imported allocation until released, not GPU memory",
+          "[pairing]") {
+  Pairing p;
+  constexpr std::uint64_t kCreated = 0x1000, kImported = 0x1001, kFd = 7, kVa = 0x600000000000;
+  // The exporter creates 20 MiB and exports it: the export is a recorded call that changes no allocation.
+  auto c = p.on_call(Call(1, "cuMemCreate", 100).handle(kCreated).bytes(20 << 20).device(0));
+  REQUIRE(c.opened.size() == 1);
+  CHECK(nothing(p.on_call(Call(2, "cuMemExportToShareableHandle", 100).handle(kCreated).ptr(kFd))));
+  CHECK(p.totals().device_bytes() == 20u << 20);
+  // The importer (another process): one allocation keyed by the returned handle, 0 bytes, not GPU memory.
+  auto i = p.on_call(Call(3, "cuMemImportFromShareableHandle", 200).handle(kImported).ptr(kFd), 5);
+  REQUIRE(i.opened.size() == 1);
+  CHECK(i.closed.empty());
+  CHECK(i.unmatched.empty());
+  const auto& o = i.opened[0];
+  CHECK(o.kind == AllocKind::VmmImported);
+  CHECK(o.pid == 200);
+  CHECK(o.ptr == kImported);  // the handle is the key, as for vmm_physical
+  CHECK(o.bytes == 0);        // the size is the exporter's
+  CHECK(o.handle == std::optional<std::uint64_t>(kFd));
+  CHECK(o.alloc_seq == std::optional<std::int64_t>(5));
+  CHECK_FALSE(vs::occupies_gpu_memory(AllocKind::VmmImported));
+  CHECK(p.totals().device_bytes() == 20u << 20);  // the exporter's, counted once
+  CHECK(p.totals_by_pid().at(200).device_bytes() == 0);
+  CHECK(p.totals_by_pid().at(200).open_count == 1);
+  // The importer maps the imported handle: a vmm_mapped range that names it, as for a created handle.
+  auto m = p.on_call(Call(4, "cuMemMap", 200).ptr(kVa).bytes(20 << 20).handle(kImported).device(0));
+  REQUIRE(m.opened.size() == 1);
+  CHECK(m.opened[0].kind == AllocKind::VmmMapped);
+  CHECK(m.opened[0].handle == std::optional<std::uint64_t>(kImported));
+  CHECK(m.unmatched.empty());
+  auto u = p.on_call(Call(5, "cuMemUnmap", 200).ptr(kVa).bytes(20 << 20));
+  REQUIRE(u.closed.size() == 1);
+  CHECK(u.closed[0].id == m.opened[0].id);
+  // The importer's release of its handle ends its record: nothing unmatched, nothing superseded.
+  auto r = p.on_call(Call(6, "cuMemRelease", 200).handle(kImported), 9);
+  CHECK(r.unmatched.empty());
+  REQUIRE(r.closed.size() == 1);
+  CHECK(r.closed[0].id == o.id);
+  CHECK(r.closed[0].end_reason == "freed");
+  CHECK(r.closed[0].free_call_id == std::optional<std::int64_t>(6));
+  CHECK(r.closed[0].free_seq == std::optional<std::int64_t>(9));
+  CHECK(p.totals_by_pid().count(200) == 0);
+  // The exporter's memory is untouched by the importer's release; its own release ends it.
+  CHECK(p.totals().device_bytes() == 20u << 20);
+  auto er = p.on_call(Call(7, "cuMemRelease", 100).handle(kCreated));
+  REQUIRE(er.closed.size() == 1);
+  CHECK(er.closed[0].id == c.opened[0].id);
+  CHECK(p.totals().open_count == 0);
+}
+
+TEST_CASE("pairing: a failed import opens nothing; a nested one is its parent's; one held at exit ends with the process",
+          "[pairing]") {
+  Pairing p;
+  constexpr std::uint64_t kHandle = 0x2000;
+  // Failed (an fd that is not an exported handle): nothing, and a release of what it wrote is unmatched.
+  CHECK(nothing(p.on_call(Call(1, "cuMemImportFromShareableHandle", 200).handle(kHandle).ptr(9).ret(1))));
+  CHECK(nothing(p.on_call(Call(2, "cuMemImportFromShareableHandle", 200).handle(kHandle).ptr(9).incomplete())));
+  CHECK(p.on_call(Call(3, "cuMemRelease", 200).handle(kHandle)).unmatched.size() == 1);
+  // A zero handle back is nothing to pair.
+  CHECK(nothing(p.on_call(Call(4, "cuMemImportFromShareableHandle", 200).handle(0).ptr(9))));
+  // A stub exported under the driver's name forwards to libcuda's: the nested call is its parent's operation.
+  CHECK(nothing(p.on_call(
+      Call(5, "cuMemImportFromShareableHandle", 200).handle(kHandle).ptr(9).parent(6, "cuMemImportFromShareableHandle"))));
+  auto i = p.on_call(Call(6, "cuMemImportFromShareableHandle", 200).handle(kHandle).ptr(9));
+  REQUIRE(i.opened.size() == 1);
+  CHECK(i.closed.empty());  // nothing superseded
+  // Nested exports change nothing either.
+  CHECK(nothing(p.on_call(
+      Call(7, "cuMemExportToShareableHandle", 200).handle(kHandle).ptr(11).parent(8, "cuMemExportToShareableHandle"))));
+  CHECK(nothing(p.on_call(Call(8, "cuMemExportToShareableHandle", 200).handle(kHandle).ptr(11))));
+  // Imported again while open (the same handle back): one more reference, no second allocation, and it takes two
+  // releases to end it.
+  CHECK(nothing(p.on_call(Call(9, "cuMemImportFromShareableHandle", 200).handle(kHandle).ptr(9))));
+  CHECK(p.totals().open_count == 1);
+  CHECK(nothing(p.on_call(Call(10, "cuMemRelease", 200).handle(kHandle))));
+  CHECK(p.totals().open_count == 1);
+  // Held to the end of the process: ended by its exit.
+  auto exit = p.on_process_exit(200, 99000);
+  REQUIRE(exit.closed.size() == 1);
+  CHECK(exit.closed[0].id == i.opened[0].id);
+  CHECK(exit.closed[0].end_reason == "process_exit");
+  CHECK(p.totals().open_count == 0);
+  CHECK(by_kind(p.totals(), AllocKind::VmmImported) == 0);
+}
+
 TEST_CASE("pairing: outstanding totals per process (trace_status), superseded and freed included", "[pairing]") {
   Pairing p;
   p.on_call(Call(1, "cudaMalloc", 100).ptr(kPtr).bytes(4096));
