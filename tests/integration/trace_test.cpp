@@ -844,9 +844,60 @@ TEST_CASE("ipc: an opened IPC handle is the importer's ipc_mapped allocation unt
   CHECK(run.q("SELECT COUNT(*) FROM unmatched_frees") == 0);
 }
 
-TEST_CASE("the end-of-run summary does not count IPC mappings or registered host memory as GPU memory", "[trace]") {
+TEST_CASE("vmm_share: an imported VMM handle is the importer's vmm_imported allocation until its release",
+          "[trace]") {
+  auto run = trace_scenario("vmm_share");
+  const std::string child = std::to_string(run.workload["child_pid"].get<int>());
+  const std::string parent = std::to_string(run.workload["pid"].get<int>());
+  const auto handle = run.workload["handle"].get<std::int64_t>();
+  const auto fd = run.workload["fd"].get<std::int64_t>();
+  const auto imported = run.workload["imported"].get<std::int64_t>();
+  const auto kept = run.workload["kept"].get<std::int64_t>();
+  const auto va = run.workload["mapped_at"].get<std::int64_t>();
+  REQUIRE(imported != kept);
+  // The exporter: one export of its handle, the fd read back; it opens nothing.
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemExportToShareableHandle'") == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemExportToShareableHandle' AND pid = " + parent +
+              " AND handle = ? AND ptr = ? AND ret = 0", {handle, fd}) == 1);
+  CHECK(run.qs("SELECT op FROM apis WHERE name = 'cuMemExportToShareableHandle'") == "vmm_export");
+  // The importer: two imports of the fd (the handle read back), one failed import of a pipe.
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemImportFromShareableHandle'") == 3);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemImportFromShareableHandle' AND pid = " + child +
+              " AND ptr = ? AND ret = 0 AND handle IN (?, ?)", {fd, imported, kept}) == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM calls WHERE api = 'cuMemImportFromShareableHandle' AND ret = 1") == 1);
+  CHECK(run.qs("SELECT op FROM apis WHERE name = 'cuMemImportFromShareableHandle'") == "vmm_import");
+  // Allocations, exactly: the exporter's 20 MiB vmm_physical, released by the exporter; the importer's two
+  // vmm_imported handles of 0 bytes (the first ended by its cuMemRelease, the second by the exit), its mapping of
+  // the imported handle and its reservation. The failed import opened nothing.
+  CHECK(run.q("SELECT COUNT(*) FROM allocations") == 5);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_physical' AND pid = " + parent +
+              " AND ptr = ? AND bytes = ? AND end_reason = 'freed'", {handle, 20 * MiB}) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_imported'") == 2);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_imported' AND pid = " + child +
+              " AND bytes = 0 AND handle = ?", {fd}) == 2);
+  CHECK(run.q("SELECT a.free_call_id = (SELECT id FROM calls WHERE api = 'cuMemRelease' AND pid = " + child +
+              " AND handle = ?) FROM allocations a WHERE kind = 'vmm_imported' AND ptr = ? AND end_reason = 'freed'",
+              {imported, imported}) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_imported' AND ptr = ? AND end_reason = 'process_exit'",
+              {kept}) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_mapped' AND pid = " + child +
+              " AND ptr = ? AND bytes = ? AND handle = ? AND end_reason = 'freed'", {va, 20 * MiB, imported}) == 1);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE kind = 'vmm_reserved' AND pid = " + child +
+              " AND end_reason = 'freed'") == 1);
+  // The importer's mapping names a handle that is the importer's vmm_imported row; the exporter's memory is
+  // counted once, by the exporter.
+  CHECK(run.q("SELECT COUNT(*) FROM allocations m JOIN allocations i ON i.pid = m.pid AND i.ptr = m.handle "
+              "AND i.kind = 'vmm_imported' WHERE m.kind = 'vmm_mapped'") == 1);
+  CHECK(run.q("SELECT COALESCE(SUM(bytes), 0) FROM allocations WHERE pid = " + child + " AND " +
+              vs::gpu_memory_kinds_sql()) == 0);
+  CHECK(run.q("SELECT COUNT(*) FROM allocations WHERE end_reason = 'superseded'") == 0);
+  CHECK(run.q("SELECT COUNT(*) FROM unmatched_frees") == 0);
+}
+
+TEST_CASE("the end-of-run summary does not count IPC mappings, registered host memory or imported VMM handles as "
+          "GPU memory", "[trace]") {
   auto dir = temp_dir();
-  for (const std::string scenario : {"ipc", "host_register"}) {
+  for (const std::string scenario : {"ipc", "host_register", "vmm_share"}) {
     std::string cmd = std::string(VS_BINARY) + " trace --db " + dir + "/" + scenario + ".db --cuda-lib " + fixture("libcudart.so.13") +
                       " --cuda-lib " + fixture("libcuda.so.1") + " -- " + fixture("workload") + " " + scenario +
                       " > /dev/null 2> " + dir + "/log.txt";
@@ -858,6 +909,13 @@ TEST_CASE("the end-of-run summary does not count IPC mappings or registered host
       CHECK(log.find("]: 2 allocations (10.0 MiB of GPU memory), outstanding at end: 0 (0 B), released at exit: 0 B\n") !=
             std::string::npos);
       CHECK(log.find("]: 2 allocations (0 B of GPU memory), outstanding at end: 0 (0 B), released at exit: 0 B\n") !=
+            std::string::npos);
+    } else if (scenario == "vmm_share") {
+      // The exporter: its 20 MiB handle; the importer: two imported handles, a mapping and a reservation, none
+      // of them GPU memory of its own.
+      CHECK(log.find("]: 1 allocations (20.0 MiB of GPU memory), outstanding at end: 0 (0 B), released at exit: 0 B\n") !=
+            std::string::npos);
+      CHECK(log.find("]: 4 allocations (0 B of GPU memory), outstanding at end: 0 (0 B), released at exit: 0 B\n") !=
             std::string::npos);
     } else {
       CHECK(log.find("]: 2 allocations (0 B of GPU memory), outstanding at end: 0 (0 B), released at exit: 0 B\n") !=
