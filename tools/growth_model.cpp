@@ -17,10 +17,23 @@ std::string plural(std::int64_t n, const std::string& word) {
 }  // namespace
 
 ActivityKind activity_kind(const std::string& op) {
-  if (op == "free" || op == "free_host" || op == "vmm_unmap" || op == "vmm_release" || op == "vmm_address_free")
+  // Calls that give something back, as a process does when it shuts down: frees, unmaps, releases (vmm_release
+  // also ends an imported handle: the importer's release of another process's memory), an IPC mapping closed, a
+  // host range unregistered, the stream-ordered pool trimmed (empty_cache()), an executable graph destroyed (its
+  // private memory goes with it). A teardown is a final run of them; they are not work that keeps a phase going.
+  if (op == "free" || op == "free_host" || op == "vmm_unmap" || op == "vmm_release" || op == "vmm_address_free" ||
+      op == "ipc_close" || op == "host_unregister" || op == "mem_pool_trim" || op == "graph_exec_destroy")
     return ActivityKind::Release;
-  if (op == "sync" || op == "set_device" || op == "set_context" || op == "primary_ctx_retain" || op == "mem_get_info")
+  // Calls that do no work by themselves and change no memory: synchronization, device and context calls, and the
+  // queries and settings of memory: cudaMemGetInfo, the pool's attributes read or set (PyTorch's memory_stats()
+  // polls them), the default pool looked up, an IPC handle or a VMM handle exported for another process (the
+  // exporter's memory is unchanged). A process that polls them after its last allocation has not gone on working.
+  if (op == "sync" || op == "set_device" || op == "set_context" || op == "primary_ctx_retain" || op == "mem_get_info" ||
+      op == "mem_pool_get_attribute" || op == "mem_pool_set_attribute" || op == "default_mem_pool" ||
+      op == "ipc_get_handle" || op == "vmm_export")
     return ActivityKind::Other;
+  // The rest: allocations, copies, launches, mappings opened (ipc_open, vmm_import, host_register), graphs
+  // instantiated and launched.
   return ActivityKind::Work;
 }
 

@@ -67,9 +67,10 @@ struct GrowthRules {
   static constexpr std::int64_t kMinNewHighBytes = 1 << 20;
 };
 
-// What a call is to the activity: Release, a free, unmap or release (a final run of them is the teardown);
-// Other, a call that does no work by itself (synchronization, device and context calls); Work, the rest
-// (allocations, copies, launches).
+// What a call is to the activity: Release, a call that gives memory back (free, unmap, release, IPC close, host
+// unregister, pool trim, graph destroy: a final run of them is the teardown); Other, a call that does no work by
+// itself (synchronization, device and context calls, memory queries and settings, handle exports); Work, the rest
+// (allocations, copies, launches, mappings opened). activity_kind() lists them.
 enum class ActivityKind : std::uint8_t { Work, Release, Other };
 ActivityKind activity_kind(const std::string& op);  // from apis.op
 

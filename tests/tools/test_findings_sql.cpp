@@ -48,6 +48,7 @@
 #include "tests/tools/synthetic_trace.h"
 #include "tests/tools/tool_check.h"
 #include "tools/findings/registry.h"
+#include "tools/growth_model.h"
 
 namespace {
 
@@ -143,8 +144,9 @@ const std::string kNvml =
     "SUM(IIF(free_ts_ns <= p.ts_ns, bytes, 0)) FROM gpu), 0) AS bytes FROM picked p) ";
 
 // The leak verdict of tools/growth_model.h, step by step, on the process's GPU memory along its activity.
-//   act        the process's top-level calls, numbered (seq), each a release (free, unmap, release), other (no
-//              work by itself: sync, device, context, mem_get_info) or work (the rest)
+//   act        the process's top-level calls, numbered (seq), each a release (free, unmap, release, IPC close, host
+//              unregister, pool trim, graph destroy), other (no work by itself: sync, device, context, memory
+//              queries and settings, handle exports) or work (the rest), as tools/growth_model.cpp's activity_kind
 //   activity   the session's window: its first call; its last; the last working call: the last call that works,
 //              when releases come after it (the teardown, with calls that do no work among them); with no
 //              release after it, the last call
@@ -160,8 +162,11 @@ const std::string kLeakVerdict = R"(WITH
   sess AS (SELECT start_ts_ns AS t0, end_ts_ns AS t1 FROM sessions WHERE id = {session}),
   act AS (
     SELECT c.id, c.ts_ns, COALESCE({seq}, ROW_NUMBER() OVER (ORDER BY c.ts_ns, c.id)) AS seq,
-           CASE WHEN a.op IN ('free', 'free_host', 'vmm_unmap', 'vmm_release', 'vmm_address_free') THEN 'release'
-                WHEN a.op IN ('sync', 'set_device', 'set_context', 'primary_ctx_retain', 'mem_get_info') THEN 'other'
+           CASE WHEN a.op IN ('free', 'free_host', 'vmm_unmap', 'vmm_release', 'vmm_address_free', 'ipc_close',
+                              'host_unregister', 'mem_pool_trim', 'graph_exec_destroy') THEN 'release'
+                WHEN a.op IN ('sync', 'set_device', 'set_context', 'primary_ctx_retain', 'mem_get_info',
+                              'mem_pool_get_attribute', 'mem_pool_set_attribute', 'default_mem_pool',
+                              'ipc_get_handle', 'vmm_export') THEN 'other'
                 ELSE 'work' END AS what
     FROM call_rows c JOIN apis a ON a.id = c.api_id
     WHERE c.session_id = {session} AND c.pid = {pid} AND c.parent_id IS NULL),
@@ -546,4 +551,31 @@ TEST_CASE("findings SQL: the same on the synthetic scenarios, which store call_r
   for (const auto& [kind, names] : compared.names) summary += kind + " (" + std::to_string(names.size()) + ") ";
   INFO("compared " << compared.numbers << " numbers: " << summary);
   if (vs::test::test_sample_every() == 1) CHECK(compared.names.count("leak_growth") == 1);
+}
+
+// The leak verdict's SQL classifies calls in its CTE `act`, tools/growth_model.cpp in activity_kind: every op of the
+// catalog (every apis.op a trace can hold) gets the same class from both, so a new op cannot be added to one only.
+TEST_CASE("findings SQL: the leak verdict's act CTE classifies every op as activity_kind does", "[findings_sql]") {
+  syn::TempDir dir("vs_findings_sql_ops");
+  const std::string file = dir.file("ops.db");
+  syn::write_trace(file, syn::scenarios().front().workloads);
+  auto t = vs::test::open_trace(file);
+  std::int64_t session = 0;
+  REQUIRE(t.reader->query("SELECT MIN(id) FROM sessions", {}, [&](const vs::store::Row& r) { session = r.i64(0); }));
+  const std::size_t from = kLeakVerdict.find("CASE WHEN a.op IN");
+  REQUIRE(from != std::string::npos);
+  const std::size_t to = kLeakVerdict.find(" AS what", from);
+  REQUIRE(to != std::string::npos);
+  const std::string classify = kLeakVerdict.substr(from, to - from);
+  std::set<std::string> ops;
+  for (const vs::ApiInfo& api : vs::all_apis()) ops.insert(std::string(vs::op_name(api.op)));
+  CHECK(ops.count("vmm_import") == 1);
+  for (const std::string& op : ops) {
+    INFO(op);
+    const json what = run_sql_value(*t.reader, session, "SELECT " + classify + " FROM (SELECT '" + op + "' AS op) a");
+    const auto kind = vs::tools::activity_kind(op);
+    CHECK(what.get<std::string>() == (kind == vs::tools::ActivityKind::Release ? "release"
+                                      : kind == vs::tools::ActivityKind::Other ? "other"
+                                                                               : "work"));
+  }
 }
