@@ -105,8 +105,21 @@ bool Pairing::close_at(Map& ns, std::uint64_t key, const CallRecord& call, std::
                        PairingOps& ops) {
   auto it = ns.find(key);
   if (it == ns.end()) return false;
+  // Opened more than once (add_reference): each close drops one reference, the last one ends it.
+  if (it->second.refs > 1) {
+    --it->second.refs;
+    return true;
+  }
   close(it->second, call.id, seq, call.ts_ns + call.dur_ns, kFreed, ops);
   ns.erase(it);
+  return true;
+}
+
+template <class Map>
+bool Pairing::add_reference(Map& ns, std::uint64_t key) {
+  auto it = ns.find(key);
+  if (it == ns.end()) return false;
+  ++it->second.refs;
   return true;
 }
 
@@ -161,17 +174,9 @@ void Pairing::on_call(const CallRecord& call, std::optional<std::int64_t> seq, P
     }
     case Op::VmmRelease: {
       if (!call.handle) return;
-      Process* p = find_process(call.pid);
-      if (p == nullptr) {
-        unmatched(call.handle);
-        return;
-      }
       // A handle imported again while open counted a reference (VmmImport): each release drops one.
-      if (auto it = p->physical.find(*call.handle); it != p->physical.end() && it->second.refs > 1) {
-        --it->second.refs;
-        return;
-      }
-      if (!close_at(p->physical, *call.handle, call, seq, ops)) unmatched(call.handle);
+      Process* p = find_process(call.pid);
+      if (p == nullptr || !close_at(p->physical, *call.handle, call, seq, ops)) unmatched(call.handle);
       return;
     }
     case Op::VmmImport: {
@@ -184,10 +189,7 @@ void Pairing::on_call(const CallRecord& call, std::optional<std::int64_t> seq, P
       Process& p = process(call.pid);
       // The same handle back while it is still open (an import of memory this process already holds) is one
       // handle with one more reference, not a new allocation that would supersede the open one.
-      if (auto it = p.physical.find(*call.handle); it != p.physical.end()) {
-        ++it->second.refs;
-        return;
-      }
+      if (add_reference(p.physical, *call.handle)) return;
       open(p.physical, call, seq, AllocKind::VmmImported, *call.handle, call.ptr, call.device, ops);
       return;
     }
@@ -229,10 +231,7 @@ void Pairing::on_call(const CallRecord& call, std::optional<std::int64_t> seq, P
       Process& p = process(call.pid);
       // Opening a handle the process already has open returns the same pointer and counts a reference
       // (CUDA: "the reference count on the handle is incremented"): one mapping, ended by the last close.
-      if (auto it = p.ipc.find(*call.ptr); it != p.ipc.end()) {
-        ++it->second.refs;
-        return;
-      }
+      if (add_reference(p.ipc, *call.ptr)) return;
       // `handle`: what the call record carries of the IPC handle (the digest of its 64 bytes, as the exporter's).
       open(p.ipc, call, seq, AllocKind::IpcMapped, *call.ptr, call.handle, call.device, ops);
       return;
@@ -240,19 +239,7 @@ void Pairing::on_call(const CallRecord& call, std::optional<std::int64_t> seq, P
     case Op::IpcClose: {
       if (!call.ptr || *call.ptr == 0) return;
       Process* p = find_process(call.pid);
-      if (p == nullptr) {
-        unmatched(call.ptr);
-        return;
-      }
-      auto it = p->ipc.find(*call.ptr);
-      if (it == p->ipc.end()) {
-        unmatched(call.ptr);
-      } else if (it->second.refs > 1) {
-        --it->second.refs;
-      } else {
-        close(it->second, call.id, seq, call.ts_ns + call.dur_ns, kFreed, ops);
-        p->ipc.erase(it);
-      }
+      if (p == nullptr || !close_at(p->ipc, *call.ptr, call, seq, ops)) unmatched(call.ptr);
       return;
     }
     case Op::HostRegister: {

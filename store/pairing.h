@@ -101,6 +101,10 @@ class Pairing {
             std::optional<std::uint64_t> handle, std::optional<std::int64_t> device, PairingOps& ops);
   template <class Map>
   bool close_at(Map& ns, std::uint64_t key, const CallRecord& call, std::optional<std::int64_t> seq, PairingOps& ops);
+  // One more reference to what is open at `key` (an IPC handle opened again, a VMM handle imported again):
+  // false when nothing is.
+  template <class Map>
+  bool add_reference(Map& ns, std::uint64_t key);
   void close(const Open& o, std::optional<std::int64_t> free_call_id, std::optional<std::int64_t> free_seq,
              std::int64_t free_ts_ns, const char* reason, PairingOps& ops);
 
