@@ -45,6 +45,13 @@ struct Sequence {
       heartbeat();
     }
   }
+  void freed_requests(int n, std::int64_t each) {  // each request's memory freed before the next
+    for (int i = 0; i < n; ++i) {
+      alloc(each);
+      heartbeat();
+      free(each);
+    }
+  }
   void flat_requests(int n) {
     for (int i = 0; i < n; ++i) heartbeat();
   }
@@ -101,22 +108,14 @@ TEST_CASE("growth: between growing and plateau it is undecided, with the calls t
 TEST_CASE("growth: allocations freed every request are steady", "[growth]") {
   Sequence s;
   s.load(5, 100 * kMiB);
-  for (int i = 0; i < 50; ++i) {
-    s.alloc(300 * kMiB);
-    s.heartbeat();
-    s.free(300 * kMiB);
-  }
+  s.freed_requests(50, 300 * kMiB);
   auto v = s.judge();
   INFO(v.reason);
   // The first request's 300 MiB is a new high (in the load's episode), every later one only returns to it.
   CHECK(v.verdict == "plateau");
   CHECK(v.episodes == 1);
   Sequence small;
-  for (int i = 0; i < 50; ++i) {
-    small.alloc(10 * kMiB);
-    small.heartbeat();
-    small.free(10 * kMiB);
-  }
+  small.freed_requests(50, 10 * kMiB);
   CHECK(small.judge().verdict == "steady");
 }
 
@@ -387,11 +386,7 @@ std::vector<std::pair<std::string, Sequence>> processes_that_shut_down() {
   out.emplace_back("plateau", shut_down(plateau, 100 * kMiB));
   Sequence healthy;
   healthy.load(10, 20 * kMiB);
-  for (int i = 0; i < 60; ++i) {
-    healthy.alloc(100 * kMiB);
-    healthy.heartbeat();
-    healthy.free(100 * kMiB);
-  }
+  healthy.freed_requests(60, 100 * kMiB);
   out.emplace_back("steady", shut_down(healthy, 50 * kMiB));
   out.emplace_back("doubling pool, growing", doubling_pool_leak(256, 4 * kMiB));
   out.emplace_back("doubling pool, undecided", doubling_pool_leak(40, 4 * kMiB));
