@@ -166,6 +166,12 @@ Result<TraceState> TraceManager::start(const TraceRequest& request,
     }
   }
   if (trace->state.state == "failed") return Error{trace->state.error.value_or("the trace failed")};
+  // Cancelled during the attach or since: the client will never see this session's id, so it must not go on.
+  if (cancelled && cancelled()) {
+    l.unlock();
+    (void)stop(session_id, "cancelled");
+    return Error{"trace_start was cancelled; session " + std::to_string(session_id) + " was stopped"};
+  }
   return trace->state;
 }
 

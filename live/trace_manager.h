@@ -75,7 +75,7 @@ class TraceManager {
   // Starts a trace and returns once its probes are attached (or it failed): the
   // Error says why (not root, no BPF, no such process, a pid already traced, too
   // many traces, no CUDA library). `progress` hears the steps; `cancelled` stops
-  // the trace if the client gives up before it is attached.
+  // the trace (an Error is returned) if the client gave up before start returns.
   Result<TraceState> start(const TraceRequest& request, const std::function<void(const std::string&)>& progress,
                            const std::function<bool()>& cancelled);
   // A trace this server started (recording or ended), or an Error naming those there are.
