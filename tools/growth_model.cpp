@@ -240,6 +240,7 @@ GrowthVerdict judge_growth(const CallLevel& level, const Activity& activity, std
   v.high_bytes = high;
   v.end_bytes = level.at(last);
   v.episodes = static_cast<std::int64_t>(episode_starts.size());
+  v.second_half_episodes = std::count_if(episode_starts.begin(), episode_starts.end(), [&](std::int64_t seq) { return seq > mid; });
   v.last_high_seq = previous_high_seq;
   v.first_episode_end_seq = first_episode_end_seq;
   v.calls_since_last_high = previous_high_seq < 0 ? v.calls : last - previous_high_seq;
@@ -260,20 +261,28 @@ GrowthVerdict judge_growth(const CallLevel& level, const Activity& activity, std
     const std::int64_t wait = v.longest_recent_wait_calls;
     const std::string rhythm = plural(v.episodes, "growth episode") + "; while growing, a new high at least every " +
                                plural(wait, "call") + "; " + flat_text;
-    if (flat <= R::kGrowingFactor * wait && v.second_half_growth_bytes() >= min_growth_bytes) {
+    const bool in_rhythm = flat <= R::kGrowingFactor * wait;
+    const std::string late = "+" + fmt_bytes(v.second_half_growth_bytes()) + " in " +
+                             plural(v.second_half_episodes, "episode") + " over the second half of its calls";
+    if (in_rhythm && v.second_half_growth_bytes() >= min_growth_bytes) {
       v.verdict = "growing";
-      v.reason = rhythm + "; +" + fmt_bytes(v.second_half_growth_bytes()) + " over the second half of its calls";
-    } else if (flat <= R::kGrowingFactor * wait) {
+      v.reason = rhythm + "; " + late;
+    } else if (in_rhythm && v.second_half_episodes < R::kMinEpisodes) {
+      // A few late new highs (a segment after a long flat run, fragmentation) that added less than the
+      // threshold: the growth as good as stopped.
       v.verdict = "plateau";
-      v.reason = rhythm + ", but only +" + fmt_bytes(v.second_half_growth_bytes()) +
-                 " over the second half of its calls";
+      v.reason = rhythm + ", but only " + late;
     } else if (flat >= R::kPlateauFactor * wait && flat >= R::kMinFlatCalls) {
       v.verdict = "plateau";
       v.reason = rhythm + ": growth stopped";
     } else {
+      // Episodes still coming at the rhythm through the second half but adding less than the threshold there: a
+      // leak slower than the threshold, or a warm-up that is slowing down. Not a plateau, since the growth has
+      // not stopped: more calls tell (flat ones make a plateau, more growth at this rhythm makes it growing).
       v.verdict = "undecided";
       v.calls_to_decide = std::max(R::kPlateauFactor * wait, R::kMinFlatCalls) - flat;
-      v.reason = rhythm + ": too few to tell a plateau from the next new high";
+      v.reason = rhythm + (in_rhythm ? ": still growing, but only " + late + ", below " + fmt_bytes(min_growth_bytes)
+                                     : ": too few to tell a plateau from the next new high");
     }
   } else {
     // One load-like episode carries the growth (later new highs, if any, added less than the threshold): judge
@@ -315,8 +324,10 @@ std::string growth_rule_text() {
          " x that wait and >= " + std::to_string(R::kMinFlatCalls) + " (the same with " +
          std::to_string(R::kMinRhythmEpisodes) + " or more episodes that grew >= the threshold after the first; with "
          "fewer: >= " + std::to_string(R::kMinFlatCalls) + " since the last). "
-         "undecided: in between; calls_to_decide more calls "
-         "without a new high would make it a plateau, a new high would keep it growing";
+         "undecided: in between, or new highs still at the rhythm, in " + std::to_string(R::kMinEpisodes) +
+         " or more episodes over the second half of the calls, that added less than the threshold there (with fewer "
+         "such episodes: plateau); calls_to_decide more calls without a new high would make it a plateau, growth "
+         "at the rhythm would make it growing";
 }
 
 }  // namespace vs::tools

@@ -24,7 +24,11 @@
 //   plateau    the calls since the last new high >= kPlateauFactor x that wait and >= kMinFlatCalls (the same
 //              with >= kMinRhythmEpisodes episodes; with fewer: >= kMinFlatCalls since the last episode that
 //              grew, or since the first): growth stopped, the process went on working
-//   undecided  in between: too short to tell; calls_to_decide says how many more calls would
+//              (also: new highs still at the rhythm, but in fewer than kMinEpisodes episodes over the second
+//              half, adding less than the threshold there: a late segment, fragmentation)
+//   undecided  in between (too short to tell), or new highs still at the rhythm, in kMinEpisodes or more
+//              episodes over the second half, that added less than the threshold there (a slow leak or a
+//              slowing warm-up); calls_to_decide: how many more calls without a new high make it a plateau
 #pragma once
 
 #include <cstdint>
@@ -135,6 +139,7 @@ struct GrowthVerdict {
   std::int64_t calls = 0;  // the working phase's calls
   std::int64_t teardown_calls = 0;
   std::int64_t episodes = 0;
+  std::int64_t second_half_episodes = 0;  // of them, those that began after the middle call of the working phase
   std::int64_t new_highs = 0;  // calls at which the series rose above every earlier value
   std::int64_t calls_since_last_high = 0;
   std::int64_t longest_recent_wait_calls = 0;  // 0 with fewer than two episodes

@@ -153,8 +153,8 @@ std::string analysis_text(const json& c) {
   if (c["classification"] == "steady") return text;
   if (c["classification"] == "undecided")
     text += "  to decide: " + std::to_string(c["activity"]["calls_to_decide"].get<std::int64_t>()) +
-            " more calls of the process without a new high would make it a plateau, a new high would keep it growing: "
-            "trace longer\n";
+            " more calls of the process without a new high would make it a plateau, growth at its rhythm would "
+            "make it growing: trace longer\n";
   if (const auto& it = c["iterations"]; !it.is_null()) {
     std::snprintf(buf, sizeof buf, "  per %s interval: %s mean, %s median, grew in %lld of %lld\n",
                   it["marker_api"].get<std::string>().c_str(),

@@ -105,6 +105,28 @@ TEST_CASE("growth: between growing and plateau it is undecided, with the calls t
   }
 }
 
+TEST_CASE("growth: new highs still at the rhythm that add less than the threshold lately are undecided", "[growth]") {
+  // 1 MiB per request (the demo's slow leak): +99 MiB after the first episode, but only +50 MiB over the second
+  // half of the calls, below the 64 MiB threshold. The growth has not stopped, so it is no plateau.
+  Sequence s;
+  s.leaking_requests(100, kMiB);
+  auto v = s.judge();
+  INFO(v.reason);
+  CHECK(v.verdict == "undecided");
+  CHECK(v.repeated_growth_bytes() == 99 * kMiB);
+  CHECK(v.second_half_growth_bytes() < 64 * kMiB);
+  CHECK(v.reason.find("still growing") != std::string::npos);
+  CHECK(v.calls_to_decide == R::kMinFlatCalls - v.calls_since_last_high);
+  // What decides it, as calls_to_decide says: as many flat calls make a plateau; growth at the same rhythm
+  // until the second half adds the threshold makes it growing.
+  Sequence stopped = s;
+  while (stopped.calls.size() < s.calls.size() + static_cast<std::size_t>(v.calls_to_decide)) stopped.heartbeat();
+  CHECK(stopped.judge().verdict == "plateau");
+  Sequence went_on = s;
+  went_on.leaking_requests(100, kMiB);
+  CHECK(went_on.judge().verdict == "growing");
+}
+
 TEST_CASE("growth: allocations freed every request are steady", "[growth]") {
   Sequence s;
   s.load(5, 100 * kMiB);
