@@ -2,7 +2,7 @@
 """Compares vramscope's record of memory held without being allocated (issue 12 item 5)
 with PyTorch's own accounting, as written by held_memory.py.
 
-    compare_held.py --dir OUTDIR        (OUTDIR/{main,pinned,async}.{db,jsonl,log}, as validate_held.sh leaves them)
+    compare_held.py --dir OUTDIR        (OUTDIR/{main,pinned,async,expandable}.{db,jsonl,log}, as validate_held.sh leaves them)
 
 Python standard library and sqlite3 only. Every row is one comparison at one instant
 (the JSON lines' t_ns: CLOCK_MONOTONIC, the trace's clock) or over one window between two
@@ -25,6 +25,11 @@ Checks:
   3 host    cudaHostRegister through torch.cuda.cudart(): host_registered ptr/bytes/window;
             pin_memory() (cudaHostAlloc by default, cudaHostRegister with
             pinned_use_cuda_host_register:True) against host_memory_stats()
+  1' ipc-es the same sharing with expandable_segments:True (held_memory.py ipc): the exporter's
+            cuMemExportToShareableHandle of each physical handle under the shared segments, the
+            child's vmm_imported rows (0 bytes, import -> cuMemRelease, none unmatched), its tensors
+            inside mappings of imported handles, unmapped as it drops them; reserved bytes of both
+            = the trace's cuMemCreate'd memory at every checkpoint
   4 graph   a captured CUDA graph: instantiate / launches / exec destroy by the executable graph's
             handle against the program's own replay count; the capture's cudaMalloc calls = the
             private pool's segments in memory_snapshot() and the num_device_alloc delta
@@ -176,15 +181,32 @@ def event(lines, name, **match):
     return None
 
 
-def allocator_rows(tab, check, tr, pid, cps, who):
-    """memory_stats() of the native caching allocator = the trace's libc10_cuda device allocations."""
-    rows = tr.allocs(pid, ("device",), ALLOCATOR)
+def allocator_rows(tab, check, tr, pid, cps, who, expandable=False):
+    """memory_stats() of the native caching allocator = the trace's libc10_cuda device allocations (with expandable
+    segments: its cuMemCreate'd physical memory; num_device_alloc counts something else there, not compared)."""
+    rows = tr.allocs(pid, ("vmm_physical",) if expandable else ("device",), ALLOCATOR)
     for cp in cps:
         out, _ = tr.outstanding(rows, cp["t_ns"])
         n_alloc, _, n_free, _ = tr.counted(rows, cp["t_ns"])
         tab.eq(check, f"{who} {cp['label']}: reserved current", cp["reserved_bytes.all.current"], out)
-        tab.eq(check, f"{who} {cp['label']}: cudaMalloc / num_device_alloc", cp["num_device_alloc"], n_alloc)
-        tab.eq(check, f"{who} {cp['label']}: cudaFree / num_device_free", cp["num_device_free"], n_free)
+        if not expandable:
+            tab.eq(check, f"{who} {cp['label']}: cudaMalloc / num_device_alloc", cp["num_device_alloc"], n_alloc)
+            tab.eq(check, f"{who} {cp['label']}: cudaFree / num_device_free", cp["num_device_free"], n_free)
+
+
+def child_accounting(tab, check, tr, child, ccps, log):
+    """The importer's GPU bytes (every caller, every GPU kind) = its reserved at each checkpoint: what it maps of the
+    exporter's memory adds none; the end summary counts every row of the child."""
+    child_gpu = tr.allocs(child, GPU_KINDS)
+    for c in ccps:
+        out, _ = tr.outstanding(child_gpu, c["t_ns"])
+        tab.eq(check, f"child {c['label']}: GPU bytes, all callers = its reserved (mapping not counted)",
+               c["reserved_bytes.all.current"], out)
+    summ = log_summary(log)
+    if child in summ:
+        n_alloc = tr.q("SELECT COUNT(*) FROM allocations WHERE pid = ?", (child,))[0][0]
+        tab.eq(check, "child: allocations in the end summary = the child's rows (mappings, imports included)",
+               n_alloc, summ[child][0])
 
 
 def log_summary(path):
@@ -307,15 +329,74 @@ def check_ipc(tab, tr, lines, log):
     # Accounting: the exporter's and the child's caching allocators at every checkpoint; the mapping adds no GPU bytes.
     allocator_rows(tab, "ipc", tr, parent, pcps, "exporter")
     allocator_rows(tab, "ipc", tr, child, ccps, "child")
-    child_gpu = tr.allocs(child, GPU_KINDS)
-    for c in ccps:
-        out, _ = tr.outstanding(child_gpu, c["t_ns"])
-        tab.eq("ipc", f"child {c['label']}: GPU bytes, all callers = its reserved (mapping not counted)",
-               c["reserved_bytes.all.current"], out)
-    summ = log_summary(log)
-    if child in summ:
-        n_alloc = len(tr.allocs(child, GPU_KINDS + ("ipc_mapped", "host", "host_registered", "vmm_reserved", "vmm_mapped")))
-        tab.eq("ipc", "child: allocations in the end summary = the child's rows (mappings included)", n_alloc, summ[child][0])
+    child_accounting(tab, "ipc", tr, child, ccps, log)
+
+
+def check_ipc_expandable(tab, tr, lines, log):
+    """The same sharing with expandable_segments:True: PyTorch exports each physical handle under the shared
+    segments (cuMemExportToShareableHandle, a POSIX file descriptor), the child gets the descriptors (pidfd_getfd)
+    and imports them (cuMemImportFromShareableHandle), maps them at addresses of its own, and unmaps and releases
+    them as it drops the tensors. A descriptor is a number of one process: the trace cannot link an import to its
+    export, and does not claim to."""
+    check = "ipc-es"
+    start, started = event(lines, "start"), event(lines, "child_started")
+    if start is None or started is None:
+        tab.add(check, "child started", True, False, "mismatch", "no child_started line: " + errors(lines, "ipc"))
+        return
+    parent, child = start["pid"], started["child_pid"]
+    pcps, ccps = checkpoints(lines, parent, "parent"), checkpoints(lines, child, "child")
+    cp = {c["label"]: c for c in pcps + ccps}
+    if "parent_before_share" not in cp or "child_received" not in cp:
+        tab.add(check, "checkpoints", True, False, "mismatch", errors(lines, "ipc") + errors(lines, "ipc_child"))
+        return
+    shared = cp["parent_before_share"]["tensors"]
+    tab.eq(check, "child pid traced (processes.how_found)", "fork",
+           (tr.q("SELECT how_found FROM processes WHERE pid = ?", (child,)) or [[None]])[0][0])
+
+    # The exporter: the physical handles mapped under the shared tensors' segments (memory_snapshot's ranges, the
+    # trace's vmm_mapped rows) are the ones exported, each once (PyTorch keeps the descriptor).
+    exports = [c for c in tr.calls(parent, "vmm_export", layer="driver") if c[7] == 0]
+    maps = tr.allocs(parent, ("vmm_mapped",))
+    under = set()
+    for v in shared.values():
+        lo, hi = v["segment_address"], v["segment_address"] + v["segment_size"]
+        under |= {r[5] for r in maps if r[0] < hi and r[0] + r[1] > lo and r[2] <= cp["parent_before_share"]["t_ns"]}
+    tab.eq(check, "exporter cuMemExportToShareableHandle calls (ok) = physical handles under the shared segments",
+           len(under), len(exports))
+    tab.eq(check, "  the handles exported = those handles", str(sorted(under)), str(sorted(c[6] for c in exports)))
+    physical = tr.allocs(parent, ("vmm_physical",))
+    tab.eq(check, "  each export's handle is a live cuMemCreate of the exporter", len(exports),
+           sum(1 for c in exports if any(r[5] is None and r[2] <= c[1] and (r[3] is None or r[3] > c[1]) and r[0] == c[6]
+                                         for r in physical)))
+    ids = [c[0] for c in exports]
+    tab.eq(check, "  exports allocate nothing (allocation rows made by an export call)", 0,
+           tr.q(f"SELECT COUNT(*) FROM allocations WHERE alloc_call_id IN ({','.join('?' * len(ids)) or 'NULL'})", ids)[0][0])
+
+    # The importer: one vmm_imported row per successful import, 0 bytes, ended by its cuMemRelease.
+    imports = [c for c in tr.calls(child, "vmm_import", layer="driver") if c[7] == 0]
+    imported = tr.allocs(child, ("vmm_imported",))
+    tab.eq(check, "child vmm_imported rows = its cuMemImportFromShareableHandle calls (ok)", len(imports), len(imported))
+    tab.eq(check, "  their bytes (0 by design: the exporter owns and counts the memory)", 0, sum(r[1] for r in imported))
+    tab.eq(check, "  ended by a cuMemRelease (end_reason freed)", len(imported), sum(1 for r in imported if r[4] == "freed"))
+    tab.eq(check, "child unmatched frees/releases", 0, tr.unmatched(child))
+    tab.eq(check, "exporter unmatched frees/releases", 0, tr.unmatched(parent))
+    # Each tensor the child received lies in a mapping of an imported handle, unmapped when the child dropped it.
+    handles = {r[0] for r in imported}
+    cmaps = [r for r in tr.allocs(child, ("vmm_mapped",)) if r[5] in handles]
+    windows = {"b": ("child_received_again", "child_released_b"), "a": ("child_released_b", "child_released_all"),
+               "c": ("child_released_b", "child_released_all")}
+    got = cp["child_received"]["tensors"]
+    for name, v in sorted(got.items()):
+        p, t = v["storage_ptr"], cp["child_received"]["t_ns"]
+        m = [r for r in cmaps if r[0] <= p < r[0] + r[1] and r[2] <= t]
+        tab.eq(check, f"{name}: child storage ptr inside a mapping of an imported handle", True, bool(m))
+        if m and all(k in cp for k in windows[name]):
+            w0, w1 = cp[windows[name][0]]["t_ns"], cp[windows[name][1]]["t_ns"]
+            tab.add(check, f"{name}:   unmapped between {windows[name][0]} and {windows[name][1]}", True,
+                    m[0][3] is not None and w0 < m[0][3] <= w1, None)
+    allocator_rows(tab, check, tr, parent, pcps, "exporter", expandable=True)
+    allocator_rows(tab, check, tr, child, ccps, "child", expandable=True)
+    child_accounting(tab, check, tr, child, ccps, log)
 
 
 # ---- 2. async pool ----
@@ -510,7 +591,7 @@ def main():
     tab = Table()
     d = args.dir
     info = []
-    for name in ("main", "pinned", "async"):
+    for name in ("main", "pinned", "async", "expandable"):
         db, jl = os.path.join(d, name + ".db"), os.path.join(d, name + ".jsonl")
         if not (os.path.exists(db) and os.path.exists(jl)):
             tab.add(name, "trace and JSON lines present", True, False, "mismatch", f"{db} or {jl} missing")
@@ -525,6 +606,8 @@ def main():
             pid = event(lines, "start")["pid"]
             allocator_rows(tab, "main", tr, pid, checkpoints(lines, pid, "main"), "main")
             check_graph(tab, tr, lines)
+        elif name == "expandable":
+            check_ipc_expandable(tab, tr, lines, os.path.join(d, "expandable.log"))
         elif name == "pinned":
             check_pinned(tab, tr, lines, "cudaHostRegister")
         else:

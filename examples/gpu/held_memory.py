@@ -3,6 +3,8 @@
 
     held_memory.py main [--replays N]   CUDA IPC to a spawned child, cudaHostRegister, pin_memory(),
                                         a captured CUDA graph (default caching allocator)
+    held_memory.py ipc                  the CUDA IPC section alone (run it with PYTORCH_CUDA_ALLOC_CONF=
+                                        expandable_segments:True: cuMemExport/ImportFromShareableHandle)
     held_memory.py pinned               pin_memory() only (run it with PYTORCH_CUDA_ALLOC_CONF=
                                         pinned_use_cuda_host_register:True: cudaHostRegister, not cudaHostAlloc)
     held_memory.py async                the cudaMallocAsync pool before and after empty_cache() (run it with
@@ -334,7 +336,7 @@ def async_pool(torch):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["main", "pinned", "async"])
+    ap.add_argument("mode", choices=["main", "ipc", "pinned", "async"])
     ap.add_argument("--replays", type=int, default=25)
     args = ap.parse_args()
     import torch
@@ -348,6 +350,8 @@ def main():
         host_register(torch, "main")
         pin_memory(torch, "main")
         graph(torch, args.replays)
+    elif args.mode == "ipc":
+        ipc(torch)
     elif args.mode == "pinned":
         pin_memory(torch, "main")
     else:

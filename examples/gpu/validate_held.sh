@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Validates vramscope's record of GPU memory held without being allocated
 # (issue 12 item 5) against PyTorch's own accounting: CUDA IPC to a child
-# process, cudaHostRegister and pin_memory(), a captured CUDA graph, and the
+# process (also with expandable segments: cuMemExport/ImportFromShareableHandle), cudaHostRegister and pin_memory(), a captured CUDA graph, and the
 # cudaMallocAsync backend's pool before and after empty_cache(). Run as root
 # from the repository on a machine with an NVIDIA GPU and PyTorch:
 #
 #   bash examples/gpu/validate_held.sh [OUTDIR]
 #
 # Uses examples/gpu/bundle/ (scripts/bundle.sh) else build/vramscope, as
-# validate.sh. Traces the three runs of held_memory.py (each writes its JSON
+# validate.sh. Traces the four runs of held_memory.py (each writes its JSON
 # lines to OUTDIR/NAME.jsonl; vramscope's log and summary go to NAME.log),
 # then compares (compare_held.py: a table of equal / explained / mismatch per
 # check) and exits non-zero on any mismatch.
@@ -42,8 +42,9 @@ trace() {  # trace NAME [ENV=VAL...] -- ARGS...: held_memory.py ARGS under vrams
 trace main -- main --replays 25
 trace pinned PYTORCH_CUDA_ALLOC_CONF=pinned_use_cuda_host_register:True,pinned_num_register_threads:1 -- pinned
 trace async PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync -- async
+trace expandable PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True -- ipc
 
 "$py" "$here/compare_held.py" --dir "$out" | tee "$out/compare.txt"
 status=${PIPESTATUS[0]}
-for name in main pinned async; do "$vs" report --db "$out/$name.db" > "$out/$name.report.txt" 2>&1; done
+for name in main pinned async expandable; do "$vs" report --db "$out/$name.db" > "$out/$name.report.txt" 2>&1; done
 exit "$status"
