@@ -2,6 +2,7 @@
 
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/cuda_api.h"
@@ -72,21 +73,21 @@ std::optional<std::string> CallDecoder::caller_path(const vs_call_event& ev) {
 vs::CallRecord CallDecoder::decode(const vs_call_event& ev, const vs_call_sched* sched) {
   vs::CallRecord c;
   c.id = call_id(id_base_, ev.seq);
-  c.ts_ns = static_cast<std::int64_t>(ev.start_ns);
-  c.dur_ns = ev.end_ns > ev.start_ns ? static_cast<std::int64_t>(ev.end_ns - ev.start_ns) : 0;
+  c.ts_ns = record_ns(ev.start_ns);
+  c.dur_ns = std::max<std::int64_t>(record_ns(ev.end_ns) - c.ts_ns, 0);
   c.pid = ev.pid;
   c.tid = ev.tid;
   c.api_id = ev.api;
   c.ret = ev.ret;
   c.incomplete = (ev.flags & VS_CALL_INCOMPLETE) != 0;
   if (sched && sched->switches > 0) {
-    c.off_cpu_ns = static_cast<std::int64_t>(sched->off_cpu_ns);
-    c.runq_ns = static_cast<std::int64_t>(sched->runq_ns);
+    c.off_cpu_ns = record_ns(sched->off_cpu_ns);
+    c.runq_ns = record_ns(sched->runq_ns);
     c.switches = sched->switches;
     c.preempted_by = sched->preemptor_pid;
     c.preempted_by_comm =
         std::string(sched->preemptor_comm, strnlen(sched->preemptor_comm, sizeof(sched->preemptor_comm)));
-    c.longest_off_ns = static_cast<std::int64_t>(sched->longest_off_ns);
+    c.longest_off_ns = record_ns(sched->longest_off_ns);
   }
   if (ev.parent_seq) {
     c.parent_id = call_id(id_base_, ev.parent_seq);

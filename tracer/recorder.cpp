@@ -111,7 +111,7 @@ void Recorder::on_lifecycle(const vs_lifecycle_event& ev) {
       break;
     case VS_LC_EXIT:
       if (!known_pids_.count(ev.pid)) note_process(ev.pid, ev.ppid, ev.start_ns, ev.ts_ns, "running");
-      sink_.process_exited(ev.pid, static_cast<std::int64_t>(ev.ts_ns), ev.exit_code);
+      sink_.process_exited(ev.pid, record_ns(ev.ts_ns), ev.exit_code);
       decoder_.forget_process(ev.pid);
       live_pids_.erase(ev.pid);
       break;
@@ -120,7 +120,7 @@ void Recorder::on_lifecycle(const vs_lifecycle_event& ev) {
 
 void Recorder::on_sched(const vs_sched_event& ev) {
   SchedEventRecord r;
-  r.ts_ns = static_cast<std::int64_t>(ev.ts_ns);
+  r.ts_ns = record_ns(ev.ts_ns);
   r.prev_tid = ev.prev_tid;
   r.prev_pid = ev.prev_pid;
   r.next_tid = ev.next_tid;
@@ -139,10 +139,10 @@ void Recorder::note_process(std::uint32_t pid, std::optional<std::uint32_t> ppid
   ProcessRecord p;
   p.pid = pid;
   p.ppid = ppid;
-  if (start_ns) p.start_ns = static_cast<std::int64_t>(*start_ns);
+  if (start_ns) p.start_ns = record_ns(*start_ns);
   p.comm = proc_comm(pid);
   p.cmdline = proc_cmdline(pid);
-  p.first_ts_ns = static_cast<std::int64_t>(first_ts);
+  p.first_ts_ns = record_ns(first_ts);
   p.how_found = how;
   sink_.process_seen(p);
   attach_new_libraries(pid);
