@@ -169,6 +169,7 @@ struct Options {
   std::uint64_t seed = 1;
   std::uint32_t processes = 5;
   std::uint32_t sessions = 1;
+  bool unfinished = false;  // the last session as a recording one reads: rows flushed, no end, indexes or summaries
 };
 
 class Generator {
@@ -834,6 +835,9 @@ int main(int argc, char** argv) {
   app.add_option("--sessions", o.sessions, "Split the calls over S sessions, one after the other")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  app.add_flag("--unfinished", o.unfinished,
+               "Leave the last session as a trace still recording has it: every row written, but no end, no indexes "
+               "and no summaries (read back, it is 'interrupted', which tools query the same way)");
   CLI11_PARSE(app, argc, argv);
   o.calls = parse_count(calls_text);
   if (std::filesystem::exists(o.db)) {
@@ -864,7 +868,8 @@ int main(int argc, char** argv) {
     end.end_ts_ns = gen.end_ns();
     end.attach_ms = 31.3;
     end.detach_ms = 104.2;
-    if (vs::Status st = (*writer)->end_session(end); !st) {
+    const bool last = s + 1 == o.sessions;
+    if (vs::Status st = last && o.unfinished ? (*writer)->flush() : (*writer)->end_session(end); !st) {
       std::fprintf(stderr, "trace_generator: %s\n", st.message().c_str());
       return 1;
     }

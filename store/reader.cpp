@@ -232,6 +232,14 @@ TraceReader::~TraceReader() {
 
 bool TraceReader::immutable() const { return immutable_; }
 
+Result<bool> TraceReader::has_index(const std::string& name) const {
+  bool found = false;
+  Status st = query("SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = ?", {name},
+                    [&](const Row&) { found = true; });
+  if (!st) return Error{st.message()};
+  return found;
+}
+
 void TraceReader::set_interrupt(std::function<bool()> should_stop) {
   should_stop_ = std::move(should_stop);
   if (!should_stop_) {

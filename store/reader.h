@@ -87,6 +87,9 @@ class TraceReader {
   void set_interrupt(std::function<bool()> should_stop);
   // True while the connection reads the file as finished (immutable=1, see above).
   bool immutable() const;
+  // Whether the file has index `name` (store/indexes.sql): a session's end builds them, so a trace still
+  // recording, or one whose recorder died, has none, and a query that counts on one must scan once instead.
+  Result<bool> has_index(const std::string& name) const;
 
   // Runs one statement written by an agent, on its own connection to the same
   // file that can neither change nor load anything: opened read-only, with

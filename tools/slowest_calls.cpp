@@ -27,11 +27,7 @@ Result<bool> walk_duration_index(const store::TraceReader& db, const Session& se
   for (const auto& [api, s] : **selected) selected_calls += s.calls;
   for (const auto& [api, s] : **all) session_calls += s.calls;
   if (selected_calls == 0 || limit * session_calls / selected_calls > kMaxDurationIndexWalk) return false;
-  bool indexed = false;  // files upgraded by build_summaries may lack it
-  Status st = db.query("SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = 'call_rows_dur'", {},
-                       [&](const store::Row&) { indexed = true; });
-  if (!st) return Error{st.message()};
-  return indexed;
+  return db.has_index("call_rows_dur");  // files upgraded by build_summaries may lack it
 }
 
 Result<ToolOutput> run(const ToolInput& in) {

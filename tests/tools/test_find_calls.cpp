@@ -46,6 +46,32 @@ TEST_CASE("find_calls: a whole session without filters, merged across APIs", "[t
   CHECK(ids == sql_ids(t, "1"));
 }
 
+TEST_CASE("find_calls: a trace without indexes (still recording) pages the same calls", "[tools][find_calls]") {
+  // A session's end builds the indexes (store/indexes.sql); before it, one scan serves every API.
+  auto indexed = vs::test::open_trace(vs::test::example_trace("contention"));
+  REQUIRE(*indexed.reader->has_index("call_rows_api_ts"));
+  vs::test::TraceCopy copy(vs::test::example_trace("contention"));
+  copy.exec("DROP INDEX IF EXISTS call_rows_api_ts; DROP INDEX IF EXISTS call_rows_pid_ts; DROP INDEX IF EXISTS call_rows_dur; "
+            "DROP INDEX IF EXISTS allocations_pid_ts; DROP INDEX IF EXISTS allocations_alloc_call; "
+            "DROP INDEX IF EXISTS allocations_free_call");
+  auto bare = vs::test::open_trace(copy.file.string());
+  REQUIRE_FALSE(*bare.reader->has_index("call_rows_api_ts"));
+  const std::int64_t pid = bare.q("SELECT pid FROM call_rows GROUP BY pid ORDER BY COUNT(*) DESC LIMIT 1");
+  auto t_ms_of_call = [&](int n) {  // the session time of the n-th call, in whole ms
+    return bare.q("SELECT (c.ts_ns - s.start_ts_ns) / 1000000 FROM call_rows c, sessions s ORDER BY c.ts_ns LIMIT 1 "
+                  "OFFSET ?", {std::int64_t{n}});
+  };
+  for (const json& args : {json{{"limit", 100}}, json{{"api", "cudaMalloc"}, {"limit", 7}},
+                           json{{"op", "free"}, {"limit", 9}}, json{{"pid", pid}, {"limit", 50}},
+                           json{{"from_ms", t_ms_of_call(300)}, {"to_ms", t_ms_of_call(700) + 1}, {"limit", 40}}}) {
+    INFO(args.dump());
+    const auto ids = all_pages(*bare.reader, args);
+    CHECK_FALSE(ids.empty());
+    CHECK(ids == all_pages(*indexed.reader, args));
+  }
+  CHECK(all_pages(*bare.reader, {{"limit", 100}}) == sql_ids(bare, "1"));
+}
+
 TEST_CASE("find_calls: filters", "[tools][find_calls]") {
   auto t = vs::test::open_trace(vs::test::example_trace("empty_cache"));
   std::int64_t pid = t.q("SELECT pid FROM call_rows LIMIT 1");

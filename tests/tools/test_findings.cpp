@@ -181,27 +181,12 @@ TEST_CASE("findings: pid filter and errors the model can fix", "[findings]") {
 
 namespace {
 
-// A shipped trace copied to a temporary directory, to add summaries or an index to.
-struct TempCopy {
-  std::filesystem::path dir, file;
-  explicit TempCopy(const std::string& source) {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "vs_findings_XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    dir = tmpl;
-    file = dir / "trace.db";
-    std::filesystem::copy_file(source, file);
-  }
-  ~TempCopy() {
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
-  }
-  std::vector<vs::tools::ToolOutput> run(const std::vector<json>& cases) const {
-    auto t = vs::test::open_trace(file.string());
-    std::vector<vs::tools::ToolOutput> outs;
-    for (const auto& args : cases) outs.push_back(vs::test::run_tool_checked(*t.reader, "findings", args));
-    return outs;
-  }
-};
+std::vector<vs::tools::ToolOutput> run_findings(const vs::test::TraceCopy& copy, const std::vector<json>& cases) {
+  auto t = vs::test::open_trace(copy.file.string());
+  std::vector<vs::tools::ToolOutput> outs;
+  for (const auto& args : cases) outs.push_back(vs::test::run_tool_checked(*t.reader, "findings", args));
+  return outs;
+}
 
 }  // namespace
 
@@ -209,23 +194,16 @@ TEST_CASE("findings: the same from the calls, from the summaries, and from summa
           "through an (api_id, dur_ns) index)", "[findings]") {
   for (const char* name : {"attach", "contention", "empty_cache", "exit_holding", "expandable", "leak"}) {
     INFO(name);
-    TempCopy copy(vs::test::example_trace(name));
+    vs::test::TraceCopy copy(vs::test::example_trace(name));
     const std::int64_t pid = vs::test::open_trace(copy.file.string()).q("SELECT pid FROM call_rows LIMIT 1");
     const std::vector<json> cases = {json::object(), {{"limit", 50}}, {{"pid", pid}, {"limit", 50}}};
-    const auto scanned = copy.run(cases);  // the shipped traces predate the summaries
+    const auto scanned = run_findings(copy, cases);  // the shipped traces predate the summaries
     REQUIRE(vs::store::build_summaries(copy.file.string(), 1).ok());
-    const auto summarized = copy.run(cases);
-    auto exec = [&](const char* sql) {
-      sqlite3* db = nullptr;
-      REQUIRE(sqlite3_open(copy.file.c_str(), &db) == SQLITE_OK);
-      const int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
-      sqlite3_close(db);
-      REQUIRE(rc == SQLITE_OK);
-    };
-    exec("DELETE FROM call_stats_tails; DELETE FROM call_stats_tail_preemptors");  // as summarized by schema 2
-    const auto tails_scanned = copy.run(cases);
-    exec("CREATE INDEX call_rows_api_dur ON call_rows(api_id, dur_ns)");
-    const auto tails_indexed = copy.run(cases);
+    const auto summarized = run_findings(copy, cases);
+    copy.exec("DELETE FROM call_stats_tails; DELETE FROM call_stats_tail_preemptors");  // as summarized by schema 2
+    const auto tails_scanned = run_findings(copy, cases);
+    copy.exec("CREATE INDEX call_rows_api_dur ON call_rows(api_id, dur_ns)");
+    const auto tails_indexed = run_findings(copy, cases);
     for (std::size_t i = 0; i < cases.size(); ++i) {
       INFO(cases[i].dump());
       for (const auto* other : {&summarized, &tails_scanned, &tails_indexed}) {

@@ -18,31 +18,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using vs::test::Call;
 
-struct TempCopy {
-  fs::path dir, file;
-  explicit TempCopy(const std::string& source) {
-    std::string tmpl = (fs::temp_directory_path() / "vs_summaries_XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    dir = tmpl;
-    file = dir / "trace.db";
-    fs::copy_file(source, file);
-  }
-  ~TempCopy() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-};
-
-void exec(const fs::path& file, const std::string& sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
-  char* msg = nullptr;
-  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &msg);
-  INFO(sql << ": " << (msg ? msg : ""));
-  sqlite3_free(msg);
-  sqlite3_close(db);
-  REQUIRE(rc == SQLITE_OK);
-}
 
 bool has_summaries(const fs::path& file, std::int64_t session_id) {
   auto t = vs::test::open_trace(file.string());
@@ -86,7 +61,7 @@ void check_same(const std::vector<std::pair<std::string, json>>& cases, const st
 TEST_CASE("summaries: the tools answer the same from call_rows and from the summaries", "[summaries]") {
   for (const char* name : {"contention", "empty_cache"}) {
     INFO(name);
-    TempCopy copy(vs::test::example_trace(name));
+    vs::test::TraceCopy copy(vs::test::example_trace(name));
     std::int64_t pid = vs::test::open_trace(copy.file.string()).q("SELECT pid FROM call_rows LIMIT 1");
     const auto cases = summary_cases(pid);
     REQUIRE_FALSE(has_summaries(copy.file, 1));  // recorded before summaries existed: schema 1
@@ -94,7 +69,7 @@ TEST_CASE("summaries: the tools answer the same from call_rows and from the summ
 
     REQUIRE(vs::store::build_summaries(copy.file.string(), 1).ok());
     REQUIRE(has_summaries(copy.file, 1));
-    exec(copy.file, "CREATE INDEX call_rows_dur ON call_rows(dur_ns)");  // a schema-1 file lacks it
+    copy.exec("CREATE INDEX call_rows_dur ON call_rows(dur_ns)");  // a schema-1 file lacks it
     auto t = vs::test::open_trace(copy.file.string());
     CHECK(t.q("PRAGMA user_version") == vs::store::kSchemaVersion);
     CHECK(t.q("SELECT calls FROM summaries WHERE session_id = 1") == t.q("SELECT COUNT(*) FROM call_rows"));
@@ -107,7 +82,7 @@ TEST_CASE("summaries: the tools answer the same from call_rows and from the summ
     CHECK(t.q("SELECT COUNT(*) FROM call_stats") == rows);
   }
   // contention's cudaFree: the descheduled call and who took the CPU, stored.
-  TempCopy copy(vs::test::example_trace("contention"));
+  vs::test::TraceCopy copy(vs::test::example_trace("contention"));
   REQUIRE(vs::store::build_summaries(copy.file.string(), 1).ok());
   auto t = vs::test::open_trace(copy.file.string());
   CHECK(t.qs("SELECT preempted_by_comm FROM call_stats_preemptors p JOIN apis a ON a.id = p.api_id "
@@ -115,7 +90,7 @@ TEST_CASE("summaries: the tools answer the same from call_rows and from the summ
 }
 
 TEST_CASE("summaries: a writer adds a summarized session to a schema-1 file; compare_sessions agrees", "[summaries]") {
-  TempCopy copy(vs::test::example_trace("contention"));
+  vs::test::TraceCopy copy(vs::test::example_trace("contention"));
   {
     auto opened = vs::store::TraceWriter::open(copy.file.string());
     REQUIRE(opened.ok());
@@ -156,7 +131,7 @@ TEST_CASE("summaries: a writer adds a summarized session to a schema-1 file; com
   cases.push_back({"compare_sessions", {{"limit", 200}}});
   cases.push_back({"compare_sessions", {{"session_a", 2}, {"session_b", 1}}});
   auto mixed = run_all(copy.file, cases);
-  exec(copy.file, "DELETE FROM summaries WHERE session_id = 2");
+  copy.exec("DELETE FROM summaries WHERE session_id = 2");
   REQUIRE_FALSE(has_summaries(copy.file, 2));
   auto scanned = run_all(copy.file, cases);
   check_same(cases, scanned, mixed);
@@ -166,11 +141,11 @@ TEST_CASE("summaries: a writer adds a summarized session to a schema-1 file; com
 }
 
 TEST_CASE("summaries: build_summaries says what is wrong", "[summaries]") {
-  TempCopy copy(vs::test::example_trace("contention"));
+  vs::test::TraceCopy copy(vs::test::example_trace("contention"));
   auto missing = vs::store::build_summaries(copy.file.string(), 7);
   REQUIRE_FALSE(missing.ok());
   CHECK(missing.message().find("has no session 7") != std::string::npos);
-  exec(copy.file, "UPDATE sessions SET status = 'recording'");
+  copy.exec("UPDATE sessions SET status = 'recording'");
   auto recording = vs::store::build_summaries(copy.file.string(), 1);
   REQUIRE_FALSE(recording.ok());
   CHECK(recording.message().find("still recording") != std::string::npos);
@@ -180,7 +155,7 @@ TEST_CASE("summaries: build_summaries says what is wrong", "[summaries]") {
 }
 
 TEST_CASE("summaries: a window is answered from the call buckets as from the calls", "[summaries]") {
-  TempCopy copy(vs::test::example_trace("contention"));
+  vs::test::TraceCopy copy(vs::test::example_trace("contention"));
   const std::int64_t start_ns = 9'000'000'000'000;
   {
     auto opened = vs::store::TraceWriter::open(copy.file.string());
@@ -241,7 +216,7 @@ TEST_CASE("summaries: a window is answered from the call buckets as from the cal
     cases.push_back({"slowest_calls", in_window({{"pid", 100}})});
   }
   auto bucketed = run_all(copy.file, cases);
-  exec(copy.file, "DELETE FROM call_buckets WHERE session_id = 2");  // as a session summarized before schema 3
+  copy.exec("DELETE FROM call_buckets WHERE session_id = 2");  // as a session summarized before schema 3
   check_same(cases, run_all(copy.file, cases), bucketed);
   // The windows really hold calls, and every one of them is counted.
   CHECK(bucketed[0].structured["calls"] == 30'000);

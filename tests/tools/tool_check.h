@@ -4,6 +4,9 @@
 #pragma once
 
 #include <catch2/catch.hpp>
+#include <sqlite3.h>
+#include <stdlib.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <string>
@@ -33,6 +36,35 @@ inline std::vector<std::filesystem::path> recorded_traces() {
   std::sort(out.begin(), out.end());
   return out;
 }
+
+// A shipped trace copied to a temporary directory, to change (add or drop summaries and indexes) and read.
+struct TraceCopy {
+  std::filesystem::path dir, file;
+  explicit TraceCopy(const std::string& source) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "vs_trace_copy_XXXXXX").string();
+    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
+    dir = tmpl;
+    file = dir / "trace.db";
+    std::filesystem::copy_file(source, file);
+  }
+  ~TraceCopy() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  TraceCopy(const TraceCopy&) = delete;
+  TraceCopy& operator=(const TraceCopy&) = delete;
+  // Runs `sql` (several statements may follow each other) on the copy, read-write.
+  void exec(const std::string& sql) const {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
+    char* msg = nullptr;
+    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &msg);
+    INFO(sql << ": " << (msg ? msg : ""));
+    sqlite3_free(msg);
+    sqlite3_close(db);
+    REQUIRE(rc == SQLITE_OK);
+  }
+};
 
 inline tools::ToolOutput run_tool_checked(const store::TraceReader& db, const std::string& name,
                                           const nlohmann::json& args = nlohmann::json::object()) {
