@@ -66,8 +66,11 @@ TraceFacts read_facts(const vs::store::TraceReader& db) {
       std::exit(1);
     }
   };
-  check(db.query("SELECT id, (COALESCE(end_ts_ns, start_ts_ns) - start_ts_ns) / 1000000, calls_recorded FROM sessions "
-                 "ORDER BY id",
+  // A session still recording (or interrupted) has no end or count yet: its last call and its rows stand in.
+  check(db.query("SELECT id, (COALESCE(end_ts_ns, (SELECT MAX(ts_ns) FROM call_rows c WHERE c.session_id = s.id), "
+                 "start_ts_ns) - start_ts_ns) / 1000000, "
+                 "CASE WHEN end_ts_ns IS NULL THEN (SELECT COUNT(*) FROM call_rows c WHERE c.session_id = s.id) "
+                 "ELSE calls_recorded END FROM sessions s ORDER BY id",
                  {}, [&](const vs::store::Row& r) {
                    f.sessions.push_back(r.i64(0));
                    f.span_ms = r.i64(1);
