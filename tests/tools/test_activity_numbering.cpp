@@ -3,7 +3,6 @@
 // findings and leak_candidates, so that a trace reads the same whichever vramscope wrote it.
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <sqlite3.h>
 
 #include "tests/tools/synthetic_trace.h"
 #include "tests/tools/tool_check.h"
@@ -15,16 +14,7 @@ using nlohmann::json;
 
 // Removes the stored numbers from a copy: what a session written before schema 4 looks like to the readers.
 void forget_numbers(const std::string& path) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-  char* err = nullptr;
-  const int rc = sqlite3_exec(db,
-                              "UPDATE call_rows SET seq = NULL; UPDATE allocations SET alloc_seq = NULL, free_seq = NULL;",
-                              nullptr, nullptr, &err);
-  INFO((err ? err : ""));
-  sqlite3_free(err);
-  sqlite3_close(db);
-  REQUIRE(rc == SQLITE_OK);
+  exec_sql(path, "UPDATE call_rows SET seq = NULL; UPDATE allocations SET alloc_seq = NULL, free_seq = NULL;");
 }
 
 TEST_CASE("activity numbering: stored and numbered on reading give the same verdicts", "[growth][synthetic]") {

@@ -1,7 +1,6 @@
 // findings on the recorded H100 traces: each README's "what a good
 // investigation finds" fires, nothing is invented where the trace does not
 // show it, and every drill-down points at a tool that accepts its arguments.
-#include <sqlite3.h>
 #include <stdlib.h>
 
 #include <filesystem>

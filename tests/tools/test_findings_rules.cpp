@@ -3,7 +3,6 @@
 // threshold just below (the rule stays silent) and just at or above it (it
 // fires). The values are the rules' named constants; docs/findings.md gives
 // the reason for each.
-#include <sqlite3.h>
 
 #include <string>
 
@@ -43,16 +42,7 @@ Findings findings_of(const syn::TraceBuilder& trace, const std::string& edit = "
   syn::TempDir dir("vs_findings_rules");
   const std::string path = dir.file("trace.db");
   trace.write(path);
-  if (!edit.empty()) {
-    sqlite3* db = nullptr;
-    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-    char* error = nullptr;
-    const int rc = sqlite3_exec(db, edit.c_str(), nullptr, nullptr, &error);
-    INFO(edit << ": " << (error ? error : ""));
-    sqlite3_free(error);
-    sqlite3_close(db);
-    REQUIRE(rc == SQLITE_OK);
-  }
+  if (!edit.empty()) vs::test::exec_sql(path, edit);
   auto t = vs::test::open_trace(path);
   Findings f{vs::test::run_tool_checked(*t.reader, "findings", {{"limit", 50}}).structured};
   INFO(f.out.dump());

@@ -2,7 +2,6 @@
 // every tool that reads them answers exactly as it does from call_rows, on the
 // shipped traces (schema 1, upgraded by build_summaries) and on sessions the
 // writer summarized when they ended.
-#include <sqlite3.h>
 #include <stdlib.h>
 
 #include <filesystem>

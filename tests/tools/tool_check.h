@@ -37,6 +37,19 @@ inline std::vector<std::filesystem::path> recorded_traces() {
   return out;
 }
 
+// Runs `sql` (several statements may follow each other) on the trace file `path`, read-write: what a test changes
+// in a written trace (losses, an unfinished session, a missing index).
+inline void exec_sql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  char* msg = nullptr;
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &msg);
+  INFO(sql << ": " << (msg ? msg : ""));
+  sqlite3_free(msg);
+  sqlite3_close(db);
+  REQUIRE(rc == SQLITE_OK);
+}
+
 // A shipped trace copied to a temporary directory, to change (add or drop summaries and indexes) and read.
 struct TraceCopy {
   std::filesystem::path dir, file;
@@ -53,17 +66,7 @@ struct TraceCopy {
   }
   TraceCopy(const TraceCopy&) = delete;
   TraceCopy& operator=(const TraceCopy&) = delete;
-  // Runs `sql` (several statements may follow each other) on the copy, read-write.
-  void exec(const std::string& sql) const {
-    sqlite3* db = nullptr;
-    REQUIRE(sqlite3_open(file.c_str(), &db) == SQLITE_OK);
-    char* msg = nullptr;
-    const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &msg);
-    INFO(sql << ": " << (msg ? msg : ""));
-    sqlite3_free(msg);
-    sqlite3_close(db);
-    REQUIRE(rc == SQLITE_OK);
-  }
+  void exec(const std::string& sql) const { exec_sql(file.string(), sql); }
 };
 
 inline tools::ToolOutput run_tool_checked(const store::TraceReader& db, const std::string& name,
