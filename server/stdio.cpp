@@ -1,7 +1,11 @@
 #include "server/stdio.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
 #include <spdlog/spdlog.h>
 
+#include <cerrno>
 #include <mutex>
 #include <string>
 
@@ -118,6 +122,42 @@ Status run_stdio(Server& server, std::istream& in, std::ostream& out) {
   session->wait_idle();
   if (writer->failed()) return Error{"mcp stdio: writing to stdout failed (the client went away?)"};
   return {};
+}
+
+StoppableInput::StoppableInput(int fd) : fd_(fd) {
+  // Without the pipe (out of descriptors) stop() cannot wake a blocked read; the input still works.
+  if (pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) wake_[0] = wake_[1] = -1;
+}
+
+StoppableInput::~StoppableInput() {
+  for (int fd : wake_)
+    if (fd >= 0) ::close(fd);
+}
+
+void StoppableInput::stop() {
+  stopped_ = true;
+  if (wake_[1] >= 0) {
+    const char byte = 1;
+    [[maybe_unused]] ssize_t ignored = ::write(wake_[1], &byte, 1);
+  }
+}
+
+StoppableInput::int_type StoppableInput::underflow() {
+  if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
+  for (;;) {
+    if (stopped_) return traits_type::eof();
+    pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
+    if (::poll(fds, wake_[0] >= 0 ? 2 : 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      return traits_type::eof();
+    }
+    if (stopped_) return traits_type::eof();
+    ssize_t n = ::read(fd_, buffer_.data(), buffer_.size());
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) return traits_type::eof();
+    setg(buffer_.data(), buffer_.data(), buffer_.data() + n);
+    return traits_type::to_int_type(*gptr());
+  }
 }
 
 }  // namespace vs::mcp

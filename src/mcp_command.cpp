@@ -9,6 +9,8 @@
 #include <charconv>
 #include <fstream>
 #include <functional>
+#include <future>
+#include <thread>
 #include <optional>
 #include <iostream>
 
@@ -246,7 +248,39 @@ Result<std::string> read_token(const std::string& token_file) {
   return std::string(env ? env : "");
 }
 
-int serve_http(mcp::Server& server, const McpArgs& args) {
+// SIGINT and SIGTERM: blocked in the thread that creates this and in every
+// thread started after (so create it before any), then taken by one thread of
+// their own: the first runs the handler, which makes the server stop as a
+// client's going away would (its traces end, their sessions written); a
+// second one exits at once.
+class StopSignals {
+ public:
+  StopSignals() {
+    sigemptyset(&signals_);
+    sigaddset(&signals_, SIGINT);
+    sigaddset(&signals_, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals_, nullptr);
+  }
+  // The handler may outlive the caller's scope (a signal during the shutdown after it): what it
+  // touches must be owned by it.
+  void watch(std::function<void(int)> on_first) {
+    std::thread([signals = signals_, on_first = std::move(on_first)] {
+      int sig = 0;
+      if (sigwait(&signals, &sig) != 0) return;
+      spdlog::info("stopping ({}); a second signal exits at once", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      on_first(sig);
+      if (sigwait(&signals, &sig) != 0) return;
+      spdlog::warn("{} again: exiting without finishing", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      spdlog::default_logger()->flush();
+      _exit(128 + sig);
+    }).detach();
+  }
+
+ private:
+  sigset_t signals_;
+};
+
+int serve_http(mcp::Server& server, const McpArgs& args, StopSignals& stop_signals) {
   auto listen = parse_listen(args.http);
   if (!listen) {
     spdlog::error("{}", listen.error().message);
@@ -285,12 +319,6 @@ int serve_http(mcp::Server& server, const McpArgs& args) {
     limit.rlim_cur = limit.rlim_max;
     setrlimit(RLIMIT_NOFILE, &limit);
   }
-  // Block the stop signals before any thread starts, so that only sigwait sees them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   mcp::HttpServer http(server, options);
   auto port = http.start();
   if (!port) {
@@ -298,9 +326,9 @@ int serve_http(mcp::Server& server, const McpArgs& args) {
     return 1;
   }
   if (!options.bearer_token.empty()) spdlog::info("clients must send the bearer token (Authorization: Bearer)");
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  spdlog::info("stopping ({})", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  auto stopped = std::make_shared<std::promise<void>>();
+  stop_signals.watch([stopped](int) { stopped->set_value(); });
+  stopped->get_future().wait();
   http.stop();
   return 0;
 }
@@ -374,11 +402,14 @@ CLI::App* add_mcp_command(CLI::App& app, McpArgs& args) {
 }
 
 // Serves `server` on stdio or, with --http, Streamable HTTP, until the client
-// closes stdin or a stop signal.
-int serve(mcp::Server& server, const McpArgs& args, const std::string& what) {
-  if (!args.http.empty()) return serve_http(server, args);
+// closes stdin or a stop signal (on stdio the same as stdin closing).
+int serve(mcp::Server& server, const McpArgs& args, const std::string& what, StopSignals& stop_signals) {
+  if (!args.http.empty()) return serve_http(server, args, stop_signals);
   spdlog::info("serving MCP on stdio for {}", what);
-  Status s = mcp::run_stdio(server, std::cin, std::cout);
+  auto input = std::make_shared<mcp::StoppableInput>(STDIN_FILENO);
+  stop_signals.watch([input](int) { input->stop(); });
+  std::istream in(input.get());
+  Status s = mcp::run_stdio(server, in, std::cout);
   if (!s) {
     spdlog::error("{}", s.message());
     return 1;
@@ -386,7 +417,7 @@ int serve(mcp::Server& server, const McpArgs& args, const std::string& what) {
   return 0;
 }
 
-int run_file_mcp(const McpArgs& args) {
+int run_file_mcp(const McpArgs& args, StopSignals& stop_signals) {
   auto path = trace_path(args.db, args.demo);
   if (!path) {
     spdlog::error("{}", path.error().message);
@@ -408,7 +439,7 @@ int run_file_mcp(const McpArgs& args) {
   mcp::ServerOptions server_options;
   server_options.max_running_per_session = args.max_running_per_session;
   mcp::Server server(std::move(info), std::move(*registry), server_options);
-  return serve(server, args, *path);
+  return serve(server, args, *path, stop_signals);
 }
 
 // What --allow-trace adds, shared by the handlers: the traces, the live tools, and the
@@ -488,7 +519,7 @@ Result<mcp::Registry> live_registry(const live::TraceDir& dir, const std::shared
   return registry;
 }
 
-int run_live_mcp(const McpArgs& args) {
+int run_live_mcp(const McpArgs& args, StopSignals& stop_signals) {
   if (!args.db.empty() || !args.demo.empty()) {
     spdlog::error("--allow-trace serves the traces of --trace-dir; --db and --demo read one file without it");
     return 2;
@@ -544,7 +575,7 @@ int run_live_mcp(const McpArgs& args) {
   {
     mcp::Server server(std::move(info), std::move(*registry), server_options);
     live->server = &server;
-    rc = serve(server, args, "the traces of " + live->traces->dir().path() + " (--allow-trace)");
+    rc = serve(server, args, "the traces of " + live->traces->dir().path() + " (--allow-trace)", stop_signals);
     // Every trace ends (its session written) while the server can still tell its clients.
     live->traces.reset();
     live->server = nullptr;
@@ -552,6 +583,9 @@ int run_live_mcp(const McpArgs& args) {
   return rc;
 }
 
-int run_mcp(const McpArgs& args) { return args.allow_trace ? run_live_mcp(args) : run_file_mcp(args); }
+int run_mcp(const McpArgs& args) {
+  StopSignals stop_signals;  // before any thread starts
+  return args.allow_trace ? run_live_mcp(args, stop_signals) : run_file_mcp(args, stop_signals);
+}
 
 }  // namespace vs::cli

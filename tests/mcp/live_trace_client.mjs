@@ -231,13 +231,42 @@ try {
   if (server) await new Promise((r) => { server.kill('SIGTERM'); server.on('exit', r); });
   const conn2 = await connect({ FAKE_NVML_PID: String(pid) });
   const overview = structured(await call(conn2.client, 'trace_overview', { session_id: second.session_id }));
-  // Ended by the server (its end written), not left 'recording' by a killed one.
+  // Ended by the server (its end written: detach_ms), not left 'recording' by a killed one (which reads as
+  // 'interrupted' too, but with no detach_ms; duration_ms is never null: an unended session runs to its last call).
   check('disconnect stopped the trace and ended its session',
-        overview.session.status === 'interrupted' && overview.session.duration_ms !== null, JSON.stringify(overview.session));
+        overview.session.status === 'interrupted' && overview.session.detach_ms !== null, JSON.stringify(overview.session));
   const dup = structured(await call(conn2.client, 'trace_overview', { session_id: id }));
   check('sessions of earlier servers stay readable', dup.session.status === 'complete', JSON.stringify(dup.session));
   const closed = await conn2.close();
   if (closed) await new Promise((r) => { closed.kill('SIGTERM'); closed.on('exit', r); });
+
+  // 6b. A stop signal (SIGTERM: what a desktop client sends its servers when it quits) ends the server's
+  // traces with their sessions written, as a disconnect does, and the server exits 0. Over stdio the
+  // server was blocked reading stdin, and the signal killed it, leaving the session unended.
+  const signalled = await connect({ FAKE_NVML_PID: String(pid) }, 'pipe');
+  // Over stdio the SDK keeps the child in a private field; it is read before anything can clear it.
+  const serverProcess = signalled.server ?? signalled.transport._process;
+  let signalledLog = '';
+  serverProcess.stderr.on('data', (d) => { signalledLog += d; });
+  const exited = new Promise((r) => serverProcess.on('exit', (code, signal) => r({ code, signal })));
+  const third = structured(await call(signalled.client, 'trace_start', { pid, duration: 120 }));
+  await workload.command(`alloc 1 ${MiB}`);
+  await until('the third trace sees the new allocation', async () => {
+    const s = structured(await call(signalled.client, 'trace_status', { session_id: third.session_id }));
+    return { ok: s.outstanding.gpu_bytes === MiB, value: s.outstanding };
+  });
+  serverProcess.kill('SIGTERM');
+  const exit = await Promise.race([exited, sleep(15000).then(() => ({ code: 'still running after 15 s' }))]);
+  check('SIGTERM: the server exits 0', exit.code === 0, JSON.stringify(exit) + signalledLog.slice(-500));
+  check('SIGTERM: the server says it stops', signalledLog.includes('stopping (SIGTERM)'), signalledLog.slice(-500));
+  await signalled.client.close().catch(() => {});
+  const conn3 = await connect({ FAKE_NVML_PID: String(pid) });
+  const ended = structured(await call(conn3.client, 'trace_overview', { session_id: third.session_id }));
+  check('SIGTERM: the trace ended with its session written',
+        ended.session.detach_ms !== null && ended.coverage.calls_recorded >= 1,
+        JSON.stringify({ session: ended.session, coverage: ended.coverage }));
+  const closed3 = await conn3.close();
+  if (closed3) await new Promise((r) => { closed3.kill('SIGTERM'); closed3.on('exit', r); });
 
   // 7. kill -9 of the server while the traced process is stopped in its mmap of a CUDA library not probed
   // yet (a copy of the driver): its guardian continues it. The test hook VRAMSCOPE_TEST_HOLD=cuda_mmap holds

@@ -115,15 +115,16 @@ json initialize_request(int id, const std::string& version) {
 
 StdioPeer::StdioPeer(Server& server) {
   if (::pipe(to_server_) != 0 || ::pipe(from_server_) != 0) throw std::runtime_error("pipe failed");
+  input_ = std::make_unique<StoppableInput>(to_server_[0]);
   thread_ = std::thread([this, &server] {
-    __gnu_cxx::stdio_filebuf<char> in_buffer(to_server_[0], std::ios::in);
-    __gnu_cxx::stdio_filebuf<char> out_buffer(from_server_[1], std::ios::out);
-    std::istream in(&in_buffer);
+    __gnu_cxx::stdio_filebuf<char> out_buffer(from_server_[1], std::ios::out);  // closes it
+    std::istream in(input_.get());
     std::ostream out(&out_buffer);
     (void)run_stdio(server, in, out);
     out.flush();
+    ::close(to_server_[0]);
     done_ = true;
-  });  // the filebufs close the server's ends of both pipes
+  });
 }
 
 StdioPeer::~StdioPeer() {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "server/server.h"
+#include "server/stdio.h"
 
 namespace vs::mcp::test {
 
@@ -52,11 +53,14 @@ class StdioPeer {
   std::optional<json> response_to(const json& id, std::chrono::milliseconds timeout = std::chrono::seconds(5));
   const std::vector<json>& skipped() const { return skipped_; }
   void close_input();
+  // What a stop signal does to `vramscope mcp` on stdio: the input ends, its pipe still open.
+  void stop_input() { input_->stop(); }
   // Waits until run_stdio returned; its status.
   bool finished(std::chrono::milliseconds timeout);
 
  private:
   int to_server_[2];
+  std::unique_ptr<StoppableInput> input_;  // the server's end of to_server_, read as `vramscope mcp` reads stdin
   int from_server_[2];
   std::string pending_;
   std::vector<json> skipped_;

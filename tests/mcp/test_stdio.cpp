@@ -242,6 +242,22 @@ TEST_CASE_METHOD(StdioFixture, "end of input: running calls are answered, then t
   CHECK(peer.finished(2s));
 }
 
+TEST_CASE_METHOD(StdioFixture, "a stop signal ends the input as EOF does, with the client's end still open",
+                 "[stdio]") {
+  // `vramscope mcp` stops its input on SIGTERM/SIGINT: run_stdio was blocked reading stdin, and the signal
+  // killed the process with its traces unended. Running calls are answered as at EOF.
+  initialize();
+  peer.send(request(2, "tools/call", {{"name", "slow"}, {"arguments", {{"ms", 300}}}}));
+  while (!observed->slow_started) std::this_thread::sleep_for(5ms);
+  peer.stop_input();
+  peer.send(request(3, "ping"));  // sent after the stop (while the slow call runs): never read
+  auto result = peer.response_to(2, 3s);
+  REQUIRE(result);
+  CHECK((*result)["result"]["content"][0]["text"] == "slept 300 ms");
+  CHECK(peer.finished(2s));
+  CHECK_FALSE(peer.response_to(3, 300ms));
+}
+
 TEST_CASE("check_arguments: 2020-12 if/then/else and $anchor references", "[registry]") {
   const json schema = R"({
     "type": "object",
