@@ -161,6 +161,8 @@ Status install_sessions_view(sqlite3* db) {
   sqlite3_finalize(stmt);
   if (rc != SQLITE_DONE) return Error{sqlite3_errmsg(db)};
   if (columns.empty()) return Status::success();
+  // Added by schema 5: a file written before reads as having it, NULL (as schema.sql documents it).
+  if (columns.find("\"last_call_end_ns\"") == std::string::npos) columns += ", NULL AS last_call_end_ns";
   const std::string view = "CREATE TEMP VIEW sessions AS SELECT " + columns + " FROM main.sessions";
   char* msg = nullptr;
   if (sqlite3_exec(db, view.c_str(), nullptr, nullptr, &msg) != SQLITE_OK) {
@@ -208,6 +210,7 @@ Status TraceReader::connect() const {
   lock_fd_ = c.lock_fd;
   immutable_ = c.immutable;
   identity_ = c.identity;
+  schema_version_ = static_cast<int>(version);
   if (should_stop_)
     sqlite3_progress_handler(
         db_, 10000, [](void* self) { return static_cast<const TraceReader*>(self)->should_stop_() ? 1 : 0; },

@@ -87,6 +87,8 @@ class TraceReader {
   void set_interrupt(std::function<bool()> should_stop);
   // True while the connection reads the file as finished (immutable=1, see above).
   bool immutable() const;
+  // The file's PRAGMA user_version (store/store.h kSchemaVersion says what each adds).
+  int schema_version() const { return schema_version_; }
   // Whether the file has index `name` (store/indexes.sql): a session's end builds them, so a trace still
   // recording, or one whose recorder died, has none, and a query that counts on one must scan once instead.
   Result<bool> has_index(const std::string& name) const;
@@ -113,6 +115,7 @@ class TraceReader {
   mutable sqlite3* db_ = nullptr;
   mutable int* lock_fd_ = nullptr;  // the connection's descriptor for the recorder's flock (owned by db_)
   mutable bool immutable_ = false;
+  mutable int schema_version_ = 0;
   // dev, inode, size, mtime (ns) and SQLite's change counter when opened
   mutable std::optional<std::array<std::int64_t, 5>> identity_;
   std::string path_;

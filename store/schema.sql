@@ -1,9 +1,10 @@
--- vramscope trace store, schema version 4 (PRAGMA user_version = 4). Version 2 added
+-- vramscope trace store, schema version 5 (PRAGMA user_version = 5). Version 2 added
 -- summaries, call_stats and call_stats_preemptors; version 3 call_buckets and
 -- call_bucket_stats; version 4 the columns call_rows.seq, allocations.alloc_seq and
--- allocations.free_seq. Readers accept older files (without them), and a writer or
+-- allocations.free_seq; version 5 sessions.last_call_end_ns, and calls_recorded kept
+-- while recording. Readers accept older files (without them), and a writer or
 -- `build_summaries` opening one adds the tables and the columns (NULL in the rows
--- already there).
+-- already there, except sessions not ended, whose two are computed then).
 --
 -- Text from the traced system (command, comm, cmdline, paths, error and NVML
 -- strings) is stored as the system gave it, control characters and all; every
@@ -37,7 +38,8 @@ CREATE TABLE IF NOT EXISTS sessions (
   attach_ms          REAL,              -- time to attach all probes
   detach_ms          REAL,              -- time until the probes record nothing more: uprobe_multi links detached; perf-event
                                         -- links (kernels < 6.6, --perf-links) made inert, then closed in the background
-  calls_recorded     INTEGER NOT NULL DEFAULT 0,
+  calls_recorded     INTEGER NOT NULL DEFAULT 0,  -- call_rows of the session; kept at every commit while recording
+                                        -- (schema 5; before, 0 until the end)
   call_drops         INTEGER NOT NULL DEFAULT 0,  -- call records lost (ring buffer full)
   lifecycle_drops    INTEGER NOT NULL DEFAULT 0,  -- process fork/exec/exit records lost, and caller-file path records (then the path comes from /proc/PID/maps, or stays unknown)
   sched_drops        INTEGER NOT NULL DEFAULT 0,  -- raw switch records lost (--sched-events)
@@ -48,7 +50,10 @@ CREATE TABLE IF NOT EXISTS sessions (
                                         -- holds a lock on the file; readers report a 'recording' session without
                                         -- one (a copied file has none) as 'interrupted', and the next recorder into
                                         -- the file stores it so
-  nvml               TEXT               -- 'sampled every N ms', or why NVML's device view is missing
+  nvml               TEXT,              -- 'sampled every N ms', or why NVML's device view is missing
+  last_call_end_ns   INTEGER            -- MAX(ts_ns + dur_ns) of the session's call_rows (NULL: none), kept at every
+                                        -- commit with calls_recorded, so that a session still recording is read
+                                        -- without scanning its calls (schema 5; NULL in sessions ended before)
 );
 
 -- One row per traced process. (pid, start_ns) identifies a process even when pids are reused.

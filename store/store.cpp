@@ -200,6 +200,8 @@ constexpr AddedColumn kAddedColumns[] = {
     {"call_rows", "seq", "INTEGER"},
     {"allocations", "alloc_seq", "INTEGER"},
     {"allocations", "free_seq", "INTEGER"},
+    // schema 5
+    {"sessions", "last_call_end_ns", "INTEGER"},
 };
 
 }  // namespace
@@ -217,6 +219,15 @@ Status upgrade_schema(sqlite3* db) {
                         "adding column " + name);
         !s)
       return s;
+    // A session not ended (its recorder died) is read through these two from now on: computed once here.
+    if (name == "sessions.last_call_end_ns")
+      if (Status s = exec(db,
+                          "UPDATE sessions SET calls_recorded = (SELECT COUNT(*) FROM call_rows c WHERE c.session_id = "
+                          "sessions.id), last_call_end_ns = (SELECT MAX(ts_ns + dur_ns) FROM call_rows c WHERE "
+                          "c.session_id = sessions.id) WHERE end_ts_ns IS NULL",
+                          "counting the calls of the sessions not ended");
+          !s)
+        return s;
   }
   return exec(db, "PRAGMA user_version = " + std::to_string(kSchemaVersion), "setting the schema version");
 }
@@ -231,7 +242,7 @@ struct TraceWriter::Impl {
   // ---- writer-thread state (only the writer thread touches these after open) ----
   Stmt begin, commit, rollback, ins_call, ins_call_multi, ins_alloc, ins_alloc_multi, upd_alloc, ins_unmatched,
       ins_object, ins_process, upd_exec, upd_exit, ins_sched, ins_session, ins_library, ins_probe, upd_session,
-      ins_gpu, ins_gpu_memory, ins_gpu_process;
+      ins_gpu, ins_gpu_memory, ins_gpu_process, upd_progress;
   std::int64_t w_session_id = 0;
   bool in_txn = false;
   std::size_t txn_rows = 0;
@@ -241,6 +252,8 @@ struct TraceWriter::Impl {
   std::vector<AllocOpenRow> pending_allocs;
   std::vector<const CallRow*> pending_calls;  // call rows not yet inserted (fewer than kMultiRows)
   std::int64_t session_calls_committed = 0;
+  std::optional<std::int64_t> session_last_call_end;  // MAX(ts_ns + dur_ns) of the session's committed calls
+  std::optional<std::int64_t> txn_last_call_end;      // the same over the open transaction's
   bool stopped = false;  // by the first write error: nothing is written after it
 
   // ---- shared state, under mu ----
@@ -326,6 +339,15 @@ struct TraceWriter::Impl {
   void commit_txn() {
     if (!pending_calls.empty()) insert_pending_calls();
     if (!pending_allocs.empty()) insert_pending_allocs();
+    if (in_txn && txn_calls > 0 && !stopped) {
+      // In the transaction of the calls they count, so that a reader sees both or neither.
+      const std::optional<std::int64_t> end = std::max(session_last_call_end, txn_last_call_end);
+      sqlite3_stmt* s = upd_progress.s;
+      int rc = bind(s, 1, session_calls_committed + txn_calls) | bind(s, 2, end) | bind(s, 3, w_session_id);
+      // Not write(): its row_done() would commit, from here.
+      if (rc != SQLITE_OK) fail("update sessions (calls so far) (bind)", rc);
+      else if (step(upd_progress, "update sessions (calls so far)")) session_last_call_end = end;
+    }
     if (in_txn) {
       int rc = sqlite3_step(commit.s);
       sqlite3_reset(commit.s);
@@ -338,6 +360,7 @@ struct TraceWriter::Impl {
     session_calls_committed += txn_calls;
     txn_rows = 0;
     txn_calls = 0;
+    txn_last_call_end.reset();
   }
 
   void row_done() {
@@ -442,6 +465,11 @@ struct TraceWriter::Impl {
   }
 
   void insert_pending_calls() {
+    for (const CallRow* c : pending_calls) {
+      // As SQLite's MAX(ts_ns + dur_ns): both are below 2^62 (tracer/decoder.h record_ns), the sum fits.
+      const std::int64_t end = c->ts_ns + c->dur_ns;
+      if (!txn_last_call_end || end > *txn_last_call_end) txn_last_call_end = end;
+    }
     const std::int64_t session = w_session_id;
     txn_calls += static_cast<std::int64_t>(insert_rows(
         pending_calls, ins_call_multi, ins_call, kCallColumns,
@@ -727,6 +755,7 @@ struct TraceWriter::Impl {
         {&ins_gpu_process,
          "INSERT INTO gpu_process_samples (session_id, ts_ns, gpu_index, pid, used_bytes) VALUES (?,?,?,?,?)"},
         {&ins_probe, "INSERT OR REPLACE INTO probes (library_id, api, offset, status, error) VALUES (?,?,?,?,?)"},
+        {&upd_progress, "UPDATE sessions SET calls_recorded = ?, last_call_end_ns = ? WHERE id = ?"},
         {&upd_session,
          "UPDATE sessions SET end_ts_ns = ?, attach_ms = ?, detach_ms = ?, calls_recorded = ?, call_drops = ?, "
          "lifecycle_drops = ?, sched_drops = ?, unrecorded_calls = ?, status = ? WHERE id = ?"},
@@ -908,6 +937,7 @@ std::int64_t TraceWriter::begin_session(const SessionInfo& info) {
       id = sqlite3_last_insert_rowid(im.db.db);
       im.w_session_id = id;
       im.session_calls_committed = 0;
+      im.session_last_call_end.reset();
     }
     im.commit_txn();
   });

@@ -30,7 +30,9 @@ namespace vs::store {
 // 3: the same per run of calls (call_buckets, call_bucket_stats), for time windows.
 // 4: each top-level call's ordinal in its process (call_rows.seq), and that of the calls that made and
 //    ended an allocation (allocations.alloc_seq, free_seq). Readers accept 1 to 3 (the columns absent).
-inline constexpr int kSchemaVersion = 4;
+// 5: sessions.calls_recorded and last_call_end_ns kept at every commit while recording, so that a session
+//    still recording is read without scanning its calls (TraceReader::schema_version() says whether).
+inline constexpr int kSchemaVersion = 5;
 
 // The schema text (store/schema.sql, embedded at build time).
 std::string_view schema_sql();

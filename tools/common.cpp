@@ -9,17 +9,18 @@ namespace vs::tools {
 Result<Session> resolve_session(const store::TraceReader& db, const json& args) {
   auto requested = arg_opt_int(args, "session_id");
   Session s;
-  bool found = false;
+  bool found = false, ended = false;
   std::string ids;
   Status st = db.query(
-      "SELECT id, start_ts_ns, end_ts_ns, realtime_offset_ns, status, mode, COALESCE(command, '') "
+      "SELECT id, start_ts_ns, end_ts_ns, realtime_offset_ns, status, mode, COALESCE(command, ''), last_call_end_ns "
       "FROM sessions ORDER BY id",
       {}, [&](const store::Row& r) {
         ids += (ids.empty() ? "" : ", ") + std::to_string(r.i64(0));
         if (requested ? r.i64(0) != *requested : false) return;
         s.id = r.i64(0);
         s.start_ns = r.i64(1);
-        s.end_ns = r.is_null(2) ? 0 : r.i64(2);
+        ended = !r.is_null(2);
+        s.end_ns = ended ? r.i64(2) : r.is_null(7) ? s.start_ns : r.i64(7);
         s.realtime_offset_ns = r.i64(3);
         s.status = r.text(4);
         s.mode = r.text(5);
@@ -31,8 +32,9 @@ Result<Session> resolve_session(const store::TraceReader& db, const json& args) 
     if (ids.empty()) return Error{"this trace has no sessions yet (is `vramscope trace` still starting?)"};
     return Error{"no session " + std::to_string(*requested) + " in this trace; sessions: " + ids};
   }
-  if (s.end_ns == 0) {
-    // Still recording (or the tracer died): the session runs to its last event.
+  if (!ended && db.schema_version() < 5) {
+    // Still recording (or the tracer died): the session runs to its last call's end, which the writer
+    // keeps in the session's row since schema 5 (last_call_end_ns); before, a scan of its calls.
     st = db.query("SELECT MAX(ts_ns + dur_ns) FROM call_rows WHERE session_id = ?", {s.id},
                   [&](const store::Row& r) { s.end_ns = r.is_null(0) ? s.start_ns : r.i64(0); });
     if (!st) return Error{st.message()};
@@ -74,8 +76,9 @@ Result<json> coverage(const store::TraceReader& db, const Session& session) {
   if (!st) return Error{st.message()};
   const bool ended = c["ended"].get<bool>();
   c.erase("ended");
-  if (!ended) {
-    // calls_recorded is written at the session's end (never, if the recorder died); count what is there.
+  if (!ended && db.schema_version() < 5) {
+    // Before schema 5 calls_recorded was written at the session's end only (never, if the recorder
+    // died): count what is there.
     st = db.query("SELECT COUNT(*) FROM call_rows WHERE session_id = ?", {session.id},
                   [&](const store::Row& r) { c["calls_recorded"] = r.i64(0); });
     if (!st) return Error{st.message()};

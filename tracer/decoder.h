@@ -14,10 +14,10 @@
 
 namespace vs::tracer {
 
-// A record's CLOCK_MONOTONIC time or duration (bpf_ktime_get_ns, u64) as a store column: at most 2^62 ns (146
+// A record's CLOCK_MONOTONIC time or duration (bpf_ktime_get_ns, u64) as a store column: below 2^62 ns (146
 // years of uptime), so that a time plus a duration never overflows int64 (fuzz_decoder: a corrupt record's
-// start near 2^62 plus its duration overflowed in pairing, UBSan).
-constexpr std::uint64_t kMaxRecordNs = std::uint64_t{1} << 62;
+// start near 2^62 plus its duration overflowed in pairing, UBSan; at exactly 2^62 each, the sum is 2^63).
+constexpr std::uint64_t kMaxRecordNs = (std::uint64_t{1} << 62) - 1;
 inline std::int64_t record_ns(std::uint64_t ns) { return static_cast<std::int64_t>(ns < kMaxRecordNs ? ns : kMaxRecordNs); }
 
 // (kernel dev_t, inode) -> path of every file mapped by traced processes.

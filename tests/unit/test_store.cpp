@@ -307,9 +307,10 @@ TEST_CASE("store: a second session in the same file gets ids after the first", "
     REQUIRE((*w)->end_session(end).ok());
   }
   Sql db(file);
-  // Session 1's recorder died: the second writer marked it so.
+  // Session 1's recorder died: the second writer marked it so. Its two calls were counted as they were
+  // committed (schema 5), so its row says how many were kept.
   CHECK(db.rows("SELECT id, host, end_ts_ns, calls_recorded, status FROM sessions ORDER BY id") ==
-        std::vector<std::string>{"1|host-a|NULL|0|interrupted", "2|host-b|60000|3|interrupted"});
+        std::vector<std::string>{"1|host-a|NULL|2|interrupted", "2|host-b|60000|3|interrupted"});
   CHECK(db.rows("SELECT id, session_id FROM call_rows ORDER BY id") ==
         std::vector<std::string>{"1|1", "2|1", "3|2", "4|2", "5|2"});
   CHECK(db.rows("SELECT id, session_id, alloc_call_id, bytes, free_call_id, end_reason FROM allocations ORDER BY id") ==
@@ -436,6 +437,36 @@ TEST_CASE("store: many calls span several transactions", "[store]") {
   CHECK(db.one("SELECT count(seq), min(seq), max(seq) FROM call_rows WHERE seq = id") == "16000|1|16000");
   CHECK(db.one("SELECT count(*) FROM allocations WHERE alloc_seq = alloc_call_id AND free_seq = free_call_id") ==
         "8000");
+}
+
+TEST_CASE("store: while recording, the session row keeps its calls' count and end (schema 5)", "[store]") {
+  // What tools read instead of scanning a session still recording (tools/common.cpp): equal to the scan at
+  // every commit a reader can see, the longest call's end rather than the last call's.
+  TempDir dir;
+  const fs::path file = dir.path / "trace.db";
+  auto w = TraceWriter::open(file.string());
+  REQUIRE(w.ok());
+  REQUIRE((*w)->begin_session(session_info("h", 0)) == 1);
+  REQUIRE((*w)->flush().ok());
+  Sql db(file);
+  CHECK(db.one("SELECT calls_recorded, last_call_end_ns IS NULL FROM sessions") == "0|1");
+  const std::string kept_equals_scan =
+      "SELECT calls_recorded = (SELECT COUNT(*) FROM call_rows), last_call_end_ns = (SELECT MAX(ts_ns + dur_ns) "
+      "FROM call_rows), calls_recorded FROM sessions";
+  std::int64_t id = 0;
+  for (int round = 1; round <= 3; ++round) {
+    for (int i = 0; i < 7000; ++i, ++id)  // > 10000 rows a transaction with the allocations: several commits
+      (*w)->add_call(Call(id + 1, "cudaMalloc").ptr(0x10000 + id * 0x1000).bytes(256).ts(1000 + id * 1000,
+                                                                                          id == 42 ? 1'000'000'000 : 10));
+    REQUIRE((*w)->flush().ok());
+    CHECK(db.one(kept_equals_scan) == "1|1|" + std::to_string(id));
+  }
+  CHECK(db.one("SELECT last_call_end_ns FROM sessions") == std::to_string(1000 + 42 * 1000 + 1'000'000'000));
+  vs::SessionEnd end;
+  end.end_ts_ns = 2'000'000'000;
+  end.status = "complete";
+  REQUIRE((*w)->end_session(end).ok());
+  CHECK(db.one(kept_equals_scan) == "1|1|21000");
 }
 
 TEST_CASE("store: producers on several threads, stats() meanwhile", "[store]") {
@@ -565,7 +596,7 @@ TEST_CASE("store: seq numbers each process's top-level calls; allocations carry 
 namespace {
 
 // The recorded traces shipped in examples/traces: the six H100 ones written with schema 1, before seq existed;
-// the H200 framework ones (jax_*, cupy_*) with schema 4.
+// the H200 framework ones (jax_*, cupy_*) with schema 4. Both older than the writer's.
 std::vector<fs::path> shipped_traces() {
   std::vector<fs::path> out;
   for (const auto& entry : fs::directory_iterator(fs::path(VS_EXAMPLES_DIR) / "traces"))
@@ -601,7 +632,7 @@ TEST_CASE("store: the shipped traces (six of schema 1) open in the reader unchan
       std::int64_t version = -1, calls = -1;
       REQUIRE((*r)->query("PRAGMA user_version", {}, [&](const vs::store::Row& row) { version = row.i64(0); }).ok());
       REQUIRE((*r)->query("SELECT count(*) FROM calls", {}, [&](const vs::store::Row& row) { calls = row.i64(0); }).ok());
-      CHECK((version == 1 || version == vs::store::kSchemaVersion));
+      CHECK((version == 1 || version == 4));
       schema_1 += version == 1;
       CHECK(calls > 0);
     }
@@ -656,6 +687,11 @@ TEST_CASE("store: a writer opening a schema-1 file adds the seq columns; the old
   CHECK(db.rows("SELECT id - " + std::to_string(base) + ", seq FROM call_rows WHERE session_id = 2 ORDER BY id") ==
         std::vector<std::string>{"0|1", "1|NULL", "2|2"});
   CHECK(db.one("SELECT alloc_seq, free_seq, end_reason FROM allocations WHERE session_id = 2") == "1|2|freed");
+  // Schema 5's session columns: the old session had ended, so it keeps NULL; the new one has them.
+  CHECK(columns_of(db, "sessions").substr(columns_of(db, "sessions").rfind(',') + 1) == "last_call_end_ns");
+  CHECK(db.one("SELECT last_call_end_ns IS NULL FROM sessions WHERE id = 1") == "1");
+  CHECK(db.one("SELECT calls_recorded, last_call_end_ns = (SELECT MAX(ts_ns + dur_ns) FROM call_rows WHERE "
+               "session_id = 2) FROM sessions WHERE id = 2") == "3|1");
   // And the reader opens the upgraded file.
   CHECK(vs::store::TraceReader::open(file.string()).ok());
 }
