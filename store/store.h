@@ -33,6 +33,8 @@ namespace vs::store {
 // 5: sessions.calls_recorded and last_call_end_ns kept at every commit while recording, so that a session
 //    still recording is read without scanning its calls (TraceReader::schema_version() says whether).
 inline constexpr int kSchemaVersion = 5;
+// The first schema whose writer keeps sessions.calls_recorded and last_call_end_ns while recording.
+inline constexpr int kSchemaKeepsSessionProgress = 5;
 
 // The schema text (store/schema.sql, embedded at build time).
 std::string_view schema_sql();

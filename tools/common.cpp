@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "store/store.h"
+
 namespace vs::tools {
 
 Result<Session> resolve_session(const store::TraceReader& db, const json& args) {
@@ -32,7 +34,7 @@ Result<Session> resolve_session(const store::TraceReader& db, const json& args) 
     if (ids.empty()) return Error{"this trace has no sessions yet (is `vramscope trace` still starting?)"};
     return Error{"no session " + std::to_string(*requested) + " in this trace; sessions: " + ids};
   }
-  if (!ended && db.schema_version() < 5) {
+  if (!ended && db.schema_version() < store::kSchemaKeepsSessionProgress) {
     // Still recording (or the tracer died): the session runs to its last call's end, which the writer
     // keeps in the session's row since schema 5 (last_call_end_ns); before, a scan of its calls.
     st = db.query("SELECT MAX(ts_ns + dur_ns) FROM call_rows WHERE session_id = ?", {s.id},
@@ -76,7 +78,7 @@ Result<json> coverage(const store::TraceReader& db, const Session& session) {
   if (!st) return Error{st.message()};
   const bool ended = c["ended"].get<bool>();
   c.erase("ended");
-  if (!ended && db.schema_version() < 5) {
+  if (!ended && db.schema_version() < store::kSchemaKeepsSessionProgress) {
     // Before schema 5 calls_recorded was written at the session's end only (never, if the recorder
     // died): count what is there.
     st = db.query("SELECT COUNT(*) FROM call_rows WHERE session_id = ?", {session.id},
